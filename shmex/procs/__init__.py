@@ -1,0 +1,1 @@
+"""procs — see DESIGN.md."""

@@ -1,0 +1,1 @@
+"""ring — see DESIGN.md."""

@@ -1,0 +1,198 @@
+"""The records shmex moves: one definition used by rings, the WAL, snapshots and frames.
+
+Every record is a 64-byte (one cache line) little-endian numpy structured dtype with
+explicit offsets. Nothing else in the project describes these bytes; a test pins the
+exact ``descr`` so that a layout change is a deliberate act that bumps SCHEMA_VERSION.
+
+Prices are integer ticks, sizes integer lots, times integer nanoseconds. No floats.
+
+COMMAND (producer -> matcher -> journal)::
+
+     0      1     2        3    4    5     6         8        12        16
+    +------+-----+--------+----+----+-----+---------+--------+---------+
+    | kind | side| ord_typ| tif| stp| pad | producer| symbol | account |
+    +------+-----+--------+----+----+-----+---------+--------+---------+
+    16          24      28     32       40        48     56          64
+    +-----------+-------+------+--------+---------+------+-----------+
+    | client_id | price | qty  | pseq   | sent_ns | seq  | engine_ns |
+    +-----------+-------+------+--------+---------+------+-----------+
+
+``pseq`` is the producer's own sequence number (1, 2, ... per producer): with it a
+restarted matcher knows exactly which ring records the WAL already holds.
+``seq`` and ``engine_ns`` are stamped by the matcher, the sequencer.
+
+REPORT (matcher -> publisher -> producer)::
+
+     0      1       2     3     4         6                8        12
+    +------+-------+-----+-----+---------+----------------+--------+-------+
+    | kind | reason| side| liq | producer| contra_producer| symbol | price |
+    +------+-------+-----+-----+---------+----------------+--------+-------+
+    16    20       24          32                 40        48     56        64
+    +-----+--------+-----------+------------------+---------+------+---------+
+    | qty | leaves | client_id | contra_client_id | cmd_seq | pseq | sent_ns |
+    +-----+--------+-----------+------------------+---------+------+---------+
+
+``pseq`` and ``sent_ns`` echo the command on reports about the order the command
+names (its ACK, its own fills, its EXPIRED...), and are 0 on reports about other
+orders (a maker's fill, a resting order cancelled by self-trade prevention).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from enum import IntEnum
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+RECORD_BYTES = 64
+
+
+def record(*fields: tuple[str, str, int]) -> np.dtype:
+    """A little-endian structured dtype from (name, format, offset), padded to 64 bytes."""
+    names = [f[0] for f in fields]
+    formats = ["<" + f[1] if f[1][0] not in "<>|" else f[1] for f in fields]
+    offsets = [f[2] for f in fields]
+    dt = np.dtype({"names": names, "formats": formats, "offsets": offsets,
+                   "itemsize": RECORD_BYTES}, align=False)
+    end = max(o + np.dtype(f).itemsize for o, f in zip(offsets, formats))
+    assert end <= RECORD_BYTES, f"record overruns {RECORD_BYTES} bytes: ends at {end}"
+    return dt
+
+
+class Kind(IntEnum):
+    NEW = 1
+    CANCEL = 2
+    REPLACE = 3
+
+
+class Side(IntEnum):
+    BUY = 1
+    SELL = 2
+
+
+class OrderType(IntEnum):
+    LIMIT = 1
+    MARKET = 2
+
+
+class Tif(IntEnum):
+    GTC = 1
+    IOC = 2
+    FOK = 3
+    POST_ONLY = 4
+
+
+class Stp(IntEnum):
+    NONE = 0
+    CANCEL_NEWEST = 1
+    CANCEL_OLDEST = 2
+    CANCEL_BOTH = 3
+    DECREMENT = 4
+
+
+class ReportKind(IntEnum):
+    ACK = 1
+    FILL = 2
+    CANCELED = 3
+    REPLACED = 4
+    REJECTED = 5
+    EXPIRED = 6
+
+
+class Liquidity(IntEnum):
+    NONE = 0
+    MAKER = 1
+    TAKER = 2
+
+
+class Reason(IntEnum):
+    NONE = 0
+    UNKNOWN_ORDER = 1
+    DUPLICATE_ID = 2
+    BAD_QTY = 3
+    PRICE_BAND = 4
+    UNKNOWN_SYMBOL = 5
+    BAD_FIELD = 6
+    BOOK_FULL = 7
+    POST_ONLY_WOULD_CROSS = 8
+    SELF_TRADE = 9
+
+
+# Module-level int constants for numba kernels (globals are folded as constants).
+K_NEW, K_CANCEL, K_REPLACE = map(int, Kind)
+BUY, SELL = map(int, Side)
+LIMIT, MARKET = map(int, OrderType)
+GTC, IOC, FOK, POST_ONLY = map(int, Tif)
+STP_NONE, STP_CANCEL_NEWEST, STP_CANCEL_OLDEST, STP_CANCEL_BOTH, STP_DECREMENT = map(int, Stp)
+R_ACK, R_FILL, R_CANCELED, R_REPLACED, R_REJECTED, R_EXPIRED = map(int, ReportKind)
+LIQ_NONE, MAKER, TAKER = map(int, Liquidity)
+(RS_NONE, RS_UNKNOWN_ORDER, RS_DUPLICATE_ID, RS_BAD_QTY, RS_PRICE_BAND, RS_UNKNOWN_SYMBOL,
+ RS_BAD_FIELD, RS_BOOK_FULL, RS_POST_ONLY_WOULD_CROSS, RS_SELF_TRADE) = map(int, Reason)
+
+COMMAND = record(
+    ("kind", "u1", 0),
+    ("side", "u1", 1),
+    ("order_type", "u1", 2),
+    ("tif", "u1", 3),
+    ("stp", "u1", 4),
+    ("producer", "u2", 6),
+    ("symbol", "u4", 8),
+    ("account", "u4", 12),
+    ("client_id", "u8", 16),
+    ("price", "i4", 24),
+    ("qty", "i4", 28),
+    ("pseq", "u8", 32),
+    ("sent_ns", "i8", 40),
+    ("seq", "i8", 48),
+    ("engine_ns", "i8", 56),
+)
+
+REPORT = record(
+    ("kind", "u1", 0),
+    ("reason", "u1", 1),
+    ("side", "u1", 2),
+    ("liquidity", "u1", 3),
+    ("producer", "u2", 4),
+    ("contra_producer", "u2", 6),
+    ("symbol", "u4", 8),
+    ("price", "i4", 12),
+    ("qty", "i4", 16),
+    ("leaves", "i4", 20),
+    ("client_id", "u8", 24),
+    ("contra_client_id", "u8", 32),
+    ("cmd_seq", "i8", 40),
+    ("pseq", "u8", 48),
+    ("sent_ns", "i8", 56),
+)
+
+# Resting orders as `Matcher.resting()` returns them (a view type, never on the wire).
+RESTING = np.dtype([("symbol", "<u4"), ("side", "u1"), ("price", "<i4"), ("producer", "<u2"),
+                    ("client_id", "<u8"), ("leaves", "<i4"), ("account", "<u4")])
+
+# One level of an L2 book as `Matcher.depth()` returns it.
+LEVEL = np.dtype([("price", "<i4"), ("qty", "<i8"), ("orders", "<i4")])
+
+PRICE_MIN = int(np.iinfo(np.int32).min)
+PRICE_MAX = int(np.iinfo(np.int32).max)
+QTY_MAX = int(np.iinfo(np.int32).max)
+
+
+def dtype_digest(dt: np.dtype) -> bytes:
+    """A 16-byte digest of a dtype's exact layout, for segment and file headers."""
+    text = repr((dt.descr, dt.itemsize)).encode()
+    return hashlib.blake2b(text, digest_size=16).digest()
+
+
+for _dt in (COMMAND, REPORT):
+    assert _dt.itemsize == RECORD_BYTES, f"record is {_dt.itemsize} bytes, not {RECORD_BYTES}"
+
+
+def commands(n: int = 0) -> np.ndarray:
+    """A zeroed array of n COMMAND records."""
+    return np.zeros(n, dtype=COMMAND)
+
+
+def reports(n: int = 0) -> np.ndarray:
+    """A zeroed array of n REPORT records."""
+    return np.zeros(n, dtype=REPORT)
