@@ -1,0 +1,76 @@
+"""The book's memory: one namedtuple of preallocated numpy arrays, passed to every kernel.
+
+Arena (one row per order slot, `capacity` rows)::
+
+    o_price  o_qty  o_side  o_sym  o_prod  o_cid  o_acct  o_prev  o_next
+    (ticks)  (leaves, lots)                                (int32 links of the level FIFO)
+
+    free[0:free_top] is a stack of unused slots.
+
+Ladder (one row per (symbol, side, tick); book index bk = symbol * 2 + side_index)::
+
+    lv_head / lv_tail  first and last order of the level FIFO (-1 when empty)
+    lv_qty / lv_cnt    total leaves and order count of the level
+    bm[bk * nwords + w]   bit t & 63 of word t >> 6: level t is non-empty
+    sm[bk * nsum + s]     bit w & 63 of word w >> 6: bm word w is non-zero
+    best[bk]              best tick of the side (-1 when the side is empty)
+    cnt[bk]               resting orders on the side
+
+Id table (open addressing, linear probing, backward-shift deletion, size a power of two
+at least twice the capacity)::
+
+    h_prod[h] (-1: empty)   h_cid[h]   h_slot[h]
+
+`cfg` holds the fixed configuration, `meta` the counters that change.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+import numpy as np
+
+# cfg indices
+C_SYMBOLS, C_LO, C_HI, C_NTICKS, C_CAP, C_NWORDS, C_NSUM, C_HMASK = range(8)
+# meta indices
+M_LAST_SEQ, M_FREE_TOP, M_LIVE = range(3)
+
+FIELDS = ("cfg", "meta",
+          "o_price", "o_qty", "o_side", "o_sym", "o_prod", "o_cid", "o_acct", "o_prev", "o_next",
+          "free",
+          "lv_head", "lv_tail", "lv_qty", "lv_cnt", "bm", "sm", "best", "cnt",
+          "h_prod", "h_cid", "h_slot")
+
+Book = namedtuple("Book", FIELDS)
+
+MAX_TICKS = 1 << 24  # 16M ticks per side: the ladder costs ~24 bytes a tick
+
+
+def new_book(symbols: int, price_lo: int, price_hi: int, capacity: int) -> Book:
+    """Allocate an empty book. Every array is allocated here, once."""
+    nticks = price_hi - price_lo + 1
+    nwords = (nticks + 63) >> 6
+    nsum = (nwords + 63) >> 6
+    hsize = 1 << max(4, int(2 * capacity - 1).bit_length())
+    nbooks = symbols * 2
+    nlv = nbooks * nticks
+    cfg = np.array([symbols, price_lo, price_hi, nticks, capacity, nwords, nsum, hsize - 1],
+                   dtype=np.int64)
+    meta = np.zeros(3, dtype=np.int64)
+    meta[M_FREE_TOP] = capacity
+    return Book(
+        cfg=cfg, meta=meta,
+        o_price=np.zeros(capacity, np.int64), o_qty=np.zeros(capacity, np.int64),
+        o_side=np.zeros(capacity, np.int64), o_sym=np.zeros(capacity, np.int64),
+        o_prod=np.zeros(capacity, np.int64), o_cid=np.zeros(capacity, np.uint64),
+        o_acct=np.zeros(capacity, np.int64),
+        o_prev=np.full(capacity, -1, np.int32), o_next=np.full(capacity, -1, np.int32),
+        # Popped from the top: slot 0 first, so a fresh book fills slots in order.
+        free=np.arange(capacity - 1, -1, -1, dtype=np.int32),
+        lv_head=np.full(nlv, -1, np.int32), lv_tail=np.full(nlv, -1, np.int32),
+        lv_qty=np.zeros(nlv, np.int64), lv_cnt=np.zeros(nlv, np.int64),
+        bm=np.zeros(nbooks * nwords, np.uint64), sm=np.zeros(nbooks * nsum, np.uint64),
+        best=np.full(nbooks, -1, np.int64), cnt=np.zeros(nbooks, np.int64),
+        h_prod=np.full(hsize, -1, np.int64), h_cid=np.zeros(hsize, np.uint64),
+        h_slot=np.full(hsize, -1, np.int32),
+    )

@@ -1,0 +1,206 @@
+"""Matcher: the Python face of the numba book. Validates at the boundary, then calls kernels."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import numpy as np
+
+from shmex.errors import SchemaMismatch, UsageError
+from shmex.matcher import _kernels as K
+from shmex.matcher.book import (C_CAP, C_HI, C_LO, C_NTICKS, C_SYMBOLS, FIELDS, M_LAST_SEQ,
+                                M_LIVE, MAX_TICKS, Book, new_book)
+from shmex.schema import (COMMAND, LEVEL, REPORT, RESTING, Kind, OrderType, Side, Stp, Tif,
+                          PRICE_MAX, PRICE_MIN)
+
+STATE_FORMAT = 1
+
+
+class Matcher:
+    """A price-time priority book over `symbols` symbols, prices in [price_lo, price_hi] ticks.
+
+    `process(commands)` sequences and matches a batch; `apply(commands)` replays commands
+    that already carry their seq. Both return the REPORT records, in order.
+    """
+
+    def __init__(self, symbols: int = 1, price_lo: int = 1, price_hi: int = 100_000,
+                 capacity: int = 1 << 20, *, _book: Book | None = None):
+        if _book is None:
+            _check_config(symbols, price_lo, price_hi, capacity)
+            _book = new_book(symbols, price_lo, price_hi, capacity)
+        self._b = _book
+        self._out = np.zeros(1 << 14, dtype=REPORT)
+
+    # ------------------------------------------------------------ batches
+
+    def process(self, commands: np.ndarray) -> np.ndarray:
+        """Sequence and match a batch. Writes `seq` and `engine_ns` into `commands`."""
+        n = self._run(commands, stamp=True)
+        return self._out[:n].copy()
+
+    def apply(self, commands: np.ndarray) -> np.ndarray:
+        """Match commands that already carry `seq` (last_seq + 1, + 2, ...) and `engine_ns`."""
+        n = self._run(commands, stamp=False)
+        return self._out[:n].copy()
+
+    def process_into(self, commands: np.ndarray, stamp: bool = True) -> np.ndarray:
+        """Like process()/apply(), but returns a view of the matcher's own report buffer,
+        valid until the next call: no allocation once the buffer has grown to fit."""
+        return self._out[:self._run(commands, stamp)]
+
+    def _run(self, commands: np.ndarray, stamp: bool) -> int:
+        if not isinstance(commands, np.ndarray) or commands.dtype != COMMAND:
+            raise SchemaMismatch("Matcher.process", COMMAND,
+                                 getattr(commands, "dtype", type(commands).__name__))
+        if commands.ndim != 1:
+            raise UsageError(f"commands: expected a 1-d array, got shape {commands.shape}")
+        engine_ns = time.time_ns() if stamp else 0
+        i, n = 0, 0
+        while True:
+            i, n, status = K._run(self._b, commands, i, self._out, n, stamp, engine_ns)
+            if status == K.ST_DONE:
+                return n
+            if status == K.ST_SEQ_GAP:
+                raise UsageError(f"commands[{i}].seq: expected {self.last_seq + 1}, "
+                                 f"found {int(commands[i]['seq'])}")
+            need = n + int(K._worst_case(self._b, commands[i]))
+            grown = np.zeros(max(2 * len(self._out), 1 << (need - 1).bit_length()), REPORT)
+            grown[:n] = self._out[:n]
+            self._out = grown
+
+    # ------------------------------------------------------------ one at a time (REPL)
+
+    def submit(self, side, price: int, qty: int, *, client_id: int, producer: int = 0,
+               symbol: int = 0, order_type=OrderType.LIMIT, tif=Tif.GTC, stp=Stp.NONE,
+               account: int = 0) -> np.ndarray:
+        """Submit one NEW order; returns its reports."""
+        return self.process(_one(Kind.NEW, side=int(side), order_type=int(order_type),
+                                 tif=int(tif), stp=int(stp), producer=producer, symbol=symbol,
+                                 account=account, client_id=client_id, price=price, qty=qty))
+
+    def cancel(self, client_id: int, *, producer: int = 0, symbol: int = 0) -> np.ndarray:
+        """Cancel one order; returns its reports."""
+        return self.process(_one(Kind.CANCEL, producer=producer, symbol=symbol,
+                                 client_id=client_id))
+
+    def replace(self, client_id: int, price: int, qty: int, *, producer: int = 0, symbol: int = 0,
+                stp=Stp.NONE) -> np.ndarray:
+        """Replace one order's price and open quantity; returns its reports."""
+        return self.process(_one(Kind.REPLACE, producer=producer, symbol=symbol, stp=int(stp),
+                                 client_id=client_id, price=price, qty=qty))
+
+    # ------------------------------------------------------------ views
+
+    @property
+    def config(self) -> dict:
+        c = self._b.cfg
+        return dict(symbols=int(c[C_SYMBOLS]), price_lo=int(c[C_LO]), price_hi=int(c[C_HI]),
+                    capacity=int(c[C_CAP]))
+
+    @property
+    def last_seq(self) -> int:
+        return int(self._b.meta[M_LAST_SEQ])
+
+    @property
+    def live(self) -> int:
+        """Resting orders."""
+        return int(self._b.meta[M_LIVE])
+
+    def resting(self) -> np.ndarray:
+        """Every resting order: by symbol, BUY before SELL, best price first, then time."""
+        out = np.zeros(self.live, dtype=RESTING)
+        n = K._resting(self._b, out)
+        assert n == len(out), f"Invariant: walked {n} resting orders, live count says {len(out)}"
+        return out
+
+    def best_bid(self, symbol: int = 0) -> int | None:
+        return self._best(symbol, Side.BUY)
+
+    def best_ask(self, symbol: int = 0) -> int | None:
+        return self._best(symbol, Side.SELL)
+
+    def _best(self, symbol: int, side: Side) -> int | None:
+        self._check_symbol(symbol)
+        t = int(self._b.best[symbol * 2 + side - 1])
+        return None if t < 0 else t + int(self._b.cfg[C_LO])
+
+    def depth(self, symbol: int = 0, levels: int = 5) -> tuple[np.ndarray, np.ndarray]:
+        """L2 view: (bids, asks), each an array of (price, qty, orders), best level first."""
+        self._check_symbol(symbol)
+        sides = []
+        for side in (Side.BUY, Side.SELL):
+            out = np.zeros(levels, dtype=LEVEL)
+            n = K._depth(self._b, symbol * 2 + side - 1, levels, out)
+            sides.append(out[:n])
+        return sides[0], sides[1]
+
+    def state_hash(self) -> str:
+        """blake2b of the canonical book state: last seq and every resting order in
+        priority order. Arena slots and table layout do not enter, so equal books hash equal."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(np.array([STATE_FORMAT, self.last_seq], dtype="<i8").tobytes())
+        h.update(np.ascontiguousarray(self.resting()).tobytes())
+        return h.hexdigest()
+
+    def _check_symbol(self, symbol: int) -> None:
+        if not 0 <= symbol < int(self._b.cfg[C_SYMBOLS]):
+            raise UsageError(f"symbol: {symbol} is not in [0, {int(self._b.cfg[C_SYMBOLS])})")
+
+    # ------------------------------------------------------------ state (snapshots)
+
+    def export_state(self) -> dict[str, np.ndarray]:
+        """Every array of the book (copies): with from_state(), an exact round trip."""
+        return {name: arr.copy() for name, arr in zip(FIELDS, self._b)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray]) -> "Matcher":
+        missing = [f for f in FIELDS if f not in state]
+        if missing:
+            raise UsageError(f"matcher state: missing arrays {missing}")
+        fresh = new_book(*_config_of(state["cfg"]))
+        for name, arr in zip(FIELDS, fresh):
+            got = state[name]
+            if got.dtype != arr.dtype or got.shape != arr.shape:
+                raise UsageError(f"matcher state: array {name!r} is {got.dtype}{got.shape}, "
+                                 f"expected {arr.dtype}{arr.shape}")
+        book = Book(**{f: np.array(state[f], copy=True) for f in FIELDS})
+        return cls(_book=book)
+
+    @property
+    def book(self) -> Book:
+        """The raw arrays (for check_book and kernels that drive the matcher)."""
+        return self._b
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"Matcher(symbols={c['symbols']}, price_lo={c['price_lo']}, "
+                f"price_hi={c['price_hi']}, capacity={c['capacity']}, live={self.live}, "
+                f"last_seq={self.last_seq})")
+
+
+def _config_of(cfg: np.ndarray) -> tuple[int, int, int, int]:
+    return int(cfg[C_SYMBOLS]), int(cfg[C_LO]), int(cfg[C_HI]), int(cfg[C_CAP])
+
+
+def _check_config(symbols: int, price_lo: int, price_hi: int, capacity: int) -> None:
+    if not 1 <= symbols <= 1 << 16:
+        raise UsageError(f"symbols: {symbols} is not in [1, 65536]")
+    if not (PRICE_MIN <= price_lo <= price_hi <= PRICE_MAX):
+        raise UsageError(f"price band: [{price_lo}, {price_hi}] is empty or outside int32 ticks")
+    if price_hi - price_lo + 1 > MAX_TICKS:
+        raise UsageError(f"price band: {price_hi - price_lo + 1} ticks is more than {MAX_TICKS}")
+    if not 1 <= capacity <= 1 << 30:
+        raise UsageError(f"capacity: {capacity} is not in [1, 2**30]")
+    nbytes = symbols * 2 * (price_hi - price_lo + 1) * 24
+    if nbytes > 8 << 30:
+        raise UsageError(f"ladder: {symbols} symbols x {price_hi - price_lo + 1} ticks needs "
+                         f"{nbytes >> 20} MiB; narrow the band or use fewer symbols")
+
+
+def _one(kind: Kind, **fields) -> np.ndarray:
+    cmd = np.zeros(1, dtype=COMMAND)
+    cmd["kind"] = int(kind)
+    for name, value in fields.items():
+        cmd[name] = value
+    return cmd
