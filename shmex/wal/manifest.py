@@ -1,0 +1,77 @@
+"""The run manifest: one JSON file listing the runs that wrote a log directory.
+
+Each run: ``run_id`` (32 hex), ``started_ns``, ``config`` (the matcher config),
+``first_seq``, ``first_segment``, ``sealed``; a sealed run adds ``last_seq``,
+``records`` (commands it wrote), ``digest`` (CRC32C chain over its command records,
+hex) and ``sealed_ns``. An unsealed run that is not the live one crashed.
+Every update is atomic: temp file, fsync, rename, directory fsync.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from shmex.errors import CannotOpen, CorruptRecord
+from shmex.wal.layout import MANIFEST
+from shmex.wal.segment import fsync_dir
+
+FORMAT = 1
+_RUN_KEYS = ("run_id", "started_ns", "config", "first_seq", "first_segment", "sealed")
+_SEALED_KEYS = ("last_seq", "records", "digest", "sealed_ns")
+
+
+def path_of(directory) -> str:
+    return os.path.join(directory, MANIFEST)
+
+
+def read(directory) -> dict | None:
+    """The manifest, or None when the directory has none. Raises CorruptRecord if malformed."""
+    p = path_of(directory)
+    try:
+        with open(p, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise CannotOpen(f"{p}: cannot read manifest: {e.strerror}") from e
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CorruptRecord(p, getattr(e, "pos", 0), None, f"manifest is not valid JSON: {e}") from e
+    _check(p, doc)
+    return doc
+
+
+def _check(p, doc) -> None:
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("runs"), list):
+        raise CorruptRecord(p, 0, None, f"manifest must be an object with format {FORMAT} and a runs list")
+    for i, run in enumerate(doc["runs"]):
+        if not isinstance(run, dict):
+            raise CorruptRecord(p, 0, None, f"manifest run {i} is not an object")
+        missing = [k for k in _RUN_KEYS if k not in run]
+        if run.get("sealed"):
+            missing += [k for k in _SEALED_KEYS if k not in run]
+        if missing:
+            raise CorruptRecord(p, 0, None, f"manifest run {i} lacks {', '.join(missing)}")
+        for k in ("first_seq", "first_segment") + (("last_seq", "records") if run["sealed"] else ()):
+            if not isinstance(run[k], int) or isinstance(run[k], bool):
+                raise CorruptRecord(p, 0, None, f"manifest run {i}: {k} is {run[k]!r}, not an integer")
+
+
+def write(directory, doc: dict) -> None:
+    p = path_of(directory)
+    tmp = p + ".tmp"
+    data = json.dumps(doc, indent=1, sort_keys=True).encode()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, p)
+    fsync_dir(directory)
+
+
+def new() -> dict:
+    return {"format": FORMAT, "runs": []}

@@ -1,0 +1,319 @@
+"""Read a log directory back: every record CRC-checked, in seq order, from any seq.
+
+``WalReader(dir).commands(from_seq, until)`` yields COMMAND batches; when it stops,
+``reader.end`` says where and why: the last seq read, the first damage (a CorruptRecord
+naming file, offset, seq and what is wrong) or None, and the control records met.
+Nothing at or after the first bad record is ever yielded.
+
+``cut_tail(dir)`` makes a crashed log writable again: it zeroes a torn tail and removes
+segments after it, and refuses (CorruptRecord) when intact records lie further than
+TAIL_WINDOW_BYTES past the damage, because that is damage inside the log, not a torn
+write, and cutting it would drop records that were durable.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from shmex.errors import CannotOpen, CorruptRecord
+from shmex.schema import COMMAND
+from shmex.wal import _kernels as K
+from shmex.wal import layout as L
+from shmex.wal.crc import HW
+from shmex.wal.segment import MappedSegment, fsync_dir, list_segments
+
+BATCH = 65536
+# A group commit writes at most this much in one pwrite; intact records within it past
+# a torn record can be the unsynced rest of that last write (pages reach disk in any order).
+TAIL_WINDOW_BYTES = 4 << 20
+_SEQ_MAX = (1 << 63) - 1
+
+
+@dataclass
+class Control:
+    """A control record met by the scan."""
+    kind: int          # layout.REC_RUN_START / REC_SNAPSHOT / REC_RUN_SEALED
+    seq: int
+    path: str
+    offset: int
+    run_id: str = ""   # hex, run records
+    first_seq: int = 0
+    last_seq: int = 0
+    records: int = 0
+    digest: int = 0    # sealed: stored digest; start: 0
+    computed_digest: int | None = None  # sealed: the chain recomputed by this scan, if it saw the whole run
+    state_hash: str = ""  # snapshot records
+
+
+@dataclass
+class ScanEnd:
+    last_seq: int                    # last command seq read intact (from_seq - 1 if none)
+    records: int = 0                 # commands yielded
+    damage: CorruptRecord | None = None
+    segment: int = -1                # index of the segment the scan ended in
+    path: str = ""
+    offset: int = 0                  # byte offset where the next record would go / the bad one is
+    controls: list[Control] = field(default_factory=list)
+    segments: int = 0                # segment files visited
+
+
+class WalReader:
+    """Scan a log directory. Raises CannotOpen if the directory is missing or unreadable."""
+
+    def __init__(self, directory):
+        self.directory = str(directory)
+        if not os.path.isdir(self.directory):
+            raise CannotOpen(f"{self.directory}: no such WAL directory")
+        self.segments = list_segments(self.directory)
+        self.end: ScanEnd | None = None
+
+    def first_seq(self) -> int | None:
+        """The first command seq the log holds (from the first segment header), or None if empty."""
+        if not self.segments:
+            return None
+        seg = MappedSegment(self.segments[0][1])
+        try:
+            return seg.first_seq
+        finally:
+            seg.close()
+
+    def _start_index(self, from_seq: int) -> int:
+        """Index into self.segments of the last segment whose first_seq <= from_seq."""
+        start = 0
+        for i, (_, path) in enumerate(self.segments):
+            seg = MappedSegment(path)
+            try:
+                if seg.first_seq > from_seq:
+                    break
+                start = i
+            finally:
+                seg.close()
+        return start
+
+    def commands(self, from_seq: int = 1, until: int | None = None, batch: int = BATCH):
+        """Yield COMMAND arrays with seq from ``from_seq`` up to ``until`` (inclusive).
+
+        A yielded array is a view of a reused buffer: valid until the next iteration.
+        Header damage of a segment raises nothing here; it ends the scan as ``end.damage``.
+        """
+        last = _SEQ_MAX if until is None else int(until)
+        out = np.zeros((batch, 8), dtype=np.uint64)
+        view = out.view(COMMAND).reshape(batch)
+        end = self.end = ScanEnd(last_seq=from_seq - 1)
+        if not self.segments:
+            return
+        expect = None
+        digest = np.uint64(0)
+        digest_run = False  # the digest is whole only when the scan saw the run's start
+        start = self._start_index(from_seq)
+        prev_index = None
+        prev_status = None
+        for index, path in self.segments[start:]:
+            end.path, end.segment, end.offset = path, index, 0
+            if prev_index is not None and index != prev_index + 1:
+                end.damage = CorruptRecord(path, 0, expect, f"segment {prev_index + 1} is missing (found {index} after {prev_index})")
+                return
+            try:
+                seg = MappedSegment(path)
+            except CorruptRecord as e:
+                end.damage = e
+                return
+            end.segments += 1
+            try:
+                if int(seg.segment) != index:
+                    end.damage = CorruptRecord(path, 56, expect, f"header says segment {seg.segment}, file name says {index}")
+                    return
+                if expect is None:
+                    expect = seg.first_seq
+                elif seg.first_seq != expect:
+                    end.damage = CorruptRecord(path, 64, expect, f"segment starts at seq {seg.first_seq}, the log continues at {expect}")
+                    return
+                if prev_status == K.ST_END and not _starts_run(seg):
+                    end.damage = CorruptRecord(path, L.HEADER_BYTES, expect,
+                                               "the previous segment ended early but this one does not start a new run")
+                    return
+                pos = L.HEADER_WORDS
+                while True:
+                    st, n, pos, expect, digest, ctrl = K._scan_slots(
+                        seg.words, pos, seg.end_word, expect, from_seq, last, out, digest, HW)
+                    end.offset = pos * 8
+                    if n:
+                        end.records += n
+                        end.last_seq = int(view[n - 1]["seq"])
+                        yield view[:n]
+                    if st == K.ST_FULL:
+                        continue
+                    if st == K.ST_CONTROL:
+                        c = _control(seg, ctrl, digest if digest_run else None)
+                        end.controls.append(c)
+                        if c.kind == L.REC_RUN_START:
+                            digest, digest_run = np.uint64(0), True
+                        continue
+                    if st == K.ST_LIMIT:
+                        return
+                    if st in K.STATUS_WHAT:
+                        end.damage = CorruptRecord(path, pos * 8, expect, _what(st, seg.words, pos, expect))
+                        return
+                    if st == K.ST_END:
+                        nz = _first_nonzero(seg.words, pos, seg.end_word)
+                        if nz >= 0:
+                            end.damage = CorruptRecord(path, nz * 8, expect,
+                                                       f"non-zero bytes after the end of the data at offset {pos * 8}: a lost or zeroed write")
+                            return
+                    prev_status = st
+                    break
+                if expect is not None:
+                    end.last_seq = max(end.last_seq, min(expect - 1, last))
+            finally:
+                seg.close()
+            prev_index = index
+
+
+def _starts_run(seg: MappedSegment) -> bool:
+    w0 = int(seg.words[L.HEADER_WORDS])
+    return ((w0 >> 16) & 0xFFFF) == L.REC_RUN_START
+
+
+def _first_nonzero(words, pos: int, end: int) -> int:
+    tail = words[pos:end]
+    if not tail.any():
+        return -1
+    return pos + int(np.argmax(tail != 0))
+
+
+def _what(st: int, words, pos: int, expect: int) -> str:
+    w0, sq = int(words[pos]), int(words[pos + 1])
+    base = K.STATUS_WHAT[st]
+    if st == K.ST_BAD_LEN:
+        return f"{base}: found {w0 & 0xFFFF}"
+    if st == K.ST_BAD_KIND:
+        return f"{base}: {(w0 >> 16) & 0xFFFF}"
+    if st == K.ST_BAD_SEQ:
+        return f"{base}: record carries seq {np.int64(np.uint64(sq))}, expected {expect} (command) or {expect - 1} (control)"
+    if st == K.ST_BAD_CRC:
+        return f"{base}: stored {w0 >> 32:#010x}"
+    return base
+
+
+def _control(seg: MappedSegment, ctrl_pos: int, computed: np.uint64 | None) -> Control:
+    raw = np.asarray(seg.words[ctrl_pos:ctrl_pos + L.SLOT_WORDS]).tobytes()
+    kind = (int.from_bytes(raw[:8], "little") >> 16) & 0xFFFF
+    seq = int.from_bytes(raw[8:16], "little", signed=True)
+    c = Control(kind=kind, seq=seq, path=seg.path, offset=ctrl_pos * 8)
+    payload = raw[16:]
+    if kind == L.REC_SNAPSHOT:
+        p = np.frombuffer(payload, dtype=L.CTRL_SNAPSHOT)[0]
+        c.last_seq = int(p["seq"])
+        c.state_hash = bytes(p["state_hash"]).decode("ascii", "replace")
+    else:
+        p = np.frombuffer(payload, dtype=L.CTRL_RUN)[0]
+        c.run_id = bytes(p["run_id"]).hex()
+        c.first_seq, c.last_seq, c.records = int(p["first_seq"]), int(p["last_seq"]), int(p["records"])
+        c.digest = int(p["digest"])
+        if kind == L.REC_RUN_SEALED and computed is not None:
+            c.computed_digest = int(computed) & 0xFFFFFFFF
+    return c
+
+
+@dataclass
+class Cut:
+    """What cut_tail did: the log now ends after ``last_seq``."""
+    last_seq: int
+    next_segment: int              # index for the next segment a writer creates
+    damage: CorruptRecord | None   # the damage that was cut, if any
+    zeroed_bytes: int = 0
+    removed: list[str] = field(default_factory=list)
+    end: ScanEnd | None = None
+
+
+def cut_tail(directory, *, force: bool = False) -> Cut:
+    """Scan the whole log; zero a torn tail and remove later segments so a writer can go on.
+
+    Raises CorruptRecord when intact records lie beyond TAIL_WINDOW_BYTES after the
+    damage (unless ``force``): that is not a torn tail, and cutting loses durable records.
+    """
+    r = WalReader(directory)
+    for _ in r.commands(1, batch=BATCH):
+        pass
+    end = r.end
+    next_segment = r.segments[-1][0] + 1 if r.segments else 0
+    cut = Cut(last_seq=end.last_seq, next_segment=next_segment, damage=end.damage, end=end)
+    if end.damage is None:
+        return cut
+    dmg_path, dmg_off = end.damage.path, end.damage.offset
+    later = [(i, p) for i, p in r.segments if i > end.segment]
+    intact = _intact_beyond(dmg_path, dmg_off, later)
+    if intact and not force:
+        raise CorruptRecord(dmg_path, dmg_off, end.damage.seq,
+                            f"{end.damage.what}; {intact} intact records follow more than "
+                            f"{TAIL_WINDOW_BYTES} bytes after it, so this is damage inside the log, "
+                            f"not a torn tail: refusing to cut")
+    seg_ok = _segment_header_ok(dmg_path)
+    if seg_ok:
+        cut.zeroed_bytes = _zero_from(dmg_path, max(dmg_off, L.HEADER_BYTES))
+    else:  # the header itself is bad: the whole file goes
+        later.insert(0, (end.segment, dmg_path))
+    for _, p in later:
+        os.unlink(p)
+        cut.removed.append(p)
+    if cut.removed:
+        fsync_dir(directory)
+    return cut
+
+
+def _segment_header_ok(path) -> bool:
+    try:
+        MappedSegment(path).close()
+        return True
+    except (CorruptRecord, CannotOpen):
+        return False
+
+
+def _intact_beyond(path, offset: int, later) -> int:
+    n = 0
+    limit = offset + TAIL_WINDOW_BYTES
+    try:
+        seg = MappedSegment(path)
+    except (CorruptRecord, CannotOpen):
+        seg = None
+    if seg is not None:
+        try:
+            first = L.HEADER_WORDS + max(0, -(-(limit - L.HEADER_BYTES) // L.SLOT_BYTES)) * L.SLOT_WORDS
+            if first < seg.end_word:
+                n += int(K._count_intact(seg.words, first, seg.end_word, HW))
+        finally:
+            seg.close()
+    for _, p in later:
+        try:
+            s = MappedSegment(p)
+        except (CorruptRecord, CannotOpen):
+            continue
+        try:
+            n += int(K._count_intact(s.words, L.HEADER_WORDS, s.end_word, HW))
+        finally:
+            s.close()
+    return n
+
+
+def _zero_from(path, offset: int) -> int:
+    """Zero [offset, last non-zero byte] of a segment and fdatasync it; return bytes zeroed."""
+    size = os.path.getsize(path)
+    words = np.memmap(path, dtype=np.uint64, mode="r", shape=(size // 8,))
+    nz = np.flatnonzero(words[offset // 8:])
+    stop = offset + (int(nz[-1]) + 1) * 8 if nz.size else offset
+    del words, nz
+    if stop <= offset:
+        return 0
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        zero = bytes(1 << 20)
+        pos = offset
+        while pos < stop:
+            pos += os.pwrite(fd, zero[:min(len(zero), stop - pos)], pos)
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+    return stop - offset

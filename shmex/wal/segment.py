@@ -1,0 +1,153 @@
+"""Segment files: preallocate, write and check the header, map, list a directory.
+
+Preallocation writes real zeros (then fsync), not ``posix_fallocate``: fallocate leaves
+unwritten extents, and the first fdatasync over each of them must also commit the extent
+conversion through the ext4 journal. Measured on this machine (64 MiB segment, 80-byte
+records, one pwrite + one fdatasync per batch of 4096): 5.2M records/s over fallocated
+extents, 10.8M/s over written zeros.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from shmex.errors import CannotOpen, CorruptRecord
+from shmex.wal import layout as L
+from shmex.wal.crc import crc32c
+
+_ZERO_CHUNK = bytes(1 << 20)
+
+
+def fsync_dir(path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def pack_header(*, run_id: bytes, segment: int, first_seq: int, size_bytes: int) -> bytes:
+    h = np.zeros(1, dtype=L.SEGMENT_HEADER)
+    h["magic"] = L.MAGIC
+    h["version"] = L.VERSION
+    h["header_bytes"] = L.HEADER_BYTES
+    h["slot_bytes"] = L.SLOT_BYTES
+    h["payload_bytes"] = L.PAYLOAD_BYTES
+    h["dtype_digest"] = np.void(L.COMMAND_DIGEST)
+    h["run_id"] = np.void(run_id)
+    h["segment"] = segment
+    h["first_seq"] = first_seq
+    h["size_bytes"] = size_bytes
+    h["created_ns"] = time.time_ns()
+    h["pid"] = os.getpid()
+    raw = bytearray(h.tobytes())
+    h["header_crc"] = crc32c(bytes(raw[:L.HEADER_CRC_BYTES]))
+    return h.tobytes()
+
+
+def check_header(path, raw: bytes, file_bytes: int) -> np.void:
+    """Parse and check a segment header; raise CorruptRecord naming the field."""
+    def bad(offset, what):
+        raise CorruptRecord(path, offset, None, what)
+
+    if len(raw) < L.HEADER_BYTES:
+        bad(0, f"file is {len(raw)} bytes, shorter than the {L.HEADER_BYTES}-byte segment header")
+    h = np.frombuffer(raw[:L.HEADER_BYTES], dtype=L.SEGMENT_HEADER)[0]
+    if bytes(h["magic"]) != L.MAGIC:
+        bad(0, f"bad magic {bytes(h['magic'])!r}, expected {L.MAGIC!r}: not a shmex WAL segment")
+    if int(h["version"]) != L.VERSION:
+        bad(8, f"segment format version {int(h['version'])}, this build reads {L.VERSION}")
+    crc = crc32c(raw[:L.HEADER_CRC_BYTES])
+    if crc != int(h["header_crc"]):
+        bad(120, f"segment header CRC32C mismatch: stored {int(h['header_crc']):#010x}, computed {crc:#010x}")
+    for field, off, want in (("header_bytes", 12, L.HEADER_BYTES), ("slot_bytes", 16, L.SLOT_BYTES),
+                             ("payload_bytes", 20, L.PAYLOAD_BYTES)):
+        if int(h[field]) != want:
+            bad(off, f"header {field} is {int(h[field])}, expected {want}")
+    if bytes(h["dtype_digest"]) != L.COMMAND_DIGEST:
+        bad(24, "COMMAND dtype digest differs from this build's schema (written by another layout)")
+    if int(h["size_bytes"]) != file_bytes:
+        bad(72, f"file is {file_bytes} bytes, header says {int(h['size_bytes'])} (truncated or extended)")
+    return h
+
+
+def create_spare(path) -> int:
+    """Create (or restart) an empty spare segment file; return its open fd.
+
+    The caller zero-fills it with ``fill_spare`` in steps (spreading the cost over idle
+    duty cycles), then calls ``finish_spare``.
+    """
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+
+
+def fill_spare(fd: int, done: int, size_bytes: int, step: int = 1 << 20) -> int:
+    """Write up to ``step`` more zero bytes at ``done``; return the new ``done``."""
+    n = min(step, size_bytes - done)
+    while n > 0:
+        k = os.pwrite(fd, _ZERO_CHUNK[:min(n, len(_ZERO_CHUNK))], done)
+        done += k
+        n -= k
+    return done
+
+
+def finish_spare(fd: int, spare_path, final_path, *, run_id: bytes, segment: int,
+                 first_seq: int, size_bytes: int, done: int) -> None:
+    """Zero-fill what is left, write the header, fsync, rename into place, fsync the dir.
+
+    A file named ``wal-N.seg`` therefore always has its full size and a valid header.
+    """
+    while done < size_bytes:
+        done = fill_spare(fd, done, size_bytes, size_bytes - done)
+    hdr = pack_header(run_id=run_id, segment=segment, first_seq=first_seq, size_bytes=size_bytes)
+    os.pwrite(fd, hdr, 0)
+    os.fsync(fd)
+    os.rename(spare_path, final_path)
+    fsync_dir(os.path.dirname(os.path.abspath(final_path)))
+
+
+def list_segments(directory) -> list[tuple[int, str]]:
+    """(index, path) of every segment file, in index order."""
+    try:
+        names = os.listdir(directory)
+    except OSError as e:
+        raise CannotOpen(f"{directory}: cannot list WAL directory: {e.strerror}") from e
+    out = []
+    for name in names:
+        idx = L.parse_segment_name(name)
+        if idx is not None:
+            out.append((idx, os.path.join(directory, name)))
+    out.sort()
+    return out
+
+
+class MappedSegment:
+    """A segment opened read-only: checked header and a u64 word view of the whole file."""
+
+    def __init__(self, path):
+        self.path = path
+        try:
+            size = os.path.getsize(path)
+            with open(path, "rb") as f:
+                head = f.read(L.HEADER_BYTES)
+        except OSError as e:
+            raise CannotOpen(f"{path}: cannot read segment: {e.strerror}") from e
+        self.header = check_header(path, head, size)
+        self.size_bytes = size
+        self.segment = int(self.header["segment"])
+        self.first_seq = int(self.header["first_seq"])
+        self.run_id = bytes(self.header["run_id"])
+        n_words = size // 8
+        # a read-only memmap: the same page cache the writer's pwrite/mapping stores land in
+        self.words = np.memmap(path, dtype=np.uint64, mode="r", shape=(n_words,))
+        self.end_word = L.HEADER_WORDS + ((size - L.HEADER_BYTES) // L.SLOT_BYTES) * L.SLOT_WORDS
+
+    def offset_of(self, word_pos: int) -> int:
+        return int(word_pos) * 8
+
+    def close(self) -> None:
+        # drop the reference; the mapping closes with the last view of it (closing it
+        # explicitly would raise while a caller still holds a slice)
+        self.words = None
