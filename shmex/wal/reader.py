@@ -50,7 +50,8 @@ class Control:
 
 @dataclass
 class ScanEnd:
-    last_seq: int                    # last command seq read intact (from_seq - 1 if none)
+    last_seq: int                    # last intact command seq the scan reached (the log's end
+                                     # unless damage or ``until`` stopped it)
     records: int = 0                 # commands yielded
     damage: CorruptRecord | None = None
     segment: int = -1                # index of the segment the scan ended in
@@ -93,22 +94,23 @@ class WalReader:
                 seg.close()
         return start
 
-    def commands(self, from_seq: int = 1, until: int | None = None, batch: int = BATCH):
-        """Yield COMMAND arrays with seq from ``from_seq`` up to ``until`` (inclusive).
+    def commands(self, from_seq: int | None = None, until: int | None = None, batch: int = BATCH):
+        """Yield COMMAND arrays with seq from ``from_seq`` (default: the log's first) up to
+        ``until`` (inclusive). Every record on the way is verified, skipped ones too.
 
         A yielded array is a view of a reused buffer: valid until the next iteration.
-        Header damage of a segment raises nothing here; it ends the scan as ``end.damage``.
+        Damage ends the scan (it raises nothing): see ``self.end``.
         """
         last = _SEQ_MAX if until is None else int(until)
         out = np.zeros((batch, 8), dtype=np.uint64)
         view = out.view(COMMAND).reshape(batch)
-        end = self.end = ScanEnd(last_seq=from_seq - 1)
+        end = self.end = ScanEnd(last_seq=(from_seq or 1) - 1)
         if not self.segments:
             return
         expect = None
         digest = np.uint64(0)
         digest_run = False  # the digest is whole only when the scan saw the run's start
-        start = self._start_index(from_seq)
+        start = 0 if from_seq is None else self._start_index(from_seq)
         prev_index = None
         prev_status = None
         for index, path in self.segments[start:]:
@@ -119,7 +121,7 @@ class WalReader:
             try:
                 seg = MappedSegment(path)
             except CorruptRecord as e:
-                end.damage = e
+                end.damage = CorruptRecord(e.path, e.offset, expect, e.what)
                 return
             end.segments += 1
             try:
@@ -127,7 +129,13 @@ class WalReader:
                     end.damage = CorruptRecord(path, 56, expect, f"header says segment {seg.segment}, file name says {index}")
                     return
                 if expect is None:
+                    if from_seq is None:
+                        from_seq = seg.first_seq
+                    elif seg.first_seq > from_seq:
+                        end.damage = CorruptRecord(path, 64, from_seq, f"the log starts at seq {seg.first_seq}: seqs {from_seq}..{seg.first_seq - 1} are not in it")
+                        return
                     expect = seg.first_seq
+                    end.last_seq = expect - 1
                 elif seg.first_seq != expect:
                     end.damage = CorruptRecord(path, 64, expect, f"segment starts at seq {seg.first_seq}, the log continues at {expect}")
                     return
@@ -140,9 +148,9 @@ class WalReader:
                     st, n, pos, expect, digest, ctrl = K._scan_slots(
                         seg.words, pos, seg.end_word, expect, from_seq, last, out, digest, HW)
                     end.offset = pos * 8
+                    end.last_seq = expect - 1
                     if n:
                         end.records += n
-                        end.last_seq = int(view[n - 1]["seq"])
                         yield view[:n]
                     if st == K.ST_FULL:
                         continue
@@ -165,8 +173,6 @@ class WalReader:
                             return
                     prev_status = st
                     break
-                if expect is not None:
-                    end.last_seq = max(end.last_seq, min(expect - 1, last))
             finally:
                 seg.close()
             prev_index = index
@@ -236,7 +242,7 @@ def cut_tail(directory, *, force: bool = False) -> Cut:
     damage (unless ``force``): that is not a torn tail, and cutting loses durable records.
     """
     r = WalReader(directory)
-    for _ in r.commands(1, batch=BATCH):
+    for _ in r.commands(batch=BATCH):
         pass
     end = r.end
     next_segment = r.segments[-1][0] + 1 if r.segments else 0

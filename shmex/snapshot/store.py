@@ -1,0 +1,242 @@
+"""Snapshot files: write (temp, fsync, rename, dir fsync), load and check, keep the newest K.
+
+A snapshot file ``snap-<seq, 20 digits>.snap``::
+
+    0        8        12       16       24          32          40            48
+    +--------+--------+--------+--------+-----------+-----------+-------------+
+    | magic  | version| hdr len| seq    | created_ns| raw_bytes | payload_bytes|
+    +--------+--------+--------+--------+-----------+-----------+-------------+
+    48                 64                  112          116     120        124   128
+    +------------------+-------------------+------------+-------+----------+-----+
+    | checksum (16 B)  | state_hash (48 B) | state_fmt  | level | hdr crc  | pad |
+    +------------------+-------------------+------------+-------+----------+-----+
+    128: payload = zstd(np.savez of Matcher.export_state()) of payload_bytes bytes
+
+``checksum`` is blake2b-128 of the compressed payload; ``state_hash`` is the matcher's
+``state_hash()`` at ``seq`` and is recomputed on load. The payload is read with
+``allow_pickle=False``: a snapshot holds arrays, never code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+import zstandard
+
+from shmex.errors import CannotOpen, CorruptRecord, UsageError
+from shmex.wal.crc import crc32c
+from shmex.wal.segment import fsync_dir
+
+MAGIC = b"SHMEXSNP"
+VERSION = 1
+HEADER_BYTES = 128
+KEEP = 3
+LEVEL = 1  # zstd level: 1 compresses the sparse book arrays well and fast (recovery reads it)
+
+HEADER = np.dtype({
+    "names": ["magic", "version", "header_bytes", "seq", "created_ns", "raw_bytes",
+              "payload_bytes", "checksum", "state_hash", "state_format", "level", "header_crc"],
+    "formats": ["S8", "<u4", "<u4", "<i8", "<i8", "<u8", "<u8", "V16", "S48", "<u4", "<u4", "<u4"],
+    "offsets": [0, 8, 12, 16, 24, 32, 40, 48, 64, 112, 116, 120],
+    "itemsize": HEADER_BYTES,
+})
+
+
+@dataclass
+class SnapshotInfo:
+    path: str
+    seq: int
+    state_hash: str
+    created_ns: int
+    raw_bytes: int
+    payload_bytes: int
+
+
+def name_of(seq: int) -> str:
+    return f"snap-{seq:020d}.snap"
+
+
+def seq_of(name: str) -> int | None:
+    if name.startswith("snap-") and name.endswith(".snap") and name[5:-5].isdigit():
+        return int(name[5:-5])
+    return None
+
+
+def list_snapshots(snap_dir) -> list[tuple[int, str]]:
+    """(seq, path) of every snapshot file by name, oldest first; [] if the dir is missing."""
+    try:
+        names = os.listdir(snap_dir)
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise CannotOpen(f"{snap_dir}: cannot list snapshots: {e.strerror}") from e
+    out = [(s, os.path.join(snap_dir, n)) for n in names if (s := seq_of(n)) is not None]
+    out.sort()
+    return out
+
+
+def write_state(snap_dir, state: dict[str, np.ndarray], seq: int, state_hash: str, *,
+                keep: int = KEEP, state_format: int = 1) -> SnapshotInfo:
+    """Write one snapshot of an exported state; then delete all but the newest ``keep``.
+
+    Takes an already exported state so that the slow part (compress, write, fsync) can
+    run away from the matcher (a forked child or another process).
+    """
+    os.makedirs(snap_dir, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez(buf, **state)
+    raw = buf.getbuffer()
+    payload = zstandard.ZstdCompressor(level=LEVEL).compress(raw)
+    h = np.zeros(1, dtype=HEADER)
+    h["magic"], h["version"], h["header_bytes"] = MAGIC, VERSION, HEADER_BYTES
+    h["seq"], h["created_ns"] = seq, time.time_ns()
+    h["raw_bytes"], h["payload_bytes"] = len(raw), len(payload)
+    h["checksum"] = np.void(hashlib.blake2b(payload, digest_size=16).digest())
+    h["state_hash"] = state_hash.encode("ascii")
+    h["state_format"], h["level"] = state_format, LEVEL
+    h["header_crc"] = crc32c(h.tobytes()[:120])
+    final = os.path.join(snap_dir, name_of(seq))
+    tmp = os.path.join(snap_dir, f".{name_of(seq)}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, h.tobytes())
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, final)  # atomic: a reader sees the whole file or none
+    fsync_dir(snap_dir)
+    prune(snap_dir, keep)
+    return SnapshotInfo(final, seq, state_hash, int(h["created_ns"][0]), len(raw), len(payload))
+
+
+def write_snapshot(snap_dir, matcher, *, keep: int = KEEP) -> SnapshotInfo:
+    """Snapshot a live matcher now (export, then write_state)."""
+    return write_state(snap_dir, matcher.export_state(), matcher.last_seq, matcher.state_hash(), keep=keep)
+
+
+def prune(snap_dir, keep: int) -> list[str]:
+    """Delete all but the newest ``keep`` snapshots, and temp files of dead writers."""
+    removed = []
+    snaps = list_snapshots(snap_dir)
+    for _, path in snaps[: max(0, len(snaps) - keep)]:
+        os.unlink(path)
+        removed.append(path)
+    for name in os.listdir(snap_dir):
+        if name.startswith(".snap-") and name.endswith(".tmp"):
+            pid = name.rsplit(".", 2)[-2]
+            if pid.isdigit() and not _alive(int(pid)):
+                os.unlink(os.path.join(snap_dir, name))
+                removed.append(os.path.join(snap_dir, name))
+    if removed:
+        fsync_dir(snap_dir)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_header(path) -> tuple[SnapshotInfo, bytes]:
+    """Read and check a snapshot's header and payload checksum; return (info, payload)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise CannotOpen(f"{path}: cannot read snapshot: {e.strerror}") from e
+
+    def bad(offset, what, seq=None):
+        raise CorruptRecord(path, offset, seq, what)
+
+    if len(data) < HEADER_BYTES:
+        bad(0, f"file is {len(data)} bytes, shorter than the {HEADER_BYTES}-byte snapshot header")
+    h = np.frombuffer(data[:HEADER_BYTES], dtype=HEADER)[0]
+    if bytes(h["magic"]) != MAGIC:
+        bad(0, f"bad magic {bytes(h['magic'])!r}, expected {MAGIC!r}: not a shmex snapshot")
+    if int(h["version"]) != VERSION:
+        bad(8, f"snapshot format version {int(h['version'])}, this build reads {VERSION}")
+    crc = crc32c(data[:120])
+    if crc != int(h["header_crc"]):
+        bad(120, f"snapshot header CRC32C mismatch: stored {int(h['header_crc']):#010x}, computed {crc:#010x}")
+    seq = int(h["seq"])
+    if int(h["header_bytes"]) != HEADER_BYTES:
+        bad(12, f"header length {int(h['header_bytes'])}, expected {HEADER_BYTES}", seq)
+    n = int(h["payload_bytes"])
+    if len(data) != HEADER_BYTES + n:
+        bad(40, f"file is {len(data)} bytes, header says {HEADER_BYTES + n} (truncated or extended)", seq)
+    payload = data[HEADER_BYTES:]
+    if hashlib.blake2b(payload, digest_size=16).digest() != bytes(h["checksum"]):
+        bad(HEADER_BYTES, "payload checksum (blake2b) mismatch", seq)
+    name_seq = seq_of(os.path.basename(path))
+    if name_seq is not None and name_seq != seq:
+        bad(16, f"header seq {seq} disagrees with the file name (seq {name_seq})", seq)
+    info = SnapshotInfo(str(path), seq, bytes(h["state_hash"]).decode("ascii", "replace"),
+                        int(h["created_ns"]), int(h["raw_bytes"]), n)
+    return info, payload
+
+
+def load_state(path) -> tuple[SnapshotInfo, dict[str, np.ndarray]]:
+    """The checked header and the exported state arrays of a snapshot file."""
+    info, payload = read_header(path)
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(payload, max_output_size=info.raw_bytes)
+    except zstandard.ZstdError as e:
+        raise CorruptRecord(path, HEADER_BYTES, info.seq, f"zstd payload does not decompress: {e}") from e
+    if len(raw) != info.raw_bytes:
+        raise CorruptRecord(path, 32, info.seq, f"payload decompresses to {len(raw)} bytes, header says {info.raw_bytes}")
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+            state = {k: z[k] for k in z.files}
+    except (ValueError, OSError, zipfile.BadZipFile, KeyError) as e:
+        raise CorruptRecord(path, HEADER_BYTES, info.seq, f"payload is not a valid array archive: {e}") from e
+    return info, state
+
+
+def load_snapshot(path, matcher_cls=None):
+    """A Matcher rebuilt from a snapshot whose checksum and state hash both check out."""
+    if matcher_cls is None:
+        from shmex.matcher import Matcher as matcher_cls
+    info, state = load_state(path)
+    try:
+        m = matcher_cls.from_state(state)
+    except (UsageError, ValueError, IndexError, TypeError, MemoryError) as e:
+        raise CorruptRecord(path, HEADER_BYTES, info.seq, f"state does not rebuild a matcher: {e}") from e
+    if m.last_seq != info.seq:
+        raise CorruptRecord(path, 16, info.seq, f"state is at seq {m.last_seq}, header says {info.seq}")
+    got = m.state_hash()
+    if got != info.state_hash:
+        raise CorruptRecord(path, 64, info.seq, f"state_hash {got} differs from the header's {info.state_hash}")
+    return m, info
+
+
+def newest_valid(snap_dir, *, max_seq: int | None = None, matcher_cls=None):
+    """(matcher, info, refused) from the newest snapshot that loads, at seq <= max_seq.
+
+    ``refused`` lists the CorruptRecord of each newer file that was refused; (None, None,
+    refused) when none loads.
+    """
+    refused: list[CorruptRecord] = []
+    for seq, path in reversed(list_snapshots(snap_dir)):
+        if max_seq is not None and seq > max_seq:
+            continue
+        try:
+            m, info = load_snapshot(path, matcher_cls)
+        except CorruptRecord as e:
+            refused.append(e)
+            continue
+        return m, info, refused
+    return None, None, refused
