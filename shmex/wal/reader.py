@@ -171,6 +171,10 @@ class WalReader:
                             end.damage = CorruptRecord(path, nz * 8, expect,
                                                        f"non-zero bytes after the end of the data at offset {pos * 8}: a lost or zeroed write")
                             return
+                    if seg.size_problem is not None:
+                        at = pos * 8 if st == K.ST_SEG_END else min(seg.file_bytes, seg.size_bytes)
+                        end.damage = CorruptRecord(path, at, expect, seg.size_problem)
+                        return
                     prev_status = st
                     break
             finally:
@@ -251,17 +255,17 @@ def cut_tail(directory, *, force: bool = False) -> Cut:
         return cut
     dmg_path, dmg_off = end.damage.path, end.damage.offset
     later = [(i, p) for i, p in r.segments if i > end.segment]
-    intact = _intact_beyond(dmg_path, dmg_off, later)
+    header_bad = dmg_off < L.HEADER_BYTES  # the segment as a whole is wrong: it goes entirely
+    if header_bad:
+        later.insert(0, (end.segment, dmg_path))
+    intact = _intact_beyond(None if header_bad else dmg_path, dmg_off, later)
     if intact and not force:
         raise CorruptRecord(dmg_path, dmg_off, end.damage.seq,
                             f"{end.damage.what}; {intact} intact records follow more than "
-                            f"{TAIL_WINDOW_BYTES} bytes after it, so this is damage inside the log, "
-                            f"not a torn tail: refusing to cut")
-    seg_ok = _segment_header_ok(dmg_path)
-    if seg_ok:
-        cut.zeroed_bytes = _zero_from(dmg_path, max(dmg_off, L.HEADER_BYTES))
-    else:  # the header itself is bad: the whole file goes
-        later.insert(0, (end.segment, dmg_path))
+                            f"{TAIL_WINDOW_BYTES} bytes after it (or in later segments), so this is "
+                            f"damage inside the log, not a torn tail: refusing to cut")
+    if not header_bad:
+        cut.zeroed_bytes = _zero_from(dmg_path, dmg_off, _segment_size(dmg_path))
     for _, p in later:
         os.unlink(p)
         cut.removed.append(p)
@@ -270,22 +274,19 @@ def cut_tail(directory, *, force: bool = False) -> Cut:
     return cut
 
 
-def _segment_header_ok(path) -> bool:
+def _segment_size(path) -> int:
+    seg = MappedSegment(path)
     try:
-        MappedSegment(path).close()
-        return True
-    except (CorruptRecord, CannotOpen):
-        return False
+        return seg.size_bytes
+    finally:
+        seg.close()
 
 
 def _intact_beyond(path, offset: int, later) -> int:
     n = 0
     limit = offset + TAIL_WINDOW_BYTES
-    try:
+    if path is not None:
         seg = MappedSegment(path)
-    except (CorruptRecord, CannotOpen):
-        seg = None
-    if seg is not None:
         try:
             first = L.HEADER_WORDS + max(0, -(-(limit - L.HEADER_BYTES) // L.SLOT_BYTES)) * L.SLOT_WORDS
             if first < seg.end_word:
@@ -304,22 +305,30 @@ def _intact_beyond(path, offset: int, later) -> int:
     return n
 
 
-def _zero_from(path, offset: int) -> int:
-    """Zero [offset, last non-zero byte] of a segment and fdatasync it; return bytes zeroed."""
-    size = os.path.getsize(path)
-    words = np.memmap(path, dtype=np.uint64, mode="r", shape=(size // 8,))
-    nz = np.flatnonzero(words[offset // 8:])
-    stop = offset + (int(nz[-1]) + 1) * 8 if nz.size else offset
-    del words, nz
-    if stop <= offset:
-        return 0
+def _zero_from(path, offset: int, size_bytes: int) -> int:
+    """Zero [offset, last non-zero byte] of a segment, restore its full size, fdatasync.
+
+    Returns the bytes zeroed. Offsets are slot- or word-aligned, so the word view suffices.
+    """
+    file_bytes = os.path.getsize(path)
+    stop = offset
+    if file_bytes > offset:
+        words = np.memmap(path, dtype=np.uint64, mode="r", shape=(file_bytes // 8,))
+        nz = np.flatnonzero(words[offset // 8:])
+        stop = offset + (int(nz[-1]) + 1) * 8 if nz.size else offset
+        del words, nz
+        stop = min(max(stop, offset), file_bytes)
+    if file_bytes != size_bytes:  # a partial word at a cut-short end is not in the word view
+        stop = max(stop, min(file_bytes, size_bytes))
     fd = os.open(path, os.O_WRONLY)
     try:
         zero = bytes(1 << 20)
         pos = offset
         while pos < stop:
             pos += os.pwrite(fd, zero[:min(len(zero), stop - pos)], pos)
+        if file_bytes != size_bytes:  # cut short (or extended): back to the preallocated size
+            os.ftruncate(fd, size_bytes)
         os.fdatasync(fd)
     finally:
         os.close(fd)
-    return stop - offset
+    return max(0, stop - offset)

@@ -48,8 +48,12 @@ def pack_header(*, run_id: bytes, segment: int, first_seq: int, size_bytes: int)
     return h.tobytes()
 
 
-def check_header(path, raw: bytes, file_bytes: int) -> np.void:
-    """Parse and check a segment header; raise CorruptRecord naming the field."""
+def check_header(path, raw: bytes) -> np.void:
+    """Parse and check a segment header; raise CorruptRecord naming the field.
+
+    The file size is not checked here: a file cut short still holds intact records in
+    front of the cut, and the reader reports the cut where it meets it.
+    """
     def bad(offset, what):
         raise CorruptRecord(path, offset, None, what)
 
@@ -69,8 +73,8 @@ def check_header(path, raw: bytes, file_bytes: int) -> np.void:
             bad(off, f"header {field} is {int(h[field])}, expected {want}")
     if bytes(h["dtype_digest"]) != L.COMMAND_DIGEST:
         bad(24, "COMMAND dtype digest differs from this build's schema (written by another layout)")
-    if int(h["size_bytes"]) != file_bytes:
-        bad(72, f"file is {file_bytes} bytes, header says {int(h['size_bytes'])} (truncated or extended)")
+    if int(h["size_bytes"]) < L.MIN_SEGMENT_BYTES:
+        bad(72, f"header size_bytes {int(h['size_bytes'])} is below the minimum {L.MIN_SEGMENT_BYTES}")
     return h
 
 
@@ -134,15 +138,25 @@ class MappedSegment:
                 head = f.read(L.HEADER_BYTES)
         except OSError as e:
             raise CannotOpen(f"{path}: cannot read segment: {e.strerror}") from e
-        self.header = check_header(path, head, size)
-        self.size_bytes = size
+        self.header = check_header(path, head)
+        self.file_bytes = size
+        self.size_bytes = int(self.header["size_bytes"])  # what the writer preallocated
         self.segment = int(self.header["segment"])
         self.first_seq = int(self.header["first_seq"])
         self.run_id = bytes(self.header["run_id"])
-        n_words = size // 8
+        usable = min(size, self.size_bytes)
         # a read-only memmap: the same page cache the writer's pwrite/mapping stores land in
-        self.words = np.memmap(path, dtype=np.uint64, mode="r", shape=(n_words,))
-        self.end_word = L.HEADER_WORDS + ((size - L.HEADER_BYTES) // L.SLOT_BYTES) * L.SLOT_WORDS
+        self.words = np.memmap(path, dtype=np.uint64, mode="r", shape=(usable // 8,))
+        self.end_word = L.HEADER_WORDS + ((usable - L.HEADER_BYTES) // L.SLOT_BYTES) * L.SLOT_WORDS
+
+    @property
+    def size_problem(self) -> str | None:
+        """Why the file size disagrees with the header, or None."""
+        if self.file_bytes < self.size_bytes:
+            return f"segment file is cut short: {self.file_bytes} bytes, header says {self.size_bytes}"
+        if self.file_bytes > self.size_bytes:
+            return f"segment file is {self.file_bytes} bytes, header says {self.size_bytes} (extended)"
+        return None
 
     def offset_of(self, word_pos: int) -> int:
         return int(word_pos) * 8
