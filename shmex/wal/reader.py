@@ -6,9 +6,9 @@ naming file, offset, seq and what is wrong) or None, and the control records met
 Nothing at or after the first bad record is ever yielded.
 
 ``cut_tail(dir)`` makes a crashed log writable again: it zeroes a torn tail and removes
-segments after it, and refuses (CorruptRecord) when intact records lie further than
-TAIL_WINDOW_BYTES past the damage, because that is damage inside the log, not a torn
-write, and cutting it would drop records that were durable.
+segments after it. It refuses (CorruptRecord) when intact records lie further than
+TAIL_WINDOW_BYTES past the damage, or when the manifest says a run was sealed beyond it:
+that is damage inside the log, not a torn write, and cutting would drop durable records.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from shmex.errors import CannotOpen, CorruptRecord
 from shmex.schema import COMMAND
 from shmex.wal import _kernels as K
 from shmex.wal import layout as L
+from shmex.wal import manifest as M
 from shmex.wal.crc import HW
 from shmex.wal.segment import MappedSegment, fsync_dir, list_segments
 
@@ -85,7 +86,10 @@ class WalReader:
         """Index into self.segments of the last segment whose first_seq <= from_seq."""
         start = 0
         for i, (_, path) in enumerate(self.segments):
-            seg = MappedSegment(path)
+            try:
+                seg = MappedSegment(path)
+            except CorruptRecord:
+                break  # the scan from `start` meets this segment and reports it
             try:
                 if seg.first_seq > from_seq:
                     break
@@ -259,6 +263,13 @@ def cut_tail(directory, *, force: bool = False) -> Cut:
     if header_bad:
         later.insert(0, (end.segment, dmg_path))
     intact = _intact_beyond(None if header_bad else dmg_path, dmg_off, later)
+    doc = M.read(directory)
+    sealed = [r for r in (doc["runs"] if doc else []) if r["sealed"] and r["last_seq"] > end.last_seq]
+    if sealed and not force:
+        raise CorruptRecord(dmg_path, dmg_off, end.damage.seq,
+                            f"{end.damage.what}; run {sealed[0]['run_id']} was sealed at seq "
+                            f"{sealed[0]['last_seq']}, so the records after seq {end.last_seq} were "
+                            f"durable: this is damage, not a torn tail: refusing to cut")
     if intact and not force:
         raise CorruptRecord(dmg_path, dmg_off, end.damage.seq,
                             f"{end.damage.what}; {intact} intact records follow more than "
