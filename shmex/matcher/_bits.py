@@ -22,13 +22,13 @@ ONE = np.uint64(1)
 ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", _nrt=False)
 def _mask_from(b):
     """Bits b..63 set (0 <= b <= 63)."""
     return ALL << np.uint64(b)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", _nrt=False)
 def _mask_upto(b):
     """Bits 0..b set (0 <= b <= 63)."""
     if b == 63:
@@ -36,7 +36,7 @@ def _mask_upto(b):
     return (ONE << np.uint64(b + 1)) - ONE
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _set_bit(bm, sm, wbase, sbase, t):
     w = t >> 6
     was = bm[wbase + w]
@@ -45,7 +45,7 @@ def _set_bit(bm, sm, wbase, sbase, t):
         sm[sbase + (w >> 6)] |= ONE << np.uint64(w & 63)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _clear_bit(bm, sm, wbase, sbase, t):
     w = t >> 6
     now = bm[wbase + w] & ~(ONE << np.uint64(t & 63))
@@ -54,7 +54,7 @@ def _clear_bit(bm, sm, wbase, sbase, t):
         sm[sbase + (w >> 6)] &= ~(ONE << np.uint64(w & 63))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _find_up(bm, sm, wbase, sbase, nwords, t):
     """Lowest set tick >= t, or -1."""
     w = t >> 6
@@ -78,7 +78,7 @@ def _find_up(bm, sm, wbase, sbase, nwords, t):
     return (w << 6) + trailing_zeros(bm[wbase + w])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _find_down(bm, sm, wbase, sbase, t):
     """Highest set tick <= t, or -1."""
     if t < 0:

@@ -76,14 +76,15 @@ def check_book(m) -> list[str]:
         bad.append("some slot is neither resting nor free")
     # The id table holds exactly the resting orders, each findable from its home.
     mask = int(b.cfg[C_HMASK])
-    used = np.flatnonzero(b.h_prod >= 0)
+    used = np.flatnonzero(b.ids["prod"] >= 0)
     if len(used) != live:
         bad.append(f"id table holds {len(used)} ids, {live} orders rest")
     for h in used:
-        slot = int(b.h_slot[h])
-        if slot not in seen or int(b.o_prod[slot]) != int(b.h_prod[h]) \
-                or int(b.o_cid[slot]) != int(b.h_cid[h]):
+        e = b.ids[h]
+        slot = int(e["slot"])
+        if slot not in seen or int(b.o_prod[slot]) != int(e["prod"]) \
+                or int(b.o_cid[slot]) != int(e["cid"]):
             bad.append(f"id table entry {h} points at slot {slot}, which is not that order")
-        if _id_find(b, np.int64(b.h_prod[h]), np.uint64(b.h_cid[h])) != h:
+        if _id_find(b, np.int64(e["prod"]), np.uint64(e["cid"])) != h:
             bad.append(f"id table entry {h} is not reachable from its home (mask {mask})")
     return bad

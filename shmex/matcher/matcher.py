@@ -55,10 +55,17 @@ class Matcher:
                                  getattr(commands, "dtype", type(commands).__name__))
         if commands.ndim != 1:
             raise UsageError(f"commands: expected a 1-d array, got shape {commands.shape}")
+        if not commands.flags.c_contiguous:
+            # Kernels take contiguous arrays only (one compiled signature); stamp back.
+            tmp = np.ascontiguousarray(commands)
+            n = self._run(tmp, stamp)
+            commands[...] = tmp
+            return n
         engine_ns = time.time_ns() if stamp else 0
         i, n = 0, 0
         while True:
-            i, n, status = K._run(self._b, commands, i, self._out, n, stamp, engine_ns)
+            i, n, status = K._run(self._b, commands, i, len(commands), self._out, n, stamp,
+                                  engine_ns)
             if status == K.ST_DONE:
                 return n
             if status == K.ST_SEQ_GAP:
