@@ -1,0 +1,163 @@
+"""matcher_throughput: one matcher, one core, the reference workload in batches.
+
+    workload (numpy COMMAND records, generated before timing)
+        │  batches of --batch commands
+        ▼
+    Matcher.process_into ──▶ REPORT records (the matcher's own buffer, reused)
+
+The same commands then go through the PyPI order books (each through its own API, on a
+prefix of the workload: they are slow), and each must give the same fills as shmex.
+Compilation is warm-up: it is timed and reported, never counted in the rates.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+import psutil
+
+from shmex.bench import peers
+from shmex.bench.machine import banner, machine
+from shmex.bench.workload import book_config, reference_workload
+from shmex.matcher import Matcher
+from shmex.schema import R_FILL, TAKER
+
+BATCH = 4096
+
+
+def _progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_shmex(cmds: np.ndarray, batch: int = BATCH, collect: bool = False):
+    """One timed pass on a fresh matcher: (seconds, taker fills, fills array or None)."""
+    m = Matcher(**book_config())
+    work = cmds.copy()
+    fills = 0
+    chunks = []
+    t0 = time.perf_counter()
+    for i in range(0, len(work), batch):
+        out = m.process_into(work[i:i + batch])
+        if collect:
+            chunks.append(peers.fills_of(out))
+    seconds = time.perf_counter() - t0
+    if collect:
+        allf = np.concatenate(chunks) if chunks else np.zeros((0, 4), np.int64)
+        return seconds, len(allf), allf, m
+    return seconds, fills, None, m
+
+
+def count_fills(cmds: np.ndarray) -> int:
+    m = Matcher(**book_config())
+    n = 0
+    work = cmds.copy()
+    for i in range(0, len(work), BATCH):
+        out = m.process_into(work[i:i + BATCH])
+        n += int(np.count_nonzero((out["kind"] == R_FILL) & (out["liquidity"] == TAKER)))
+    return n
+
+
+def memory_run(total: int, seed: int, batch: int) -> dict:
+    """Resident memory while `total` commands run on one matcher after warm-up."""
+    proc = psutil.Process()
+    cmds = reference_workload(total, seed=seed)
+    m = Matcher(**book_config())
+    m.process_into(cmds[:batch])  # warm-up: buffers reach their working size
+    rss0 = proc.memory_info().rss
+    peak = rss0
+    step = max(total // 10, batch)
+    t0 = time.perf_counter()
+    for i in range(batch, total, batch):
+        m.process_into(cmds[i:i + batch])
+        if i % step < batch:
+            peak = max(peak, proc.memory_info().rss)
+            _progress(f"  memory: {i:>11,} commands, rss {proc.memory_info().rss / 2**20:8.1f} MiB")
+    seconds = time.perf_counter() - t0
+    rss1 = proc.memory_info().rss
+    return {"commands": total, "rss_start_bytes": rss0, "rss_end_bytes": rss1,
+            "rss_peak_bytes": max(peak, rss1), "commands_per_s": (total - batch) / seconds}
+
+
+def main(args) -> int:
+    m_info = machine()
+    print(banner("shmex bench matcher", m_info))
+    n = args.commands
+    print(f"workload: reference mix, 1 symbol, {n:,} commands, seed {args.seed}; "
+          f"batches of {BATCH}; book {book_config()}")
+
+    t0 = time.perf_counter()
+    warm = Matcher(**book_config())
+    warm.process(reference_workload(1000, seed=args.seed + 1))
+    compile_s = time.perf_counter() - t0
+    _progress(f"warm-up (JIT load or compile): {compile_s:.2f} s")
+
+    t0 = time.perf_counter()
+    cmds = reference_workload(n, seed=args.seed)
+    gen_s = time.perf_counter() - t0
+    kinds = np.bincount(cmds["kind"], minlength=4)
+    print(f"generated in {gen_s:.2f} s: {kinds[1]:,} new, {kinds[2]:,} cancels")
+
+    rates = []
+    for r in range(args.repeats):
+        seconds, _, _, _ = run_shmex(cmds)
+        rates.append(n / seconds)
+        _progress(f"  shmex run {r + 1}/{args.repeats}: {n / seconds / 1e6:6.2f} M commands/s")
+    rate = statistics.median(rates)
+    fills = count_fills(cmds)
+    print(f"\nshmex          {rate / 1e6:8.2f} M commands/s  (median of {args.repeats}; "
+          f"min {min(rates) / 1e6:.2f}, max {max(rates) / 1e6:.2f}); {fills:,} fills; "
+          f"warm-up {compile_s:.2f} s")
+
+    result = {"commands": n, "commands_per_s": rate, "runs_per_s": rates, "fills": fills,
+              "warmup_s": compile_s, "machine": m_info, "peers": {}, "peer_details": {}}
+
+    if not args.no_peers:
+        k = min(args.peer_commands, n)
+        prefix = cmds[:k]
+        _, _, want_fills, mk = run_shmex(prefix, collect=True)
+        want_rest = peers.resting_of(mk.resting())
+        t0 = time.perf_counter()
+        run_shmex(prefix)
+        shmex_prefix_rate = k / (time.perf_counter() - t0)
+        print(f"\npeers on the first {k:,} commands ({len(want_fills):,} fills); "
+              f"shmex on the same prefix: {shmex_prefix_rate / 1e6:.2f} M commands/s")
+        print(f"  {'order book':<24}{'version':<12}{'commands/s':>14}{'shmex is':>12}  check")
+        for name, adapter in peers.PEERS.items():
+            ok, why = adapter.available()
+            if not ok:
+                print(f"  {name:<24}{'-':<12}{'-':>14}{'-':>12}  not run: {why}")
+                continue
+            _progress(f"  running {name} ...")
+            res = peers.measure(name, prefix, repeats=3)
+            same, text = peers.verify(name, res["raw"], want_fills, want_rest)
+            rate_p = res["commands_per_s"]
+            print(f"  {name:<24}{res['version'] or '?':<12}{rate_p:>14,.0f}{rate / rate_p:>11,.0f}x"
+                  f"  {'same' if same else 'DIFFERENT'}: {text}")
+            result["peers"][name] = rate_p
+            result["peer_details"][name] = {"version": res["version"], "commands_per_s": rate_p,
+                                            "verified": same, "check": text}
+        if result["peers"]:
+            best = max(result["peers"], key=result["peers"].get)
+            print(f"\n  fastest peer: {best} at {result['peers'][best]:,.0f} commands/s; "
+                  f"shmex is {rate / result['peers'][best]:,.1f}x faster")
+
+    if args.memory:
+        _progress("memory run: 10M commands after warm-up ...")
+        mem = memory_run(10_000_000, args.seed + 2, BATCH)
+        result["memory"] = mem
+        print(f"\nmemory: {mem['commands']:,} commands after warm-up at "
+              f"{mem['commands_per_s'] / 1e6:.2f} M/s; rss {mem['rss_start_bytes'] / 2**20:.1f} MiB "
+              f"-> {mem['rss_end_bytes'] / 2**20:.1f} MiB (peak {mem['rss_peak_bytes'] / 2**20:.1f})")
+
+    print(f"\nsummary: shmex {rate / 1e6:.2f} M commands/s on one core, {fills:,} fills "
+          f"from {n:,} commands; target >= 10 M commands/s: "
+          f"{'met' if rate >= 10e6 else 'NOT met'}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"json: {args.json}")
+    return 0
