@@ -11,8 +11,9 @@ Write path, chosen by measurement on this machine (see PERFORMANCE notes in the 
   1.5-4x slower at equal batch size: the kernel writes back and re-protects whole
   large folios of a mapped file. pwrite at batch 4096: p50 0.35 ms, 10.8M records/s.
 - ``none``: the kernel encodes straight into the mapped segment (no syscall at all):
-  61M records/s against 44M/s for staging + pwrite. Page cache only, so a process crash
-  loses nothing and a machine crash may lose the tail.
+  61M records/s against 44M/s for staging + pwrite; its segments are sized sparse, not
+  zero-filled. Page cache only: a process crash loses nothing, a machine crash may lose
+  the tail.
 Readers always see the segments as read-only memory maps: pwrite and mapping stores
 land in the same page cache.
 """
@@ -133,7 +134,8 @@ class WalWriter:
             self._spare_fd, self._spare_done = create_spare(spare), 0
         final = os.path.join(self.directory, L.segment_name(self._segment))
         finish_spare(self._spare_fd, spare, final, run_id=self.run_id, segment=self._segment,
-                     first_seq=self.next_seq, size_bytes=self.segment_bytes, done=self._spare_done)
+                     first_seq=self.next_seq, size_bytes=self.segment_bytes, done=self._spare_done,
+                     zero_fill=self.mode != "none")
         self._fd, self._spare_fd, self._spare_done = self._spare_fd, None, 0
         self._pos = L.HEADER_BYTES        # byte offset of the next slot
         self._slots_left = self._slots_per_segment
@@ -239,6 +241,8 @@ class WalWriter:
 
     def _prepare_spare(self) -> None:
         """Zero-fill the next segment one 1 MiB step per idle call, so rotation rarely stalls."""
+        if self.mode == "none":
+            return  # its segments are sparse (see finish_spare)
         if self._spare_fd is None:
             self._spare_fd, self._spare_done = create_spare(os.path.join(self.directory, L.SPARE_NAME)), 0
         elif self._spare_done < self.segment_bytes:
