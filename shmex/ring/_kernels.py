@@ -49,9 +49,13 @@ def _disarm(ctl, flag):
 
 
 @njit(cache=True, nogil=True)
-def _publish_batch(slots, ctl, local, src, notify):
-    """Copy as many of `src` as fit into the ring and publish them; -> count (0 = full)."""
-    n = src.shape[0]
+def _publish_range(slots, ctl, local, src, lo, hi, notify):
+    """Copy as many of src[lo:hi] as fit into the ring and publish them; -> count (0 = full).
+
+    Takes a range rather than a slice: a slice made in a loop costs an NRT reference
+    count, a locked instruction that drains the store buffer on every publish.
+    """
+    n = hi - lo
     cap = slots.shape[0]
     pos = local[L_POS]
     free = cap - (pos - local[L_PEER])
@@ -68,7 +72,7 @@ def _publish_batch(slots, ctl, local, src, notify):
     for i in range(k):
         s = (pos + i) & mask
         for w in range(words):
-            slots[s, w] = src[i, w]
+            slots[s, w] = src[lo + i, w]
     pos += k
     local[L_POS] = pos
     # ORDER: release PUB_SEQ: the slot writes above before the cursor; pairs with
@@ -77,6 +81,12 @@ def _publish_batch(slots, ctl, local, src, notify):
     if notify:
         _check_peer_waiting(ctl, local, C_CONS_WAITING)
     return k
+
+
+@njit(cache=True, nogil=True)
+def _publish_batch(slots, ctl, local, src, notify):
+    """Publish as many of `src` as fit; -> count (0 = full)."""
+    return _publish_range(slots, ctl, local, src, 0, src.shape[0], notify)
 
 
 @njit(cache=True, nogil=True)

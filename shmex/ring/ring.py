@@ -195,10 +195,23 @@ class Ring:
         """Records published and not yet released (the slots in use)."""
         return self.published_seq - self.released_seq
 
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(slots, ctl, local) for numba agent loops that call `_kernels` directly.
+
+        `slots` is the (capacity, words) word view, `ctl` the shared control cells, `local`
+        this handle's private cursors. Views of the mapping: drop them before `close()`.
+        """
+        if self.side is None or self.seg.closed:
+            raise UsageError(f"{self.name}: arrays() needs an open producer or consumer handle")
+        return self._slots, self._ctl, self._local
+
     def peer_alive(self) -> bool:
         """Whether the other side (or, for an observer, the producer) holds its lock now."""
         byte = L.LOCK_PRODUCER if self.side in ("consumer", None) else L.LOCK_CONSUMER
         return _locks.byte_locked(self.seg.fd, byte)
+
+    # Methods below never bind a view of the segment to a local name: a frame kept alive
+    # by an exception's traceback would otherwise keep the mapping from being closed.
 
     # -- producer -------------------------------------------------------------------------
     def publish(self, records: np.ndarray, wait: bool = True, *, timeout_s: float | None = None,
@@ -213,24 +226,24 @@ class Ring:
         self._need("producer")
         src = self._words_of(records)
         n = src.shape[0]
-        ctl, loc, slots = self._ctl, self._local, self._slots
+        loc = self._local  # private: holding it in a frame is harmless
         if not wait:
-            if raise_full and n > 0 and K._free(ctl, loc, self.capacity) < n:
+            if raise_full and n > 0 and K._free(self._ctl, loc, self.capacity) < n:
                 raise self._full(0, n)
-            done = K._publish_batch(slots, ctl, loc, src, True)
+            done = K._publish_batch(self._slots, self._ctl, loc, src, True)
             self._post_if_woken(self._data_sem)
             return int(done)
         deadline = None if timeout_s is None else time.monotonic_ns() + int(timeout_s * 1e9)
         done = 0
         while True:
-            k = K._publish_batch(slots, ctl, loc, src[done:], True)
+            k = K._publish_batch(self._slots, self._ctl, loc, src[done:], True)
             self._post_if_woken(self._data_sem)
             done += k
             if done >= n:
                 return done
-            ok = wait_until(self.wait_strategy, lambda: K._free(ctl, loc, self.capacity) > 0,
-                            sem=self._space_sem, arm=lambda: K._arm(ctl, L.C_PROD_WAITING),
-                            disarm=lambda: K._disarm(ctl, L.C_PROD_WAITING),
+            ok = wait_until(self.wait_strategy, lambda: K._free(self._ctl, loc, self.capacity) > 0,
+                            sem=self._space_sem, arm=lambda: K._arm(self._ctl, L.C_PROD_WAITING),
+                            disarm=lambda: K._disarm(self._ctl, L.C_PROD_WAITING),
                             deadline_ns=deadline, stats=self.stats, spin_ns=self._spin_ns())
             if not ok:
                 raise self._full(done, n)
@@ -240,11 +253,11 @@ class Ring:
         self._need("producer")
         if not 1 <= n <= self.capacity:
             raise UsageError(f"{self.name}: n {n} outside 1..capacity {self.capacity}")
-        ctl, loc = self._ctl, self._local
+        loc = self._local
         deadline = None if timeout_s is None else time.monotonic_ns() + int(timeout_s * 1e9)
-        return wait_until(self.wait_strategy, lambda: K._free(ctl, loc, self.capacity) >= n,
-                          sem=self._space_sem, arm=lambda: K._arm(ctl, L.C_PROD_WAITING),
-                          disarm=lambda: K._disarm(ctl, L.C_PROD_WAITING),
+        return wait_until(self.wait_strategy, lambda: K._free(self._ctl, loc, self.capacity) >= n,
+                          sem=self._space_sem, arm=lambda: K._arm(self._ctl, L.C_PROD_WAITING),
+                          disarm=lambda: K._disarm(self._ctl, L.C_PROD_WAITING),
                           deadline_ns=deadline, stats=self.stats, spin_ns=self._spin_ns())
 
     # -- consumer -------------------------------------------------------------------------
@@ -257,14 +270,14 @@ class Ring:
         """
         self._need("consumer")
         dst = self._words_of(out, writable=True)
-        ctl, loc = self._ctl, self._local
-        k = K._consume_batch(self._slots, ctl, loc, dst, release, True)
+        loc = self._local
+        k = K._consume_batch(self._slots, self._ctl, loc, dst, release, True)
         if k or not wait or dst.shape[0] == 0:
             self._post_if_woken(self._space_sem)
             return int(k)
         if not self.wait_readable(1, timeout_s):
             return 0
-        k = K._consume_batch(self._slots, ctl, loc, dst, release, True)
+        k = K._consume_batch(self._slots, self._ctl, loc, dst, release, True)
         self._post_if_woken(self._space_sem)
         return int(k)
 
@@ -273,11 +286,11 @@ class Ring:
         self._need("consumer")
         if not 1 <= n <= self.capacity:
             raise UsageError(f"{self.name}: n {n} outside 1..capacity {self.capacity}")
-        ctl, loc = self._ctl, self._local
+        loc = self._local
         deadline = None if timeout_s is None else time.monotonic_ns() + int(timeout_s * 1e9)
-        return wait_until(self.wait_strategy, lambda: K._available(ctl, loc) >= n,
-                          sem=self._data_sem, arm=lambda: K._arm(ctl, L.C_CONS_WAITING),
-                          disarm=lambda: K._disarm(ctl, L.C_CONS_WAITING),
+        return wait_until(self.wait_strategy, lambda: K._available(self._ctl, loc) >= n,
+                          sem=self._data_sem, arm=lambda: K._arm(self._ctl, L.C_CONS_WAITING),
+                          disarm=lambda: K._disarm(self._ctl, L.C_CONS_WAITING),
                           deadline_ns=deadline, stats=self.stats, spin_ns=self._spin_ns())
 
     def release(self, upto_seq: int | None = None) -> None:
