@@ -193,6 +193,8 @@ def _recovery(d, n: int) -> dict:
             w.note_snapshot(info.seq, info.state_hash)
     w.close()
     live_hash = m.state_hash()
+    for _ in WalReader(d).commands(until=10):  # kernel cache load, excluded
+        pass
     r = WalReader(d)
     t = time.perf_counter()
     k = sum(len(b) for b in r.commands())
@@ -205,7 +207,9 @@ def _recovery(d, n: int) -> dict:
     out["replay_per_s"] = full.records / full.replay_seconds
     out["recovery_s"] = {"no_snapshot": full.seconds, "snapshot": snap.seconds}
     out["recovery_tail_records"] = snap.records
-    out["live_apply_per_s"] = n / _timed(lambda: Matcher(**CONFIG).apply(cmds))
+    fresh = Matcher(**CONFIG)
+    out["live_apply_per_s"] = n / _timed(lambda: [fresh.process_into(cmds[i:i + 65536], stamp=False)
+                                                  for i in range(0, n, 65536)])
     return out
 
 
@@ -283,7 +287,7 @@ def _report(r: dict) -> None:
     for k, v in r["sqlite_per_s"].items():
         print(f"  {k:<18} {v / M:6.3f}M/s")
     print(f"scan + CRC32C (no matcher): {r['scan_per_s'] / M:.1f}M/s; replay into a matcher: "
-          f"{r['replay_per_s'] / M:.2f}M/s (live matcher alone: {r['live_apply_per_s'] / M:.2f}M/s)")
+          f"{r['replay_per_s'] / M:.2f}M/s (the matcher alone on the same batches: {r['live_apply_per_s'] / M:.2f}M/s)")
     rs = r["recovery_s"]
     print(f"recovery of 1M commands: {rs['no_snapshot']:.3f} s from the log alone, "
           f"{rs['snapshot']:.3f} s from a snapshot + {r['recovery_tail_records']:,}-command tail")

@@ -24,7 +24,7 @@ from shmex.wal import _kernels as K
 from shmex.wal import layout as L
 from shmex.wal import manifest as M
 from shmex.wal.crc import HW
-from shmex.wal.segment import MappedSegment, fsync_dir, list_segments
+from shmex.wal.segment import MappedSegment, fsync_dir, list_segments, read_header
 
 BATCH = 65536
 # A group commit writes at most this much in one pwrite; intact records within it past
@@ -76,26 +76,21 @@ class WalReader:
         """The first command seq the log holds (from the first segment header), or None if empty."""
         if not self.segments:
             return None
-        seg = MappedSegment(self.segments[0][1])
-        try:
-            return seg.first_seq
-        finally:
-            seg.close()
+        return int(read_header(self.segments[0][1])["first_seq"])
 
     def _start_index(self, from_seq: int) -> int:
-        """Index into self.segments of the last segment whose first_seq <= from_seq."""
+        """Index into self.segments of the last segment whose first_seq <= from_seq.
+
+        Reads headers only: mapping a segment populates all of it."""
         start = 0
         for i, (_, path) in enumerate(self.segments):
             try:
-                seg = MappedSegment(path)
-            except CorruptRecord:
+                first = int(read_header(path)["first_seq"])
+            except (CorruptRecord, CannotOpen):
                 break  # the scan from `start` meets this segment and reports it
-            try:
-                if seg.first_seq > from_seq:
-                    break
-                start = i
-            finally:
-                seg.close()
+            if first > from_seq:
+                break
+            start = i
         return start
 
     def commands(self, from_seq: int | None = None, until: int | None = None, batch: int = BATCH):
