@@ -1,1 +1,20 @@
-"""wal — see DESIGN.md."""
+"""wal: the write-ahead log of sequenced commands — segments, writer, reader, verifier.
+
+Contract:
+- Records are written in seq order with no gaps; each carries a CRC32C over its header and
+  payload; a segment file starts with a checked header (magic, version, dtype digest, run id).
+- `WalWriter.durable_seq` only grows, and advances only after the flush its mode requires
+  (none: page cache; group: one pwrite + one fdatasync per group; always: one per record).
+- A reader yields nothing at or after the first bad record, and names file, offset and seq.
+- A torn tail of a crashed run is cut (zeroed) before a new run writes; damage inside the log
+  or inside a sealed run is refused, never cut.
+- A run is sealed (RUN_SEALED record + manifest: last seq, records, digest) only on clean close;
+  an unsealed run crashed.
+
+Public API: WalWriter (writer.py), WalReader and cut_tail (reader.py), verify (verify.py).
+"""
+
+from shmex.wal.reader import WalReader, cut_tail
+from shmex.wal.writer import WalWriter
+
+__all__ = ["WalWriter", "WalReader", "cut_tail"]
