@@ -62,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--json", metavar="PATH")
     r.set_defaults(run=_handler("shmex.snapshot.recovery:main"))
 
+    la = verbs.add_parser("launch", help="run the engine with its built-in load and summarize "
+                          "(exit 0 ok, 1 a process died or a check failed, 2 usage, 130/143 signal)")
+    from shmex.procs.launch_args import add_arguments
+    add_arguments(la)
+    la.set_defaults(run=_handler("shmex.procs.launch:main"))
+
     c = verbs.add_parser("clean", help="remove shared-memory segments of dead runs")
     c.add_argument("--dry-run", action="store_true", help="list what would be removed")
     c.set_defaults(run=_handler("shmex.shm.clean:main"))

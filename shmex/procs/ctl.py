@@ -1,0 +1,179 @@
+"""What every engine process shares: the control block, phases, waiting, bookkeeping.
+
+- `Ctl` wraps the control segment's int64 cells (`layout`); flags and cursors go
+  through acquire loads and release stores (the ring's `_load`/`_store` kernels).
+- `publish_all` is back-pressure with an exit: it waits for ring space in slices and
+  gives up (Aborted) when the supervisor aborts or this process's parent is gone.
+- `Backoff` is the idle strategy for loops that wait on several things at once (the
+  matcher waits on N input rings and the durable seq): poll, then sched_yield, then
+  nap; it skips the polling phase when the process shares its core (a spinner would
+  only delay the peer it waits for).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+
+import numpy as np
+
+from shmex.errors import RingFull, ShmexError
+from shmex.procs import layout as L
+from shmex.ring import _kernels as RK
+from shmex.shm.segment import Segment
+
+
+class Aborted(ShmexError):
+    """The supervisor aborted the run (or died): stop now, leave what is not done."""
+
+
+class Ctl:
+    """A process's handle on the control segment."""
+
+    def __init__(self, seg: Segment, producers: int):
+        self.seg = seg
+        self.producers = producers
+        self.a = seg.view(0, np.int64, L.ctl_cells(producers))
+        self._ppid = os.getppid()
+        self._checked_ns = 0
+
+    @classmethod
+    def attach(cls, run_id: str, producers: int) -> "Ctl":
+        from shmex.shm.names import segment_name
+
+        return cls(Segment.attach(segment_name(run_id, "ctl"), layout="ctl"), producers)
+
+    def load(self, i: int) -> int:
+        return int(RK._load(self.a, i))
+
+    def store(self, i: int, v: int) -> None:
+        RK._store(self.a, i, int(v))
+
+    @property
+    def phase(self) -> int:
+        return self.load(L.PHASE)
+
+    def check(self, *, every_ns: int = 50_000_000) -> None:
+        """Raise Aborted if the run was aborted or the parent (the supervisor) is gone."""
+        now = time.monotonic_ns()
+        if now - self._checked_ns < every_ns:
+            return
+        self._checked_ns = now
+        if self.phase == L.PH_ABORT:
+            raise Aborted("the supervisor aborted the run")
+        if os.getppid() != self._ppid:
+            raise Aborted("the supervisor is gone")
+
+    def producer_block(self, k: int) -> np.ndarray:
+        b = L.prod_base(self.producers, k)
+        return self.a[b:b + L.PROD_CELLS]
+
+    def close(self) -> None:
+        self.a = None
+        self.seg.close()
+
+
+class ProcessSlot:
+    """This process's cells in the control block: ready, heartbeat, done, usage."""
+
+    def __init__(self, ctl: Ctl, slot: int):
+        self.ctl, self.slot = ctl, slot
+        self._beats = 0
+        self._cpu0 = time.process_time_ns()
+        self._wall0 = time.monotonic_ns()
+        ctl.store(L.proc_cell(slot, L.P_PID), os.getpid())
+
+    def ready(self) -> None:
+        self.ctl.store(L.proc_cell(self.slot, L.P_READY), 1)
+
+    def wait_go(self) -> None:
+        """Block until the supervisor starts the run (or aborts it)."""
+        while True:
+            ph = self.ctl.phase
+            if ph == L.PH_ABORT:
+                raise Aborted("aborted before the start")
+            if ph != L.PH_STARTING:
+                break
+            self.ctl.check(every_ns=0)
+            time.sleep(0.002)
+        self._cpu0 = time.process_time_ns()
+        self._wall0 = time.monotonic_ns()
+
+    def beat(self) -> None:
+        self._beats += 1
+        self.ctl.a[L.proc_cell(self.slot, L.P_HEARTBEAT)] = self._beats  # plain: informational
+
+    def finish(self) -> None:
+        """Record CPU time, wall time since the start, and peak RSS; then DONE."""
+        c = self.ctl
+        c.store(L.proc_cell(self.slot, L.P_CPU_NS), time.process_time_ns() - self._cpu0)
+        c.store(L.proc_cell(self.slot, L.P_WALL_NS), time.monotonic_ns() - self._wall0)
+        c.store(L.proc_cell(self.slot, L.P_RSS), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        c.store(L.proc_cell(self.slot, L.P_DONE), 1)
+
+
+def publish_all(ring, records: np.ndarray, ctl: Ctl) -> None:
+    """Publish every record, waiting for space in slices; Aborted if the run is aborted."""
+    done, n = 0, len(records)
+    while done < n:
+        try:
+            done += ring.publish(records[done:], wait=True, timeout_s=0.05)
+        except RingFull as e:
+            done += e.published
+            ctl.check(every_ns=0)
+
+
+class Backoff:
+    """Idle strategy across several conditions: poll, then yield, then nap (bounded)."""
+
+    def __init__(self, shared_core: bool, *, poll_ns: int = 20_000, yield_ns: int = 1_000_000,
+                 nap_s: float = 50e-6, long_nap_s: float = 1e-3, long_after_ns: int = 50_000_000):
+        self.poll_ns = 0 if shared_core else poll_ns
+        self.yield_ns, self.nap_s, self.long_nap_s, self.long_after_ns = yield_ns, nap_s, long_nap_s, long_after_ns
+        self._since = 0
+
+    def reset(self) -> None:
+        self._since = 0
+
+    def idle(self) -> None:
+        now = time.monotonic_ns()
+        if self._since == 0:
+            self._since = now
+        waited = now - self._since
+        if waited < self.poll_ns:
+            return
+        if waited < self.yield_ns:
+            os.sched_yield()
+        elif waited < self.long_after_ns:
+            time.sleep(self.nap_s)
+        else:
+            time.sleep(self.long_nap_s)
+
+
+def shares_core() -> bool:
+    """Whether this process is pinned to one core that another engine process also uses
+    (the supervisor passes that in the environment; pinning is its decision)."""
+    return os.environ.get("SHMEX_SHARED_CORE", "1") == "1"
+
+
+def warm_ring_kernels() -> None:
+    """Load every ring kernel (from numba's cache) on scratch arrays of the live types, so
+    that the first real batch does not pay for it; touches no shared cursor."""
+    from shmex.ring import layout as RL
+
+    ctl = np.zeros(RL.CTL_BYTES // 8, dtype=np.int64)
+    loc = np.zeros(RL.LOCAL_CELLS, dtype=np.int64)
+    slots = np.zeros((4, 8), dtype=np.uint64)
+    rec = np.zeros((1, 8), dtype=np.uint64)
+    RK._publish_batch(slots, ctl, loc, rec, True)
+    loc[:] = 0
+    RK._consume_batch(slots, ctl, loc, rec, False, True)
+    RK._consume_batch(slots, ctl, loc, rec, True, True)
+    RK._release_upto(ctl, loc, 0, True)
+    RK._available(ctl, loc)
+    RK._free(ctl, loc, 4)
+    RK._arm(ctl, RL.C_CONS_WAITING)
+    RK._disarm(ctl, RL.C_CONS_WAITING)
+    RK._load(ctl, 0)
+    RK._store(ctl, 0, 0)

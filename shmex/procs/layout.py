@@ -1,0 +1,90 @@
+"""The engine's control segment and latency-histogram segment: offsets only, no logic.
+
+Control segment ``/shmex-<run>-ctl``: one int64 array. Cells written by different
+processes sit on different 64-byte lines (8 cells per line)::
+
+    cell   written by     field
+    ----   ------------   ------------------------------------------------------------
+      0    supervisor     PHASE        STARTING 0, RUNNING 1, STOPPING 2, ABORT 3
+      8    walwriter      DURABLE_SEQ  highest seq the WAL holds as its mode demands
+     16    matcher        MATCHER_SEQ  highest seq stamped
+     24    matcher        MATCHER_DONE 1: drained, final snapshot written (2: aborted)
+     25..26 matcher       STATE_HASH   final state_hash (16 bytes)
+     27    matcher        SNAPSHOTS    snapshots taken
+     28    matcher        SNAP_PAUSE_MAX_NS  longest matching pause a snapshot caused
+     29    matcher        BATCHES
+     32    walwriter      WAL_DONE     1: sealed (3: halted on a durability fault)
+     33    walwriter      COMMITS
+     40    publisher      PUB_DONE     1: every report routed
+     41    publisher      ROUTED       reports routed
+     42    publisher      DROPPED      reports to a destination nobody reads (a dead client)
+     48..63 supervisor    config       producers, clients, symbols, band, capacity, go_ns
+     64 + 16 p            process p    READY, HEARTBEAT, DONE, PID, CPU_NS, WALL_NS, RSS
+     64 + 16 P_MAX + 32 k producer k   counters (below), written only by producer k
+
+Process slots: 0 matcher, 1 walwriter, 2 publisher, 3 + k producer-k (k = 0..P-1,
+load producers first, then client slots). A producer's id on the wire is k + 1.
+
+Histogram segment ``/shmex-<run>-hist``: int64[P, NBUCKETS]: row k is producer k's
+tick-to-trade counts in log-linear buckets (`latency.bucket_of`).
+"""
+
+from __future__ import annotations
+
+PH_STARTING, PH_RUNNING, PH_STOPPING, PH_ABORT = 0, 1, 2, 3
+
+PHASE = 0
+DURABLE_SEQ = 8
+MATCHER_SEQ = 16
+MATCHER_DONE = 24
+STATE_HASH = 25
+SNAPSHOTS = 27
+SNAP_PAUSE_MAX_NS = 28
+BATCHES = 29
+WAL_DONE = 32
+COMMITS = 33
+PUB_DONE = 40
+ROUTED = 41
+DROPPED = 42
+CFG_PRODUCERS = 48
+CFG_CLIENTS = 49
+CFG_SYMBOLS = 50
+CFG_PRICE_LO = 51
+CFG_PRICE_HI = 52
+CFG_CAPACITY = 53
+GO_NS = 54          # monotonic ns when the load started (0 before)
+
+PROC_BASE = 64
+PROC_CELLS = 16
+P_READY, P_HEARTBEAT, P_DONE, P_PID, P_CPU_NS, P_WALL_NS, P_RSS = range(7)
+SLOT_MATCHER, SLOT_WAL, SLOT_PUBLISHER, SLOT_PRODUCER0 = 0, 1, 2, 3
+
+PROD_CELLS = 32
+# producer counters (int64 indices into the producer's own block)
+(C_SENT, C_ANSWERED, C_LAST_ANSWERED, C_REPORTS, C_ACKS, C_FILLS_TAKER, C_FILLS_MAKER,
+ C_QTY_TAKER, C_QTY_MAKER, C_REJECTS, C_CANCELED, C_EXPIRED, C_REPLACED, C_SENDING_DONE,
+ C_FIRST_SENT_NS, C_LAST_ANSWER_NS, C_GENERATED, C_OTHER) = range(18)
+
+
+def procs_max(producers: int) -> int:
+    return SLOT_PRODUCER0 + producers
+
+
+def proc_cell(slot: int, field: int) -> int:
+    return PROC_BASE + slot * PROC_CELLS + field
+
+
+def prod_base(producers: int, k: int) -> int:
+    return PROC_BASE + procs_max(producers) * PROC_CELLS + k * PROD_CELLS
+
+
+def ctl_cells(producers: int) -> int:
+    return prod_base(producers, producers)
+
+
+def in_role(k: int) -> str:
+    return f"in-{k}"
+
+
+def rep_role(k: int) -> str:
+    return f"rep-{k}"

@@ -1,0 +1,145 @@
+"""The built-in load generator: seeded, per producer, numba; it never sees the book.
+
+Each producer draws, per order (the reference mix of the matcher benchmark, spread
+over K symbols, each with a fixed mid ``MID + 50 * symbol``):
+
+    ~55%  passive GTC limit 1..10 ticks behind its symbol's mid, qty 1..100
+    ~25%  cancel of one of its own last POOL passive orders (it may have traded
+          already: the answer is then a REJECTED UNKNOWN_ORDER, which is fine load)
+    ~20%  aggressive GTC limit 0..3 ticks through the mid, qty 1..300 (fills, sweeps)
+
+Client ids are ``cid_base + 1, 2, ...`` per producer (cid_base holds a launch epoch in
+the high bits so that a relaunch on a recovered book never collides), ``pseq`` is
+1, 2, ... and ``sent_ns`` is the *intended* send time: ``t0 + (pseq - 1) * period_ns``
+open loop, or the generation time when ``period_ns`` is 0 (as fast as the ring takes).
+Same seed, same order stream, whatever the batch sizes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from shmex.schema import (BUY, GTC, K_CANCEL, K_NEW, LIMIT, R_ACK, R_CANCELED, R_EXPIRED, R_FILL,
+                          R_REJECTED, R_REPLACED, SELL, TAKER)
+from shmex.procs.latency import bucket_of
+from shmex.procs.layout import (C_ACKS, C_ANSWERED, C_CANCELED, C_EXPIRED, C_FILLS_MAKER,
+                                C_FILLS_TAKER, C_LAST_ANSWER_NS, C_LAST_ANSWERED, C_QTY_MAKER,
+                                C_QTY_TAKER, C_REJECTS, C_REPLACED, C_REPORTS)
+
+PRICE_LO, PRICE_HI, MID = 1, 20_000, 10_000
+SYMBOL_STEP = 50
+POOL = 4096
+PASSIVE_PCT, CANCEL_PCT = 55, 25
+
+# generator state cells (a private int64 array per producer)
+S_NEXT_CID, S_NEXT_PSEQ, S_POOL_N, S_POOL_POS = range(4)
+STATE_CELLS = 8
+
+
+def book_config(symbols: int, capacity: int) -> dict:
+    """The matcher configuration the generator is meant for."""
+    hi = max(PRICE_HI, MID + SYMBOL_STEP * symbols + 1000)
+    return dict(symbols=symbols, price_lo=PRICE_LO, price_hi=hi, capacity=capacity)
+
+
+@njit(cache=True, nogil=True)
+def seed_rng(seed):
+    np.random.seed(seed)
+
+
+@njit(cache=True, nogil=True)
+def gen_batch(out, n, st, pool_cid, pool_sym, producer, nsym, cid_base, t0_ns, period_ns, now_ns):
+    """Write n commands into out[:n]; advances the generator state `st`."""
+    for i in range(n):
+        c = out[i]
+        pseq = st[S_NEXT_PSEQ]
+        st[S_NEXT_PSEQ] = pseq + 1
+        c.producer = producer
+        c.pseq = pseq
+        c.sent_ns = t0_ns + (pseq - 1) * period_ns if period_ns > 0 else now_ns
+        c.seq = 0
+        c.engine_ns = 0
+        c.account = 0
+        c.stp = 0
+        roll = np.random.randint(0, 100)
+        if PASSIVE_PCT <= roll < PASSIVE_PCT + CANCEL_PCT and st[S_POOL_N] > 0:
+            j = np.random.randint(0, st[S_POOL_N])
+            c.kind = K_CANCEL
+            c.side = 0
+            c.order_type = 0
+            c.tif = 0
+            c.symbol = pool_sym[j]
+            c.client_id = pool_cid[j]
+            c.price = 0
+            c.qty = 0
+            last = st[S_POOL_N] - 1          # forget it: one cancel per id
+            pool_cid[j] = pool_cid[last]
+            pool_sym[j] = pool_sym[last]
+            st[S_POOL_N] = last
+            continue
+        sym = np.random.randint(0, nsym)
+        mid = MID + SYMBOL_STEP * sym
+        side = BUY if np.random.randint(0, 2) == 0 else SELL
+        if roll < PASSIVE_PCT + CANCEL_PCT:
+            off = 1 + np.random.randint(0, 10)
+            price = mid - off if side == BUY else mid + off
+            qty = 1 + np.random.randint(0, 100)
+        else:
+            through = np.random.randint(0, 4)
+            price = mid + through if side == BUY else mid - through
+            qty = 1 + np.random.randint(0, 300)
+        cid = cid_base + st[S_NEXT_CID]
+        st[S_NEXT_CID] += 1
+        c.kind = K_NEW
+        c.side = side
+        c.order_type = LIMIT
+        c.tif = GTC
+        c.symbol = sym
+        c.client_id = cid
+        c.price = price
+        c.qty = qty
+        if roll < PASSIVE_PCT + CANCEL_PCT:
+            if st[S_POOL_N] < POOL:
+                k = st[S_POOL_N]
+                st[S_POOL_N] = k + 1
+            else:
+                k = st[S_POOL_POS]
+                st[S_POOL_POS] = (k + 1) % POOL
+            pool_cid[k] = cid
+            pool_sym[k] = sym
+    return n
+
+
+@njit(cache=True, nogil=True)
+def scan_reports(reps, n, now_ns, cnt, hist):
+    """Count a batch of reports into `cnt` and record each command's first report's
+    tick-to-trade (now_ns - intended send time) into `hist`."""
+    for i in range(n):
+        r = reps[i]
+        cnt[C_REPORTS] += 1
+        p = np.int64(r.pseq)
+        if p > cnt[C_LAST_ANSWERED]:       # reports come in pseq order: the first one
+            cnt[C_LAST_ANSWERED] = p
+            cnt[C_ANSWERED] += 1
+            cnt[C_LAST_ANSWER_NS] = now_ns
+            hist[bucket_of(now_ns - r.sent_ns)] += 1
+        k = r.kind
+        if k == R_ACK:
+            cnt[C_ACKS] += 1
+        elif k == R_FILL:
+            if r.liquidity == TAKER:
+                cnt[C_FILLS_TAKER] += 1
+                cnt[C_QTY_TAKER] += r.qty
+            else:
+                cnt[C_FILLS_MAKER] += 1
+                cnt[C_QTY_MAKER] += r.qty
+        elif k == R_REJECTED:
+            cnt[C_REJECTS] += 1
+        elif k == R_CANCELED:
+            cnt[C_CANCELED] += 1
+        elif k == R_EXPIRED:
+            cnt[C_EXPIRED] += 1
+        elif k == R_REPLACED:
+            cnt[C_REPLACED] += 1
+    return n

@@ -1,0 +1,121 @@
+"""A load producer process: generates orders (numba), sends them, reads its reports.
+
+- Open loop with a rate: order i is due at ``t0 + i * period`` and carries that
+  intended time as ``sent_ns``; a stall anywhere (a full ring included) shows up as
+  latency instead of silently slowing the schedule (no coordinated omission).
+- Without a rate it sends as fast as the input ring takes (``sent_ns`` = generation time).
+- It never blocks on a full input ring while reports wait: each cycle sends what fits,
+  then reads its report ring, so the engine can always make progress.
+- Counters and the latency histogram live in shared memory, written only by this
+  producer, in numba (`loadgen.scan_reports`): no Python per order or per report.
+- It stops sending on its order count or when the supervisor says STOPPING, marks
+  SENDING_DONE, and leaves once the publisher is done and its report ring is empty.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from shmex.procs import layout as L
+from shmex.procs import loadgen as G
+from shmex.procs.ctl import Aborted, Ctl
+from shmex.ring import Ring
+from shmex.schema import COMMAND, REPORT, commands, reports
+from shmex.shm.segment import Segment
+
+BATCH = 1024
+RBATCH = 8192
+
+
+def run(cfg: dict, ctl: Ctl, me, k: int) -> int:
+    run_id = cfg["run_id"]
+    P = cfg["producers"] + cfg["clients"]
+    w = cfg["wait"]["producer"]
+    inr = Ring.attach(Ring.name_for(run_id, L.in_role(k)), COMMAND, side="producer", wait=w)
+    rep = Ring.attach(Ring.name_for(run_id, L.rep_role(k)), REPORT, side="consumer", wait=w)
+    hseg = Segment.attach(Ring.name_for(run_id, "hist"), layout="hist")
+    from shmex.procs.latency import NBUCKETS
+
+    hist = hseg.view(0, np.int64, P * NBUCKETS).reshape(P, NBUCKETS)[k]
+    cnt = ctl.producer_block(k)
+    orders = int(cfg["orders_per_producer"][k])        # -1: until told to stop
+    rate = float(cfg["rate"] or 0.0) / max(cfg["producers"], 1)
+    period = int(round(1e9 / rate)) if rate > 0 else 0
+    producer_id = k + 1
+    st = np.zeros(G.STATE_CELLS, dtype=np.int64)
+    st[G.S_NEXT_CID] = 1
+    st[G.S_NEXT_PSEQ] = 1
+    pool_cid = np.zeros(G.POOL, dtype=np.uint64)
+    pool_sym = np.zeros(G.POOL, dtype=np.uint32)
+    buf = commands(BATCH)
+    rbuf = reports(RBATCH)
+    G.seed_rng(int(cfg["seed"]) * 1000 + k)
+    # warm every kernel on scratch state (the real state starts untouched)
+    G.gen_batch(commands(1), 1, st.copy(), pool_cid.copy(), pool_sym.copy(), producer_id,
+                cfg["symbols"], 0, 0, 0, 0)
+    G.scan_reports(rbuf, 0, 0, np.zeros_like(cnt), np.zeros_like(hist))
+    G.seed_rng(int(cfg["seed"]) * 1000 + k)
+    me.ready()
+    cid_base = int(cfg["cid_base"])
+    nsym = int(cfg["symbols"])
+    lo = hi = 0
+    generated = 0
+    sending = True
+    try:
+        me.wait_go()
+        t0 = time.monotonic_ns()
+        cnt[L.C_FIRST_SENT_NS] = t0
+        clock = time.monotonic_ns
+        while True:
+            now = clock()
+            work = 0
+            if sending:
+                if lo == hi:
+                    left = BATCH if orders < 0 else min(BATCH, orders - generated)
+                    due = left if period == 0 else min(left, (now - t0) // period + 1 - generated)
+                    if due > 0:
+                        G.gen_batch(buf, due, st, pool_cid, pool_sym, producer_id, nsym, cid_base,
+                                    t0, period, now)
+                        lo, hi = 0, due
+                        generated += due
+                if lo < hi:
+                    s = inr.publish(buf[lo:hi], wait=False)
+                    lo += s
+                    cnt[L.C_SENT] += s
+                    work += s
+                if lo == hi and ((orders >= 0 and generated >= orders) or ctl.phase >= L.PH_STOPPING):
+                    sending = False
+                    ctl.store(L.prod_base(ctl.producers, k) + L.C_SENDING_DONE, 1)
+            r = rep.consume(rbuf)
+            if r:
+                G.scan_reports(rbuf, r, clock(), cnt, hist)
+                work += r
+            if work:
+                me.beat()
+                continue
+            ctl.check()
+            if not sending and ctl.load(L.PUB_DONE) and rep.published_seq == rep.read_seq:
+                break
+            # idle: sleep on the report ring until a report comes or the next order is due
+            if sending and period and lo == hi:
+                wait_ns = generated * period + t0 - clock()
+                if wait_ns > 60_000:   # sleep on the report ring (timer slack is 1 us)
+                    rep.wait_readable(1, timeout_s=min(wait_ns - 40_000, 20_000_000) / 1e9)
+                else:                  # spin-then-yield: this core is shared
+                    os.sched_yield()
+            elif sending and lo < hi:
+                rep.wait_readable(1, timeout_s=0.0002)   # input ring full: the engine is busy
+            else:
+                rep.wait_readable(1, timeout_s=0.02)
+    except Aborted:
+        pass
+    finally:
+        ctl.store(L.prod_base(ctl.producers, k) + L.C_SENDING_DONE, 1)
+        del hist, cnt
+        inr.close()
+        rep.close()
+        hseg.close()
+    return 0

@@ -1,0 +1,169 @@
+"""The publisher: out ring -> each producer's report ring, gated on durability.
+
+- Log before acknowledgment: the reports of command s leave only when DURABLE_SEQ >= s.
+  Reports arrive in cmd_seq order, so the releasable ones are always a prefix.
+- Routing is by the report's ``producer`` (the owner: a maker's fill goes to the maker).
+  A destination is anything with ``publish(records)``; today each is a report ring, a
+  network gateway would be one more destination behind the same table.
+- Out-ring slots are released only after their reports were routed (a publisher killed
+  mid-batch leaves them for its successor: at least once, in order).
+- A destination whose reader is gone (a client that detached) has its reports dropped
+  and counted (DROPPED), so one dead client cannot stall everyone else.
+
+`PublisherAgent.work()` is one duty cycle; it runs in its own process or inline in the
+matcher's loop (``--publisher inline``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from shmex.procs import layout as L
+from shmex.errors import RingFull
+from shmex.procs.ctl import Aborted, Ctl
+from shmex.ring import Ring
+from shmex.schema import REPORT, reports
+
+PENDING = 1 << 15
+
+
+@njit(cache=True, nogil=True)
+def _route_prefix(pend, lo, hi, durable, dest_of, scratch, counts):
+    """Partition pend[lo:hi] by destination up to the first report not yet durable;
+    -> how many were taken. dest_of[producer] < 0: drop (counted in counts[-1])."""
+    nd = scratch.shape[0]
+    for d in range(counts.shape[0]):
+        counts[d] = 0
+    i = lo
+    while i < hi:
+        r = pend[i]
+        if r.cmd_seq > durable:
+            break
+        p = r.producer
+        d = dest_of[p] if p < dest_of.shape[0] else -1
+        if d < 0:
+            counts[nd] += 1
+        else:
+            scratch[d, counts[d]] = r
+            counts[d] += 1
+        i += 1
+    return i - lo
+
+
+class PublisherAgent:
+    def __init__(self, cfg: dict, ctl: Ctl):
+        run_id = cfg["run_id"]
+        P = cfg["producers"] + cfg["clients"]
+        self.ctl = ctl
+        self.out = Ring.attach(Ring.name_for(run_id, "out"), REPORT, side="consumer",
+                               wait=cfg["wait"]["publisher"])
+        self.dests = [Ring.attach(Ring.name_for(run_id, L.rep_role(k)), REPORT, side="producer",
+                                  wait=cfg["wait"]["publisher"]) for k in range(P)]
+        self.dest_of = np.full(P + 1, -1, dtype=np.int64)
+        self.dest_of[1:] = np.arange(P)           # producer id k + 1 -> report ring k
+        self.scratch = np.zeros((P, PENDING), dtype=REPORT)
+        self.counts = np.zeros(P + 1, dtype=np.int64)
+        self.pend = reports(PENDING)
+        self.lo = self.hi = 0
+        self.out_rel = self.out.released_seq
+        self.done = False
+        self._warm()
+
+    def _warm(self) -> None:
+        _route_prefix(self.pend, 0, 0, 0, self.dest_of, self.scratch, self.counts)
+
+    def work(self) -> int:
+        """One duty cycle; -> reports routed (0: idle)."""
+        if self.lo == self.hi:
+            self.lo = self.hi = 0
+        elif self.hi > PENDING // 2:
+            k = self.hi - self.lo
+            self.pend[:k] = self.pend[self.lo:self.hi]
+            self.lo, self.hi = 0, k
+        if self.hi < PENDING:
+            self.hi += self.out.consume(self.pend[self.hi:], release=False)
+        if self.lo == self.hi:
+            return 0
+        durable = self.ctl.load(L.DURABLE_SEQ)
+        k = _route_prefix(self.pend, self.lo, self.hi, durable, self.dest_of, self.scratch, self.counts)
+        if k == 0:
+            return 0
+        for d in range(len(self.dests)):
+            c = int(self.counts[d])
+            if c:
+                self._deliver(d, c)
+        dropped = int(self.counts[-1])
+        self.lo += k
+        self.out_rel += k
+        self.out.release(self.out_rel)
+        a = self.ctl.a
+        a[L.ROUTED] += k
+        if dropped:
+            a[L.DROPPED] += dropped
+        return k
+
+    def _deliver(self, d: int, c: int) -> None:
+        ring = self.dests[d]
+        recs = self.scratch[d, :c]
+        done = ring.publish(recs, wait=False)        # the common case: it all fits
+        while done < c:                              # back-pressure from this reader
+            try:
+                done += ring.publish(recs[done:], wait=True, timeout_s=0.05)
+            except RingFull as e:
+                done += e.published
+                if not ring.peer_alive():            # nobody will ever read these
+                    self.ctl.a[L.DROPPED] += c - done
+                    self.dests[d] = _Dropping()
+                    return
+                self.ctl.check(every_ns=0)
+
+    def drained(self) -> bool:
+        """Everything the matcher produced has been routed (call after MATCHER_DONE)."""
+        return self.lo == self.hi and self.out.published_seq == self.out.read_seq
+
+    def close(self) -> None:
+        self.out.close()
+        for r in self.dests:
+            r.close()
+
+
+class _Dropping:
+    """A destination whose reader went away."""
+
+    def publish(self, recs, wait=True, timeout_s=None):
+        return len(recs)
+
+    def peer_alive(self):
+        return False
+
+    def close(self):
+        pass
+
+
+def run(cfg: dict, ctl: Ctl, me) -> int:
+    from shmex.procs.ctl import Backoff, shares_core
+
+    agent = PublisherAgent(cfg, ctl)
+    me.ready()
+    idle = Backoff(shares_core())
+    try:
+        me.wait_go()
+        while True:
+            if agent.work():
+                idle.reset()
+                me.beat()
+                continue
+            if ctl.load(L.MATCHER_DONE) and agent.drained():
+                break
+            ctl.check()
+            if agent.lo == agent.hi:
+                agent.out.wait_readable(1, timeout_s=0.02)   # nothing pending: sleep on the ring
+            else:
+                idle.idle()                                  # pending, not yet durable
+    except Aborted:
+        pass
+    finally:
+        ctl.store(L.PUB_DONE, 1)
+        agent.close()
+    return 0

@@ -1,0 +1,323 @@
+"""The supervisor: creates every segment, spawns and pins the processes, watches them,
+stops them in order, and unlinks every segment whatever happened.
+
+Segments of run R (mode 0600, `shmex clean` finds them if the supervisor is killed):
+``ctl`` (control cells), ``hist`` (latency buckets), ``in-k`` and ``rep-k`` per producer
+slot (load producers, then client slots), ``journal`` (matcher -> WAL writer) and ``out``
+(matcher -> publisher).
+
+Start: the WAL writer first (it opens the log; its end is where the book must be), then
+the matcher (recovering the book from the data directory if it has a log), the
+publisher and the producers; each warms its numba kernels and reports READY; then the
+load starts (PHASE = RUNNING).
+
+Stop, in order: producers stop sending (order count reached, --duration over, SIGINT
+or SIGTERM) -> the matcher drains the input rings, waits until everything is durable,
+writes the final snapshot -> the WAL writer seals the run -> the publisher routes the
+last reports -> the producers read them and leave. A child that dies (any status but
+a clean exit after the stop began) aborts the run: every other child is told to stop
+at once (the WAL writer still seals what it holds), stragglers are killed after a grace
+period, and the result names the process and its exit status.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import psutil
+
+from shmex.procs import layout as L
+from shmex.procs import placement as PL
+from shmex.procs.latency import NBUCKETS
+from shmex.ring import Ring
+from shmex.schema import COMMAND, REPORT
+from shmex.shm.registry import remove_dead_runs
+from shmex.shm.segment import Segment
+from shmex.shm.segment import unlink as shm_unlink
+
+READY_TIMEOUT_S = 900      # a cold numba cache compiles every kernel (minutes on 2 cores)
+STOP_TIMEOUT_S = 60
+ABORT_GRACE_S = 10
+
+
+@dataclass
+class Child:
+    name: str          # matcher, walwriter, publisher, producer-k
+    role: str
+    index: int
+    slot: int
+    core: int
+    popen: subprocess.Popen | None = None
+    cpu_s: float = 0.0
+    rss: int = 0
+    peak_rss: int = 0
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid if self.popen else 0
+
+
+@dataclass
+class Outcome:
+    status: str = "ok"            # ok | interrupted | terminated | failed
+    reason: str = ""
+    exit_code: int = 0
+    seconds: float = 0.0
+    ctl: np.ndarray | None = None
+    hist: np.ndarray | None = None
+    children: list = field(default_factory=list)
+    placement: str = ""
+    segments: list = field(default_factory=list)
+    leaked: list = field(default_factory=list)
+    cleaned: int = 0
+    started_ns: int = 0
+    warmup_s: float = 0.0
+
+
+def describe_status(rc: int) -> str:
+    if rc < 0:
+        try:
+            return f"killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"killed by signal {-rc}"
+    return f"exit status {rc}"
+
+
+class Supervisor:
+    def __init__(self, cfg: dict, progress=None):
+        self.cfg = cfg
+        self.P = cfg["producers"] + cfg["clients"]
+        self.progress = progress          # callable(sup, elapsed_s) every ~second, or None
+        self.segments: list[str] = []
+        self.children: list[Child] = []
+        self._signal: int | None = None
+        self._signals = 0
+
+    # -- signals ---------------------------------------------------------------------------
+    def _on_signal(self, signum, frame) -> None:
+        self._signals += 1
+        if self._signal is None:
+            self._signal = signum
+        if self._signals > 1 and self.ctl is not None:
+            self.ctl[L.PHASE] = L.PH_ABORT   # a second signal: stop now
+
+    # -- segments --------------------------------------------------------------------------
+    def _create(self) -> None:
+        run_id, cfg = self.cfg["run_id"], self.cfg
+        seg = Segment.create(run_id, "ctl", L.ctl_cells(self.P) * 8, layout="ctl")
+        self.segments.append(seg.name)
+        self._ctl_seg = seg
+        self.ctl = seg.view(0, np.int64, L.ctl_cells(self.P))
+        self.ctl[L.CFG_PRODUCERS] = cfg["producers"]
+        self.ctl[L.CFG_CLIENTS] = cfg["clients"]
+        b = cfg["book"]
+        self.ctl[L.CFG_SYMBOLS], self.ctl[L.CFG_PRICE_LO] = b["symbols"], b["price_lo"]
+        self.ctl[L.CFG_PRICE_HI], self.ctl[L.CFG_CAPACITY] = b["price_hi"], b["capacity"]
+        hseg = Segment.create(run_id, "hist", self.P * NBUCKETS * 8, layout="hist")
+        self.segments.append(hseg.name)
+        self._hist_seg = hseg
+        self.hist = hseg.view(0, np.int64, self.P * NBUCKETS).reshape(self.P, NBUCKETS)
+        self._rings = []
+        specs = [("journal", COMMAND, cfg["ring_journal"]), ("out", REPORT, cfg["ring_out"])]
+        for k in range(self.P):
+            specs += [(L.in_role(k), COMMAND, cfg["ring_in"]), (L.rep_role(k), REPORT, cfg["ring_rep"])]
+        for role, dt, cap in specs:
+            r = Ring.create(run_id, role, cap, dt)
+            self.segments.append(r.name)
+            self._rings.append(r)
+
+    def _release_segments(self) -> list[str]:
+        """Close our mappings and unlink every segment of the run; -> names that were left."""
+        for r in getattr(self, "_rings", []):
+            r.close()
+        self.ctl = self.hist = None
+        for s in (getattr(self, "_ctl_seg", None), getattr(self, "_hist_seg", None)):
+            if s is not None:
+                s.close()
+        for name in self.segments:
+            shm_unlink(name, missing_ok=True)
+        prefix = f"shmex-{self.cfg['run_id']}-"
+        return sorted(e for e in os.listdir("/dev/shm") if e.startswith(prefix))
+
+    # -- children --------------------------------------------------------------------------
+    def _spawn(self, ch: Child, shared: bool) -> None:
+        env = dict(os.environ, SHMEX_SHARED_CORE="1" if shared else "0", PYTHONUNBUFFERED="1")
+        ch.popen = subprocess.Popen([sys.executable, "-m", "shmex.procs.child", ch.role, str(ch.index),
+                                     json.dumps(self.cfg)], env=env, stdin=subprocess.DEVNULL)
+        try:
+            psutil.Process(ch.popen.pid).cpu_affinity([ch.core])
+        except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError, OSError):
+            pass  # it died already (the watch loop reports it) or pinning is not allowed here
+        self.children.append(ch)
+
+    def _dead(self, expected_done: bool) -> Child | None:
+        """The first child that exited when it should not have."""
+        for ch in self.children:
+            rc = ch.popen.poll()
+            if rc is None:
+                continue
+            if rc != 0 or not expected_done:
+                return ch
+        return None
+
+    def _sample(self) -> None:
+        for ch in self.children:
+            try:
+                p = psutil.Process(ch.pid)
+                t = p.cpu_times()
+                ch.cpu_s = t.user + t.system
+                ch.rss = p.memory_info().rss
+                ch.peak_rss = max(ch.peak_rss, ch.rss)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                pass
+
+    def _wait_ready(self, children: list[Child], deadline: float) -> Child | None:
+        while True:
+            if all(self.ctl[L.proc_cell(c.slot, L.P_READY)] for c in children):
+                return None
+            dead = self._dead(expected_done=False)
+            if dead is not None:
+                return dead
+            if self._signal is not None:
+                return None
+            if time.monotonic() > deadline:
+                raise TimeoutError("children not ready after "
+                                   f"{READY_TIMEOUT_S} s: " + ", ".join(
+                                       c.name for c in children if not self.ctl[L.proc_cell(c.slot, L.P_READY)]))
+            time.sleep(0.01)
+
+    # -- the run ---------------------------------------------------------------------------
+    def run(self) -> Outcome:
+        out = Outcome()
+        cfg = self.cfg
+        self.ctl = None
+        out.cleaned = len(remove_dead_runs())
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._create()
+            out.segments = list(self.segments)
+            roles = ["matcher", "walwriter"] + ([] if cfg["publisher_inline"] else ["publisher"]) + \
+                [f"producer-{k}" for k in range(cfg["producers"])]
+            place = PL.plan(roles)
+            sh = PL.shared(place)
+            out.placement = PL.describe(place)
+            try:  # the supervisor mostly sleeps; keep it off the matcher's core
+                if len(set(place.values())) > 1:
+                    psutil.Process().cpu_affinity([place["walwriter"]])
+            except (psutil.AccessDenied, OSError):
+                pass
+            t_ready = time.monotonic()
+            wal = Child("walwriter", "walwriter", 0, L.SLOT_WAL, place["walwriter"])
+            self._spawn(wal, sh["walwriter"])
+            dead = self._wait_ready([wal], time.monotonic() + READY_TIMEOUT_S)
+            if dead is None and self._signal is None:
+                self._spawn(Child("matcher", "matcher", 0, L.SLOT_MATCHER, place["matcher"]), sh["matcher"])
+                if not cfg["publisher_inline"]:
+                    self._spawn(Child("publisher", "publisher", 0, L.SLOT_PUBLISHER, place["publisher"]),
+                                sh["publisher"])
+                for k in range(cfg["producers"]):
+                    n = f"producer-{k}"
+                    self._spawn(Child(n, "producer", k, L.SLOT_PRODUCER0 + k, place[n]), sh[n])
+                dead = self._wait_ready(self.children, time.monotonic() + READY_TIMEOUT_S)
+            out.warmup_s = time.monotonic() - t_ready
+            if dead is None and self._signal is None:
+                out.started_ns = time.time_ns()
+                self.ctl[L.GO_NS] = time.monotonic_ns()
+                self.ctl[L.PHASE] = L.PH_RUNNING
+                dead = self._watch(out)
+            else:
+                self.ctl[L.PHASE] = L.PH_ABORT   # nothing was sent: everyone leaves now
+            if dead is not None:
+                self._fail(out, dead)
+            self._finish_children(out)
+            self._sample()
+            out.ctl = self.ctl.copy()
+            out.hist = self.hist.copy()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+            self._kill_all()
+            out.children = self.children
+            out.leaked = self._release_segments()
+        if out.status == "ok" and self._signal is not None:
+            out.status = "interrupted" if self._signal == signal.SIGINT else "terminated"
+            out.exit_code = 130 if self._signal == signal.SIGINT else 143
+            out.reason = f"stopped by {signal.Signals(self._signal).name}"
+        return out
+
+    def _watch(self, out: Outcome) -> Child | None:
+        """RUNNING until the load is done, the duration is over or a signal came."""
+        cfg = self.cfg
+        t0 = time.monotonic()
+        last_progress = t0
+        duration = cfg["duration"]
+        while True:
+            dead = self._dead(expected_done=False)
+            if dead is not None:
+                return dead
+            now = time.monotonic()
+            if self._signal is not None:
+                break
+            if duration and now - t0 >= duration:
+                break
+            if cfg["producers"] and all(self.ctl[L.prod_base(self.P, k) + L.C_SENDING_DONE]
+                                        for k in range(cfg["producers"])):
+                break
+            if now - last_progress >= 1.0:
+                last_progress = now
+                self._sample()
+                if self.progress:
+                    self.progress(self, now - t0)
+            time.sleep(0.02)
+        self.ctl[L.PHASE] = L.PH_STOPPING
+        # the stop chain: every child leaves by itself
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while any(ch.popen.poll() is None for ch in self.children):
+            dead = self._dead(expected_done=True)
+            if dead is not None:
+                return dead
+            if self.ctl[L.PHASE] == L.PH_ABORT:   # a second signal
+                break
+            if time.monotonic() > deadline:
+                out.reason = f"the stop did not finish within {STOP_TIMEOUT_S} s"
+                out.status, out.exit_code = "failed", 1
+                self.ctl[L.PHASE] = L.PH_ABORT
+                break
+            now = time.monotonic()
+            if now - last_progress >= 1.0:
+                last_progress = now
+                self._sample()
+                if self.progress:
+                    self.progress(self, now - t0)
+            time.sleep(0.01)
+        return self._dead(expected_done=True)
+
+    def _fail(self, out: Outcome, dead: Child) -> None:
+        rc = dead.popen.poll()
+        out.status, out.exit_code = "failed", 1
+        out.reason = f"{dead.name} (pid {dead.pid}) died: {describe_status(rc)}; engine stopped"
+        self.ctl[L.PHASE] = L.PH_ABORT
+
+    def _finish_children(self, out: Outcome) -> None:
+        grace = time.monotonic() + (ABORT_GRACE_S if self.ctl[L.PHASE] == L.PH_ABORT else STOP_TIMEOUT_S)
+        while any(ch.popen.poll() is None for ch in self.children) and time.monotonic() < grace:
+            self._sample()
+            time.sleep(0.01)
+
+    def _kill_all(self) -> None:
+        for ch in self.children:
+            if ch.popen is not None and ch.popen.poll() is None:
+                ch.popen.kill()
+        for ch in self.children:
+            if ch.popen is not None:
+                try:
+                    ch.popen.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass

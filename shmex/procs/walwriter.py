@@ -1,0 +1,96 @@
+"""The WAL-writer process: journal ring -> WAL; publishes DURABLE_SEQ.
+
+- Smart batching (LMAX journaller): it appends whatever the journal holds and commits
+  (one pwrite + one fdatasync in mode group) as soon as the journal is empty or a group
+  is full, so a lone command waits for one sync, not for a timer.
+- DURABLE_SEQ only grows and is stored (release) only after the flush the mode demands.
+- Journal slots are released only up to the durable seq: a WAL writer killed before a
+  sync leaves those commands in the ring for its successor.
+- At the end (the matcher done and the journal empty) it seals the run; on a durability
+  fault it records WAL_DONE = 3, prints the reason and exits 3 (fail-stop).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from shmex.errors import Halt
+from shmex.procs import layout as L
+from shmex.procs.ctl import Aborted, Ctl, ProcessSlot
+from shmex.ring import Ring
+from shmex.schema import COMMAND, commands
+from shmex.wal.writer import WalWriter
+
+BATCH = 4096
+
+
+def _warm() -> None:
+    """Load the encode kernel now (from numba's cache), not on the first real batch."""
+    import numpy as np
+
+    from shmex.wal import _kernels as WK
+    from shmex.wal import layout as WL
+    from shmex.wal.crc import HW
+
+    one = commands(1)
+    one["seq"] = 1
+    WK._encode_commands(one.view(np.uint64).reshape(1, 8), np.zeros(2 * WL.SLOT_WORDS, np.uint64),
+                        0, 1, 1, np.uint64(0), HW)
+
+
+def run(cfg: dict, ctl: Ctl, me: ProcessSlot) -> int:
+    wal = WalWriter(cfg["data_dir"], mode=cfg["durability"], group_records=BATCH,
+                    config=cfg["book"])
+    journal = Ring.attach(Ring.name_for(cfg["run_id"], "journal"), COMMAND, side="consumer",
+                          wait=cfg["wait"]["walwriter"])
+    base = journal.released_seq          # journal position of seq wal.first_seq
+    first = wal.first_seq
+    ctl.store(L.DURABLE_SEQ, wal.durable_seq)
+    buf = commands(BATCH)
+    _warm()
+    me.ready()
+    durable = wal.durable_seq
+    sealed = False
+    try:
+        me.wait_go()
+        while True:
+            n = journal.consume(buf, release=False)
+            if n:
+                wal.append(buf[:n])
+            if n < BATCH:
+                wal.commit()            # the journal is drained: sync what waited
+            d = wal.durable_seq
+            if d != durable:
+                durable = d
+                ctl.store(L.DURABLE_SEQ, d)  # ORDER: after the sync returned; pairs with publisher's load
+                journal.release(base + d - first + 1)
+                ctl.a[L.COMMITS] += 1
+            me.beat()
+            if n:
+                continue
+            if ctl.load(L.MATCHER_DONE) and journal.published_seq == journal.read_seq:
+                break
+            ctl.check()
+            if ctl.phase == L.PH_ABORT:
+                raise Aborted("abort")
+            wal.poll()
+            journal.wait_readable(1, timeout_s=0.02)
+    except Aborted:
+        # drain what the journal holds (whole sequenced commands) so the sealed run is complete
+        while (n := journal.consume(buf, release=False)):
+            wal.append(buf[:n])
+    except Halt as e:
+        print(f"walwriter: durability fault, stopping: {e}", file=sys.stderr, flush=True)
+        ctl.store(L.WAL_DONE, 3)
+        return 3
+    finally:
+        if wal.halted is None:
+            d = wal.close(seal=True)
+            sealed = True
+            ctl.store(L.DURABLE_SEQ, d)
+            if journal.read_seq > journal.released_seq:
+                journal.release()
+        journal.close()
+    ctl.store(L.WAL_DONE, 1 if sealed else 2)
+    return 0
