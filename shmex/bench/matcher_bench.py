@@ -34,10 +34,9 @@ def _progress(msg: str) -> None:
 
 
 def run_shmex(cmds: np.ndarray, batch: int = BATCH, collect: bool = False):
-    """One timed pass on a fresh matcher: (seconds, taker fills, fills array or None)."""
+    """One timed pass on a fresh matcher: (seconds, fill count, fills array or None, matcher)."""
     m = Matcher(**book_config())
     work = cmds.copy()
-    fills = 0
     chunks = []
     t0 = time.perf_counter()
     for i in range(0, len(work), batch):
@@ -48,7 +47,7 @@ def run_shmex(cmds: np.ndarray, batch: int = BATCH, collect: bool = False):
     if collect:
         allf = np.concatenate(chunks) if chunks else np.zeros((0, 4), np.int64)
         return seconds, len(allf), allf, m
-    return seconds, fills, None, m
+    return seconds, 0, None, m
 
 
 def count_fills(cmds: np.ndarray) -> int:
@@ -89,6 +88,8 @@ def main(args) -> int:
     print(f"workload: reference mix, 1 symbol, {n:,} commands, seed {args.seed}; "
           f"batches of {BATCH}; book {book_config()}")
 
+    _progress("warm-up: loading the compiled matcher (the first run on a machine compiles it, "
+              "about 1-2 minutes) ...")
     t0 = time.perf_counter()
     warm = Matcher(**book_config())
     warm.process(reference_workload(1000, seed=args.seed + 1))
@@ -123,8 +124,9 @@ def main(args) -> int:
         t0 = time.perf_counter()
         run_shmex(prefix)
         shmex_prefix_rate = k / (time.perf_counter() - t0)
-        print(f"\npeers on the first {k:,} commands ({len(want_fills):,} fills); "
-              f"shmex on the same prefix: {shmex_prefix_rate / 1e6:.2f} M commands/s")
+        print(f"\npeers on the first {k:,} commands ({len(want_fills):,} fills), each on a fresh "
+              f"book; ratios are to shmex's median above (shmex on this short prefix alone: "
+              f"{shmex_prefix_rate / 1e6:.2f} M commands/s, first-touch page faults included)")
         print(f"  {'order book':<24}{'version':<12}{'commands/s':>14}{'shmex is':>12}  check")
         for name, adapter in peers.PEERS.items():
             ok, why = adapter.available()
