@@ -24,9 +24,7 @@ import ctypes.util
 import json
 import multiprocessing as mp
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 
@@ -34,6 +32,7 @@ import numpy as np
 import psutil
 from numba import njit
 
+from shmex.bench.machine import machine
 from shmex.ring import Ring
 from shmex.ring._kernels import _consume_batch, _publish_batch, _publish_range, _release_upto
 from shmex.ring.atomics import cpu_relax
@@ -488,27 +487,6 @@ def run_pipe_pingpong(n, cores, warmup) -> dict:
 
 
 # --- the report -------------------------------------------------------------------------
-
-def machine() -> dict:
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=os.path.dirname(__file__), timeout=10).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        rev = "unknown"
-    import numba
-    return {"cpu_model": model, "cores": os.cpu_count(), "cores_usable": len(os.sched_getaffinity(0)),
-            "kernel": platform.release(), "python": platform.python_version(), "numpy": np.__version__,
-            "numba": numba.__version__, "git_rev": rev, "load_avg_1m": round(os.getloadavg()[0], 2)}
-
 
 def _median(runs: list[dict], key="msgs_per_s") -> int:
     return int(statistics.median(r[key] for r in runs))

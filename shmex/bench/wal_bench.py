@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
+
+from shmex.bench.machine import banner, machine
 
 from shmex.schema import BUY, COMMAND, GTC, IOC, K_CANCEL, K_NEW, K_REPLACE, LIMIT, SELL
 
@@ -74,25 +74,6 @@ def workload(n: int, seed: int = 1, *, symbols: int = 4, band: tuple[int, int] =
 
 
 # ---- measuring ----------------------------------------------------------------------------
-
-def _machine() -> dict:
-    model = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=os.path.dirname(__file__), check=False).stdout.strip()
-    except OSError:
-        rev = ""
-    return {"cores": os.cpu_count(), "cpu": model, "python": platform.python_version(),
-            "kernel": platform.release(), "git": rev}
-
 
 def _pct(ns: list[int]) -> dict:
     a = np.asarray(ns, dtype=np.int64)
@@ -217,9 +198,8 @@ def main(args) -> int:
     n = int(args.records)
     base = args.dir or tempfile.mkdtemp(prefix="shmex-walbench-")
     os.makedirs(base, exist_ok=True)
-    mach = _machine()
-    print(f"shmex bench wal --records {n}: {mach['cores']} cores, {mach['cpu']}, "
-          f"Linux {mach['kernel']}, Python {mach['python']}, git {mach['git']}; dir {base}")
+    mach = machine()
+    print(banner(f"shmex bench wal --records {n}", mach) + f"; dir {base}")
     cmds = workload(n, seed=1)
     res: dict = {"machine": mach, "records": n, "command": " ".join(sys.argv)}
     _progress("CRC kernels")

@@ -9,7 +9,7 @@ import numpy as np
 
 from shmex.errors import SchemaMismatch, UsageError
 from shmex.matcher import _kernels as K
-from shmex.matcher.book import (C_CAP, C_HI, C_LO, C_NTICKS, C_SYMBOLS, FIELDS, M_LAST_SEQ,
+from shmex.matcher.book import (C_CAP, C_HI, C_LO, C_SYMBOLS, FIELDS, M_LAST_SEQ,
                                 M_LIVE, MAX_TICKS, Book, new_book)
 from shmex.schema import (COMMAND, LEVEL, REPORT, RESTING, Kind, OrderType, Side, Stp, Tif,
                           PRICE_MAX, PRICE_MIN)
