@@ -80,7 +80,7 @@ def summary(h) -> dict:
 
 def write_hgrm(h, path: str) -> None:
     """The standard .hgrm percentile distribution, values in microseconds."""
-    with open(path, "w") as f:
+    with open(path, "wb") as f:   # the hdrh package writes bytes
         h.output_percentile_distribution(f, 1000.0)
 
 

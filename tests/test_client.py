@@ -1,0 +1,61 @@
+"""A user's own process as a producer, through the client API, against a real engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from shmex.procs.client import connect
+from shmex.schema import COMMAND, K_NEW, ReportKind, Side, Reason
+from shmex.shm.names import PREFIX, SHM_DIR
+
+
+def test_client_submits_cancels_and_reads(shm_run, tmp_path):
+    err = open(tmp_path / "launch.err", "w")
+    p = subprocess.Popen([sys.executable, "-m", "shmex.cli", "launch", "--name", shm_run, "--producers", "0",
+                          "--clients", "2", "--symbols", "2",
+                          "--data-dir", str(tmp_path / "data"), "--json", str(tmp_path / "run.json")],
+                         stdout=subprocess.PIPE, stderr=err, text=True)
+    try:
+        with connect(shm_run, timeout_s=900) as c, connect(shm_run) as d:
+            assert {c.producer, d.producer} == {1, 2}
+            # far from the generator's prices (mid 10000 + 50 * symbol): no one else trades there
+            a = c.new_order(Side.BUY, 9000, 5, symbol=1)
+            b = c.new_order(Side.BUY, 8990, 7, symbol=1)
+            pq = c.cancel(b, symbol=1)
+            bad = c.cancel(424242, symbol=1)
+            r = c.wait_answers([1, 2, pq, bad], timeout_s=60)
+            kinds = [(ReportKind(x["kind"]).name, int(x["client_id"])) for x in r]
+            assert kinds[:4] == [("ACK", a), ("ACK", b), ("CANCELED", b), ("REJECTED", 424242)]
+            assert r[3]["reason"] == Reason.UNKNOWN_ORDER
+            assert all(r["cmd_seq"][:4] > 0) and list(r["pseq"][:4]) == [1, 2, 3, 4]
+            # a numpy batch from another client crosses c's resting order
+            batch = np.zeros(2, dtype=COMMAND)
+            batch["kind"], batch["side"], batch["order_type"], batch["tif"] = K_NEW, Side.SELL, 1, 1
+            batch["symbol"], batch["client_id"], batch["price"], batch["qty"] = 1, [11, 12], [9000, 19000], [2, 1]
+            d.submit(batch)
+            rd = d.wait_answers([1, 2], timeout_s=60)
+            fills = rd[rd["kind"] == ReportKind.FILL]
+            assert (fills["qty"] == 2).all() and len(fills) == 1 and (fills["contra_producer"] == c.producer).all()
+            deadline = time.monotonic() + 60
+            maker = []
+            while not maker and time.monotonic() < deadline:
+                maker = [x for x in c.reports(timeout_s=0.2) if x["kind"] == ReportKind.FILL]
+            assert maker and int(maker[0]["qty"]) == 2 and int(maker[0]["leaves"]) == 3
+    finally:
+        p.send_signal(signal.SIGINT)      # a clean stop even when an assertion failed
+        try:
+            p.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    assert p.returncode == 130, (tmp_path / "launch.err").read_text()
+    doc = json.loads((tmp_path / "run.json").read_text())
+    assert doc["orders"] == 6 and doc["last_seq"] == 6
+    assert not [e for e in os.listdir(SHM_DIR) if e.startswith(f"{PREFIX}{shm_run}-")]

@@ -1,0 +1,146 @@
+"""The engine end to end: real processes through `shmex launch`. Never asserts timings.
+
+Each launch warms numba kernels from the on-disk cache (a cold cache compiles them,
+which takes minutes: timeouts here are generous on purpose).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from shmex.shm.names import PREFIX, SHM_DIR
+from shmex.wal import manifest as M
+
+LAUNCH_TIMEOUT_S = 900
+
+
+def _shmex(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "shmex.cli", *args], capture_output=True, text=True,
+                          timeout=LAUNCH_TIMEOUT_S, **kw)
+
+
+def _start(run_id, data_dir, *args, tmp_path):
+    err = open(tmp_path / "launch.err", "w")
+    p = subprocess.Popen([sys.executable, "-m", "shmex.cli", "launch", "--name", run_id,
+                          "--data-dir", str(data_dir), "--json", str(tmp_path / "run.json"), *args],
+                         stdout=subprocess.PIPE, stderr=err, text=True)
+    return p
+
+
+def _wait_running(p, tmp_path, timeout_s=LAUNCH_TIMEOUT_S):
+    """Until the supervisor's progress says the load runs (its first progress line)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert p.poll() is None, (tmp_path / "launch.err").read_text()
+        if "] running:" in (tmp_path / "launch.err").read_text():
+            return
+        time.sleep(0.1)
+    raise AssertionError("the engine never reported running")
+
+
+def _segments(run_id):
+    return sorted(e for e in os.listdir(SHM_DIR) if e.startswith(f"{PREFIX}{run_id}-"))
+
+
+def _replay_hash(data_dir):
+    r = _shmex("replay", str(data_dir))
+    assert r.returncode == 0, r.stdout + r.stderr
+    return next(line.split()[1] for line in r.stdout.splitlines() if line.startswith("state_hash"))
+
+
+def _children(p):
+    return {" ".join(c.cmdline()[-3:-1]): c for c in psutil.Process(p.pid).children()}
+
+
+def test_launch_two_producers_end_to_end(shm_run, tmp_path):
+    data = tmp_path / "data"
+    r = _shmex("launch", "--producers", "2", "--orders", "20000", "--symbols", "3", "--quiet",
+               "--name", shm_run, "--data-dir", str(data), "--json", str(tmp_path / "run.json"),
+               "--hgrm", str(tmp_path / "run.hgrm"), "--snapshot-every", "5000")
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads((tmp_path / "run.json").read_text())
+    for key in ("orders", "reports", "fills", "seconds", "orders_per_s", "latency_ns", "last_seq",
+                "state_hash", "data_dir", "processes"):
+        assert key in doc, key
+    assert set(doc["latency_ns"]) == {"p50", "p90", "p99", "p999", "p9999", "max"}
+    assert doc["orders"] == 20000 and doc["answered"] == 20000        # every command answered
+    assert doc["latency_samples"] == 20000
+    assert doc["checks"]["fills_balance"] and doc["fills"] > 0          # both sides of each fill
+    assert doc["last_seq"] == doc["durable_seq"] == 20000
+    assert all(doc["checks"].values()), doc["checks"]
+    names = {p["name"] for p in doc["processes"]}
+    assert {"matcher", "walwriter", "producer-0", "producer-1"} <= names
+    assert all(p["pid"] > 0 and p["rss_bytes"] > 0 for p in doc["processes"])
+    assert doc["state_hash"] == _replay_hash(data)                     # replay == live
+    assert _shmex("verify", str(data)).returncode == 0
+    assert M.read(str(data))["runs"][-1]["sealed"]
+    assert "Value     Percentile" in (tmp_path / "run.hgrm").read_text()
+    assert doc["state_hash"] in r.stdout and f"shmex verify {data}" in r.stdout
+    assert _segments(shm_run) == []
+
+
+def test_relaunch_continues_the_log(shm_run, tmp_path):
+    """A second launch on the same directory recovers the book and goes on from its seq."""
+    data = tmp_path / "data"
+    args = ["launch", "--producers", "1", "--orders", "3000", "--quiet", "--data-dir", str(data)]
+    assert _shmex(*args, "--name", shm_run).returncode == 0
+    r = _shmex(*args, "--name", shm_run + "b", "--json", str(tmp_path / "b.json"),
+               "--publisher", "process")
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads((tmp_path / "b.json").read_text())
+    assert doc["last_seq"] == 6000 and doc["publisher"] == "process"
+    assert doc["state_hash"] == _replay_hash(data)
+    assert _shmex("verify", str(data)).returncode == 0
+    assert _segments(shm_run + "b") == []
+
+
+def test_sigint_mid_run_stops_cleanly(shm_run, tmp_path):
+    data = tmp_path / "data"
+    p = _start(shm_run, data, "--producers", "2", "--duration", "120", "--rate", "20000", tmp_path=tmp_path)
+    try:
+        _wait_running(p, tmp_path)
+        time.sleep(0.5)
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=120)
+    assert p.returncode == 130, (tmp_path / "launch.err").read_text()   # documented: 130 after SIGINT
+    doc = json.loads((tmp_path / "run.json").read_text())
+    assert doc["status"] == "interrupted"
+    assert doc["answered"] == doc["orders"] > 0        # what was taken was answered
+    assert doc["last_seq"] == doc["durable_seq"]
+    assert M.read(str(data))["runs"][-1]["sealed"]
+    assert _shmex("verify", str(data)).returncode == 0
+    assert doc["state_hash"] == _replay_hash(data)
+    assert _segments(shm_run) == []
+
+
+@pytest.mark.parametrize("victim", ["producer 0", "matcher 0"])
+def test_child_sigkill_stops_the_engine_and_names_it(shm_run, tmp_path, victim):
+    data = tmp_path / "data"
+    p = _start(shm_run, data, "--producers", "2", "--duration", "120", "--rate", "20000", tmp_path=tmp_path)
+    try:
+        _wait_running(p, tmp_path)
+        child = _children(p)[victim]
+        pid = child.pid
+        child.kill()
+        p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    err = (tmp_path / "launch.err").read_text()
+    assert p.returncode == 1, err
+    name = victim.replace(" 0", "-0") if victim.startswith("producer") else "matcher"
+    assert f"{name} (pid {pid}) died: killed by SIGKILL" in err
+    doc = json.loads((tmp_path / "run.json").read_text())
+    assert doc["status"] == "failed"
+    assert all(pr["exit"] is not None for pr in doc["processes"])       # nobody left running
+    assert _segments(shm_run) == []
+    assert _shmex("verify", str(data)).returncode == 0                  # what was logged is intact
