@@ -141,7 +141,8 @@ def result_doc(cfg: dict, out) -> dict:
         rss = int(ctl[L.proc_cell(ch.slot, L.P_RSS)]) or ch.peak_rss
         procs.append({"name": ch.name, "pid": ch.pid, "core": ch.core,
                       "cpu_percent": round(100.0 * cpu / wall, 1) if wall else None,
-                      "rss_bytes": rss, "exit": ch.popen.returncode if ch.popen else None})
+                      "rss_bytes": rss, "rss_first_sample_bytes": ch.rss_first, "rss_last_sample_bytes": ch.rss,
+                      "exit": ch.popen.returncode if ch.popen else None})
     load = _totals(ctl, cfg, only_load=True)
     checks = {
         "every_command_answered": load["answered"] == load["orders"],

@@ -67,7 +67,7 @@ class PublisherAgent:
         self.pend = reports(PENDING)
         self.lo = self.hi = 0
         self.out_rel = self.out.released_seq
-        self.done = False
+        self._gone: list[Ring] = []
         self._warm()
 
     def _warm(self) -> None:
@@ -114,6 +114,7 @@ class PublisherAgent:
                 done += e.published
                 if not ring.peer_alive():            # nobody will ever read these
                     self.ctl.a[L.DROPPED] += c - done
+                    self._gone.append(ring)
                     self.dests[d] = _Dropping()
                     return
                 self.ctl.check(every_ns=0)
@@ -124,7 +125,7 @@ class PublisherAgent:
 
     def close(self) -> None:
         self.out.close()
-        for r in self.dests:
+        for r in self.dests + self._gone:
             r.close()
 
 

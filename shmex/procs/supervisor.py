@@ -58,6 +58,7 @@ class Child:
     cpu_s: float = 0.0
     rss: int = 0
     peak_rss: int = 0
+    rss_first: int = 0     # the first sample after the load started (flatness check)
 
     @property
     def pid(self) -> int:
@@ -175,6 +176,8 @@ class Supervisor:
                 ch.cpu_s = t.user + t.system
                 ch.rss = p.memory_info().rss
                 ch.peak_rss = max(ch.peak_rss, ch.rss)
+                if not ch.rss_first and self.ctl is not None and self.ctl[L.PHASE] == L.PH_RUNNING:
+                    ch.rss_first = ch.rss
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 pass
 
