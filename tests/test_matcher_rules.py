@@ -324,3 +324,17 @@ def test_state_round_trips_through_export(m):
     copy = Matcher.from_state(m.export_state())
     assert copy.state_hash() == m.state_hash()
     assert kinds(copy.cancel(2)) == ["CANCELED"]
+
+
+def test_replace_under_cancel_oldest_uses_the_orders_account_and_may_cancel_many():
+    # The REPLACE command carries account 0; self-trade prevention uses the order's (7),
+    # so one replace of qty 1 cancels 20,000 resting orders: more reports than the
+    # matcher's initial buffer holds.
+    m = Matcher(symbols=1, price_lo=1, price_hi=100, capacity=30_000)
+    m.process(batch(*[cmd(Kind.NEW, SELL, 60, 1, i, account=7) for i in range(1, 20_001)]))
+    m.submit(BUY, 50, 1, client_id=0, account=7)
+    r = m.replace(0, 60, 1, stp=Stp.CANCEL_OLDEST)
+    assert kinds(r) == ["REPLACED"] + ["CANCELED"] * 20_000
+    assert (r["reason"][1:] == Reason.SELF_TRADE).all()
+    assert m.resting().tolist() == [(0, BUY, 60, 0, 0, 1, 7)]
+    assert check_book(m) == []

@@ -444,12 +444,13 @@ def _worst_case(b, c):
     """Most reports one command can produce: 2 per resting order it can touch, plus 3.
 
     A fill or a DECREMENT takes at least one lot, so a taker touches at most qty orders,
-    except under CANCEL_OLDEST, which cancels resting orders without using any."""
+    except under CANCEL_OLDEST, which cancels resting orders without using any (and a
+    REPLACE applies it with the order's account, not the command's)."""
     sym = np.int64(c.symbol)
     if c.kind == K_CANCEL or sym >= b.cfg[C_SYMBOLS]:
         return 1
     touch = max(b.cnt[sym * 2], b.cnt[sym * 2 + 1])
-    if not (c.account != 0 and c.stp == STP_CANCEL_OLDEST):
+    if c.stp != STP_CANCEL_OLDEST:
         touch = min(touch, max(np.int64(c.qty), 0))
     return 2 * touch + 3
 
