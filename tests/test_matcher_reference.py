@@ -9,8 +9,8 @@ from streams import SMALL, assert_reports_equal, batch, command_streams
 PROPS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def run_both(stream, **config):
-    fast, slow = Matcher(**config), ReferenceBook(**config)
+def run_both(stream, report_buffer=1 << 14, **config):
+    fast, slow = Matcher(**config, report_buffer=report_buffer), ReferenceBook(**config)
     for rows in stream:
         cmds = batch(*rows)
         assert_reports_equal(fast.process(cmds.copy()), slow.process(cmds))
@@ -28,7 +28,8 @@ def test_matcher_agrees_with_reference(stream):
 @PROPS
 @given(command_streams(wild=False, ids=12, max_batches=4, max_batch=40))
 def test_matcher_agrees_with_reference_on_valid_streams_with_deep_books(stream):
-    run_both(stream, symbols=2, price_lo=100, price_hi=110, capacity=64)
+    # A 4-record report buffer: batches stop and resume at every growth of the buffer.
+    run_both(stream, symbols=2, price_lo=100, price_hi=110, capacity=64, report_buffer=4)
 
 
 @PROPS

@@ -25,12 +25,15 @@ class Matcher:
     """
 
     def __init__(self, symbols: int = 1, price_lo: int = 1, price_hi: int = 100_000,
-                 capacity: int = 1 << 20, *, _book: Book | None = None):
+                 capacity: int = 1 << 20, *, report_buffer: int = 1 << 14,
+                 _book: Book | None = None):
+        """report_buffer: initial size of the report buffer, in records; it doubles
+        whenever a command's worst case would not fit (growth is rare, never per order)."""
         if _book is None:
             _check_config(symbols, price_lo, price_hi, capacity)
             _book = new_book(symbols, price_lo, price_hi, capacity)
         self._b = _book
-        self._out = np.zeros(1 << 14, dtype=REPORT)
+        self._out = np.zeros(max(1, report_buffer), dtype=REPORT)
 
     # ------------------------------------------------------------ batches
 
@@ -61,7 +64,9 @@ class Matcher:
             n = self._run(tmp, stamp)
             commands[...] = tmp
             return n
-        engine_ns = time.time_ns() if stamp else 0
+        # CLOCK_MONOTONIC, like the producers' send times: per-stage latency subtracts them.
+        # Not part of the book state: replay takes the stamps from the log.
+        engine_ns = time.monotonic_ns() if stamp else 0
         i, n = 0, 0
         while True:
             i, n, status = K._run(self._b, commands, i, len(commands), self._out, n, stamp,
