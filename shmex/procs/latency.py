@@ -7,6 +7,25 @@ Buckets (about 1.6% wide: 64 sub-buckets per power of two, exact below 128 ns)::
 
 Each producer owns one row of the shared histogram segment and is its only writer; the
 supervisor reads rows (a torn read costs one sample) and merges them with `to_hdr`.
+
+Per-stage figures (where the time goes), every clock CLOCK_MONOTONIC, each row written
+by one process only:
+
+    stage       from -> to                                   recorded by   per
+    queue       intended send time -> published to in-ring   producer      order
+    to_matcher  published -> matcher stamp (engine_ns)        matcher       command
+    to_durable  matcher stamp -> DURABLE_SEQ stored           WAL writer    command
+    to_report   DURABLE_SEQ stored -> first report read        producer      command
+
+The producer writes its actual send time into ``engine_ns`` just before publishing (the
+matcher overwrites it with its stamp after reading it). The WAL writer keeps, per seq,
+the time it made the seq durable in a table of DTAB (seq, ns) pairs in the histogram
+segment, indexed by ``seq & (DTAB - 1)``; a producer that finds another seq there (the
+table wrapped) skips that sample. Segment layout, int64 cells::
+
+    [P, NBUCKETS]                     tick-to-trade, row k = producer k
+    [STAGE_ROWS(P), NBUCKETS]         stage rows (`stage_row`)
+    [DTAB, 2]                         durable table: (seq, monotonic ns)
 """
 
 from __future__ import annotations
@@ -18,6 +37,85 @@ SUB = 64
 LINEAR = 128
 MAX_EXP = 42                         # ~73 minutes
 NBUCKETS = LINEAR + (MAX_EXP - 7 + 1) * SUB
+
+STAGES = ("queue", "to_matcher", "to_durable", "to_report")
+STAGE_TEXT = {"queue": "intended send -> published to the input ring (producer)",
+              "to_matcher": "published -> matcher stamp (matcher)",
+              "to_durable": "matcher stamp -> durable seq stored (WAL writer)",
+              "to_report": "durable -> first report read (producer)"}
+DTAB = 1 << 18
+
+
+def stage_rows(producers: int) -> int:
+    """Stage rows: per producer 'queue' and 'to_report', then the matcher's, then the WAL writer's."""
+    return 2 * producers + 2
+
+
+def stage_row(producers: int, stage: str, k: int = 0) -> int:
+    """The row (within the stage rows) that `stage` of producer k is recorded into."""
+    if stage == "queue":
+        return 2 * k
+    if stage == "to_report":
+        return 2 * k + 1
+    if stage == "to_matcher":
+        return 2 * producers
+    if stage == "to_durable":
+        return 2 * producers + 1
+    raise ValueError(stage)
+
+
+def hist_cells(producers: int) -> int:
+    """int64 cells of the histogram segment."""
+    return (producers + stage_rows(producers)) * NBUCKETS + 2 * DTAB
+
+
+def hist_views(seg, producers: int):
+    """(tick-to-trade [P, NB], stages [rows, NB], durable table [DTAB, 2]) views of the segment."""
+    P = producers
+    a = seg.view(0, np.int64, hist_cells(P))
+    t2t = a[:P * NBUCKETS].reshape(P, NBUCKETS)
+    off = P * NBUCKETS
+    rows = stage_rows(P)
+    st = a[off:off + rows * NBUCKETS].reshape(rows, NBUCKETS)
+    dtab = a[off + rows * NBUCKETS:].reshape(DTAB, 2)
+    return t2t, st, dtab
+
+
+def stage_counts(stages: np.ndarray, producers: int) -> dict:
+    """{stage: summed bucket counts} from a copy of the stage rows."""
+    out = {}
+    for name in STAGES:
+        if name in ("queue", "to_report"):
+            out[name] = sum(stages[stage_row(producers, name, k)] for k in range(producers))
+        else:
+            out[name] = stages[stage_row(producers, name)].copy()
+    return out
+
+
+@njit(cache=True, nogil=True)
+def record_since(recs_ns, lo, hi, now_ns, hist):
+    """hist[bucket(now - recs_ns[i])] += 1 for i in lo..hi with 0 < recs_ns[i] <= now."""
+    for i in range(lo, hi):
+        t = recs_ns[i]
+        if 0 < t <= now_ns:
+            hist[bucket_of(now_ns - t)] += 1
+
+
+@njit(cache=True, nogil=True)
+def mark_durable(seqs, eng_ns, n, upto_seq, now_ns, hist, dtab):
+    """WAL writer: the commands seqs[:n] up to upto_seq are durable at now_ns: record
+    stamp -> durable and note the time in the durable table."""
+    mask = dtab.shape[0] - 1
+    for i in range(n):
+        s = seqs[i]
+        if s > upto_seq:
+            break
+        j = s & mask
+        dtab[j, 1] = now_ns
+        dtab[j, 0] = s
+        t = eng_ns[i]
+        if 0 < t <= now_ns:
+            hist[bucket_of(now_ns - t)] += 1
 
 
 @njit(cache=True, nogil=True)

@@ -26,7 +26,8 @@ import time
 import numpy as np
 
 from shmex.procs import layout as L
-from shmex.procs.latency import percentile_of_counts, summary, to_hdr, write_hgrm, write_plot
+from shmex.procs.latency import (STAGE_TEXT, STAGES, percentile_of_counts, stage_counts, summary, to_hdr,
+                                 write_hgrm, write_plot)
 from shmex.procs.loadgen import book_config
 from shmex.shm.names import check_run_id, new_run_id
 
@@ -155,6 +156,12 @@ def result_doc(cfg: dict, out) -> dict:
         "no_segment_left": not out.leaked,
     }
     seconds = t["seconds"]
+    stages = {}
+    if out.stages is not None:
+        for name, counts in stage_counts(out.stages, cfg["producers"] + cfg["clients"]).items():
+            sm = summary(to_hdr(counts))
+            stages[name] = {"what": STAGE_TEXT[name], "samples": sm["count"],
+                            **{k: sm[k] for k in ("p50", "p90", "p99", "p999", "p9999", "max")}}
     return {
         "status": out.status, "reason": out.reason, "exit_code": out.exit_code,
         "run_id": cfg["run_id"], "machine": _machine(), "placement": out.placement,
@@ -166,6 +173,7 @@ def result_doc(cfg: dict, out) -> dict:
         "orders_per_s": t["orders"] / seconds if seconds > 0 else 0.0,
         "latency_ns": {k: lat[k] for k in ("p50", "p90", "p99", "p999", "p9999", "max")},
         "latency_samples": lat["count"],
+        "stages": stages,
         "last_seq": int(ctl[L.MATCHER_SEQ]), "durable_seq": int(ctl[L.DURABLE_SEQ]),
         "state_hash": load_hash(ctl), "data_dir": cfg["data_dir"],
         "snapshots": int(ctl[L.SNAPSHOTS]), "snapshot_pause_max_ns": int(ctl[L.SNAP_PAUSE_MAX_NS]),
@@ -193,6 +201,14 @@ def print_summary(doc: dict) -> None:
       f"expired {doc['expired']:,}")
     p(f"  tick-to-trade (intended send -> first report read), {doc['latency_samples']:,} samples:")
     p("    " + "  ".join(f"{k} {us[k]:,.1f} us" for k in ("p50", "p90", "p99", "p999", "p9999", "max")))
+    if doc.get("stages"):
+        p("  where the time goes (per stage, us; CLOCK_MONOTONIC in every process):")
+        p(f"    {'stage':<11} {'p50':>9} {'p90':>9} {'p99':>9} {'p99.9':>9} {'max':>9}  samples  from -> to")
+        for name in STAGES:
+            st = doc["stages"].get(name)
+            if st:
+                p(f"    {name:<11} " + " ".join(f"{st[k] / 1e3:>9,.1f}" for k in ("p50", "p90", "p99", "p999", "max"))
+                  + f"  {st['samples']:>7,}  {st['what']}")
     p(f"  {'process':<12} {'pid':>8} {'core':>5} {'cpu%':>6} {'peak rss':>10}  exit")
     for pr in doc["processes"]:
         cpu = f"{pr['cpu_percent']:.0f}" if pr["cpu_percent"] is not None else "-"

@@ -112,34 +112,74 @@ def gen_batch(out, n, st, pool_cid, pool_sym, producer, nsym, cid_base, t0_ns, p
 
 
 @njit(cache=True, nogil=True)
+def stamp_sent(cmds, lo, hi, now_ns):
+    """engine_ns = the actual send time, just before publishing (the matcher reads it for
+    the 'to_matcher' stage, then overwrites it with its stamp)."""
+    for i in range(lo, hi):
+        cmds[i].engine_ns = now_ns
+
+
+@njit(cache=True, nogil=True)
+def note_sent(cmds, lo, hi, now_ns, hist):
+    """'queue' stage: intended send time -> published, for cmds[lo:hi] (just published)."""
+    for i in range(lo, hi):
+        hist[bucket_of(now_ns - cmds[i].sent_ns)] += 1
+
+
+@njit(cache=True, nogil=True)
 def scan_reports(reps, n, now_ns, cnt, hist):
     """Count a batch of reports into `cnt` and record each command's first report's
     tick-to-trade (now_ns - intended send time) into `hist`."""
     for i in range(n):
-        r = reps[i]
-        cnt[C_REPORTS] += 1
-        p = np.int64(r.pseq)
-        if p > cnt[C_LAST_ANSWERED]:       # reports come in pseq order: the first one
-            cnt[C_LAST_ANSWERED] = p
-            cnt[C_ANSWERED] += 1
-            cnt[C_LAST_ANSWER_NS] = now_ns
-            hist[bucket_of(now_ns - r.sent_ns)] += 1
-        k = r.kind
-        if k == R_ACK:
-            cnt[C_ACKS] += 1
-        elif k == R_FILL:
-            if r.liquidity == TAKER:
-                cnt[C_FILLS_TAKER] += 1
-                cnt[C_QTY_TAKER] += r.qty
-            else:
-                cnt[C_FILLS_MAKER] += 1
-                cnt[C_QTY_MAKER] += r.qty
-        elif k == R_REJECTED:
-            cnt[C_REJECTS] += 1
-        elif k == R_CANCELED:
-            cnt[C_CANCELED] += 1
-        elif k == R_EXPIRED:
-            cnt[C_EXPIRED] += 1
-        elif k == R_REPLACED:
-            cnt[C_REPLACED] += 1
+        _count(reps[i], now_ns, cnt, hist)
     return n
+
+
+@njit(cache=True, nogil=True)
+def scan_reports_staged(reps, n, now_ns, cnt, hist, st_hist, dtab):
+    """scan_reports, and the 'to_report' stage (durable -> read) into st_hist from the
+    WAL writer's durable table (see `latency`)."""
+    mask = dtab.shape[0] - 1
+    for i in range(n):
+        r = reps[i]
+        if _count(r, now_ns, cnt, hist):
+            s = r.cmd_seq
+            j = s & mask
+            if dtab[j, 0] == s:
+                t = dtab[j, 1]
+                if 0 < t <= now_ns:
+                    st_hist[bucket_of(now_ns - t)] += 1
+    return n
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _count(r, now_ns, cnt, hist):
+    """Count one report; -> True if it is its command's first (latency recorded)."""
+    first = False
+    cnt[C_REPORTS] += 1
+    p = np.int64(r.pseq)
+    if p > cnt[C_LAST_ANSWERED]:       # reports come in pseq order: the first one
+        cnt[C_LAST_ANSWERED] = p
+        cnt[C_ANSWERED] += 1
+        cnt[C_LAST_ANSWER_NS] = now_ns
+        hist[bucket_of(now_ns - r.sent_ns)] += 1
+        first = True
+    k = r.kind
+    if k == R_ACK:
+        cnt[C_ACKS] += 1
+    elif k == R_FILL:
+        if r.liquidity == TAKER:
+            cnt[C_FILLS_TAKER] += 1
+            cnt[C_QTY_TAKER] += r.qty
+        else:
+            cnt[C_FILLS_MAKER] += 1
+            cnt[C_QTY_MAKER] += r.qty
+    elif k == R_REJECTED:
+        cnt[C_REJECTS] += 1
+    elif k == R_CANCELED:
+        cnt[C_CANCELED] += 1
+    elif k == R_EXPIRED:
+        cnt[C_EXPIRED] += 1
+    elif k == R_REPLACED:
+        cnt[C_REPLACED] += 1
+    return first

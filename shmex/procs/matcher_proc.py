@@ -78,6 +78,16 @@ class MatcherAgent:
         self.journal = Ring.attach(Ring.name_for(run_id, "journal"), COMMAND, side="producer", wait=w)
         self.out = Ring.attach(Ring.name_for(run_id, "out"), REPORT, side="producer", wait=w)
         self.buf = commands(BATCH)
+        self.sent_ns = self.buf["engine_ns"]   # a producer's send time until process_into stamps it
+        from shmex.procs.latency import hist_views, record_since, stage_row
+        from shmex.shm.segment import Segment
+
+        self._hseg = Segment.attach(Ring.name_for(run_id, "hist"), layout="hist")
+        _, stages, _ = hist_views(self._hseg, P)
+        self.h_to_matcher = stages[stage_row(P, "to_matcher")]
+        del stages
+        self._record_since = record_since
+        record_since(self.sent_ns, 0, 0, 0, np.zeros_like(self.h_to_matcher))   # load the kernel
         self.share = max(64, BATCH // max(P, 1))
         self.start = 0
         self.pending = [deque() for _ in range(P)]   # per ring: (last seq, ring position)
@@ -108,6 +118,7 @@ class MatcherAgent:
                 n += g
         self.start = (self.start + 1) % max(P, 1)
         if n:
+            self._record_since(self.sent_ns, 0, n, time.monotonic_ns(), self.h_to_matcher)
             reps = self.m.process_into(self.buf[:n])
             publish_all(self.journal, self.buf[:n], self.ctl)
             publish_all(self.out, reps, self.ctl)
@@ -191,6 +202,8 @@ class MatcherAgent:
     def close(self) -> None:
         for r in self.ins + [self.journal, self.out]:
             r.close()
+        self.h_to_matcher = None
+        self._hseg.close()
 
 
 def store_hash(ctl: Ctl, h: str) -> None:

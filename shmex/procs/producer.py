@@ -37,9 +37,13 @@ def run(cfg: dict, ctl: Ctl, me, k: int) -> int:
     inr = Ring.attach(Ring.name_for(run_id, L.in_role(k)), COMMAND, side="producer", wait=w)
     rep = Ring.attach(Ring.name_for(run_id, L.rep_role(k)), REPORT, side="consumer", wait=w)
     hseg = Segment.attach(Ring.name_for(run_id, "hist"), layout="hist")
-    from shmex.procs.latency import NBUCKETS
+    from shmex.procs.latency import hist_views, stage_row
 
-    hist = hseg.view(0, np.int64, P * NBUCKETS).reshape(P, NBUCKETS)[k]
+    t2t, stages, dtab = hist_views(hseg, P)
+    hist = t2t[k]
+    h_queue = stages[stage_row(P, "queue", k)]
+    h_report = stages[stage_row(P, "to_report", k)]
+    del t2t, stages
     cnt = ctl.producer_block(k)
     orders = int(cfg["orders_per_producer"][k])        # -1: until told to stop
     rate = float(cfg["rate"] or 0.0) / max(cfg["producers"], 1)
@@ -56,7 +60,10 @@ def run(cfg: dict, ctl: Ctl, me, k: int) -> int:
     # warm every kernel on scratch state (the real state starts untouched)
     G.gen_batch(commands(1), 1, st.copy(), pool_cid.copy(), pool_sym.copy(), producer_id,
                 cfg["symbols"], 0, 0, 0, 0)
-    G.scan_reports(rbuf, 0, 0, np.zeros_like(cnt), np.zeros_like(hist))
+    G.scan_reports_staged(rbuf, 0, 0, np.zeros_like(cnt), np.zeros_like(hist), np.zeros_like(hist),
+                          np.zeros_like(dtab[:4]))
+    G.stamp_sent(buf, 0, 0, 0)
+    G.note_sent(buf, 0, 0, 0, np.zeros_like(hist))
     G.seed_rng(int(cfg["seed"]) * 1000 + k)
     me.ready()
     cid_base = int(cfg["cid_base"])
@@ -82,7 +89,10 @@ def run(cfg: dict, ctl: Ctl, me, k: int) -> int:
                         lo, hi = 0, due
                         generated += due
                 if lo < hi:
+                    t = clock()
+                    G.stamp_sent(buf, lo, hi, t)
                     s = inr.publish(buf[lo:hi], wait=False)
+                    G.note_sent(buf, lo, lo + s, t, h_queue)
                     lo += s
                     cnt[L.C_SENT] += s
                     work += s
@@ -91,7 +101,7 @@ def run(cfg: dict, ctl: Ctl, me, k: int) -> int:
                     ctl.store(L.prod_base(ctl.producers, k) + L.C_SENDING_DONE, 1)
             r = rep.consume(rbuf)
             if r:
-                G.scan_reports(rbuf, r, clock(), cnt, hist)
+                G.scan_reports_staged(rbuf, r, clock(), cnt, hist, h_report, dtab)
                 work += r
             if work:
                 me.beat()
@@ -114,7 +124,7 @@ def run(cfg: dict, ctl: Ctl, me, k: int) -> int:
         pass
     finally:
         ctl.store(L.prod_base(ctl.producers, k) + L.C_SENDING_DONE, 1)
-        del hist, cnt
+        del hist, cnt, h_queue, h_report, dtab
         inr.close()
         rep.close()
         hseg.close()

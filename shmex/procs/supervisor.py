@@ -35,7 +35,7 @@ import psutil
 
 from shmex.procs import layout as L
 from shmex.procs import placement as PL
-from shmex.procs.latency import NBUCKETS
+from shmex.procs.latency import hist_cells, hist_views
 from shmex.ring import Ring
 from shmex.schema import COMMAND, REPORT
 from shmex.shm.registry import remove_dead_runs
@@ -73,6 +73,7 @@ class Outcome:
     seconds: float = 0.0
     ctl: np.ndarray | None = None
     hist: np.ndarray | None = None
+    stages: np.ndarray | None = None   # per-stage latency rows (latency.stage_row)
     children: list = field(default_factory=list)
     placement: str = ""
     segments: list = field(default_factory=list)
@@ -121,10 +122,10 @@ class Supervisor:
         b = cfg["book"]
         self.ctl[L.CFG_SYMBOLS], self.ctl[L.CFG_PRICE_LO] = b["symbols"], b["price_lo"]
         self.ctl[L.CFG_PRICE_HI], self.ctl[L.CFG_CAPACITY] = b["price_hi"], b["capacity"]
-        hseg = Segment.create(run_id, "hist", self.P * NBUCKETS * 8, layout="hist")
+        hseg = Segment.create(run_id, "hist", hist_cells(self.P) * 8, layout="hist")
         self.segments.append(hseg.name)
         self._hist_seg = hseg
-        self.hist = hseg.view(0, np.int64, self.P * NBUCKETS).reshape(self.P, NBUCKETS)
+        self.hist, self.stages, _ = hist_views(hseg, self.P)
         self._rings = []
         specs = [("journal", COMMAND, cfg["ring_journal"]), ("out", REPORT, cfg["ring_out"])]
         for k in range(self.P):
@@ -138,7 +139,7 @@ class Supervisor:
         """Close our mappings and unlink every segment of the run; -> names that were left."""
         for r in getattr(self, "_rings", []):
             r.close()
-        self.ctl = self.hist = None
+        self.ctl = self.hist = self.stages = None
         for s in (getattr(self, "_ctl_seg", None), getattr(self, "_hist_seg", None)):
             if s is not None:
                 s.close()
@@ -243,6 +244,7 @@ class Supervisor:
             self._sample()
             out.ctl = self.ctl.copy()
             out.hist = self.hist.copy()
+            out.stages = self.stages.copy()
         finally:
             for s, h in old.items():
                 signal.signal(s, h)

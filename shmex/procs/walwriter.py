@@ -15,6 +15,8 @@ from __future__ import annotations
 import sys
 import time
 
+import numpy as np
+
 from shmex.errors import Halt
 from shmex.procs import layout as L
 from shmex.procs.ctl import Aborted, Ctl, ProcessSlot
@@ -48,6 +50,16 @@ def run(cfg: dict, ctl: Ctl, me: ProcessSlot) -> int:
     first = wal.first_seq
     ctl.store(L.DURABLE_SEQ, wal.durable_seq)
     buf = commands(BATCH)
+    seqs, eng = buf["seq"], buf["engine_ns"]
+    from shmex.procs.latency import hist_views, mark_durable, stage_row
+    from shmex.shm.segment import Segment
+
+    P = cfg["producers"] + cfg["clients"]
+    hseg = Segment.attach(Ring.name_for(cfg["run_id"], "hist"), layout="hist")
+    t2t, stages, dtab = hist_views(hseg, P)
+    h_durable = stages[stage_row(P, "to_durable")]
+    del t2t, stages
+    mark_durable(seqs, eng, 0, 0, 0, np.zeros_like(h_durable), np.zeros((4, 2), np.int64))
     _warm()
     me.ready()
     durable = wal.durable_seq
@@ -63,6 +75,8 @@ def run(cfg: dict, ctl: Ctl, me: ProcessSlot) -> int:
             d = wal.durable_seq
             if d != durable:
                 durable = d
+                if n:   # before the store below: a reader of seq s finds its durable time
+                    mark_durable(seqs, eng, n, d, time.monotonic_ns(), h_durable, dtab)
                 ctl.store(L.DURABLE_SEQ, d)  # ORDER: after the sync returned; pairs with publisher's load
                 journal.release(base + d - first + 1)
                 ctl.a[L.COMMITS] += 1
@@ -92,5 +106,7 @@ def run(cfg: dict, ctl: Ctl, me: ProcessSlot) -> int:
             if journal.read_seq > journal.released_seq:
                 journal.release()
         journal.close()
+        h_durable = dtab = None
+        hseg.close()
     ctl.store(L.WAL_DONE, 1 if sealed else 2)
     return 0
