@@ -68,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     add_arguments(la)
     la.set_defaults(run=_handler("shmex.procs.launch:main"))
 
+    d = verbs.add_parser("drill", help="crash-recovery drill: SIGKILL engine processes under load, "
+                         "prove nothing acknowledged was lost (exit 0 passed, 1 failed, 2 usage)")
+    from shmex.procs.drill import add_arguments as drill_arguments
+    drill_arguments(d)
+    d.set_defaults(run=_handler("shmex.procs.drill:main"))
+
     c = verbs.add_parser("clean", help="remove shared-memory segments of dead runs")
     c.add_argument("--dry-run", action="store_true", help="list what would be removed")
     c.set_defaults(run=_handler("shmex.shm.clean:main"))

@@ -3,7 +3,8 @@
 A child ignores SIGINT (the supervisor owns the shutdown; a terminal's Ctrl-C reaches
 the whole process group), lowers its timer slack to 1 us (short sleeps stay short),
 attaches the control segment, runs its role, and records its usage. Exit status: 0 done,
-1 an error (traceback on stderr), 3 a durability fault (WAL writer).
+1 an error (traceback on stderr), 3 a durability fault (WAL writer). A child dies with
+its supervisor (parent-death signal).
 """
 
 from __future__ import annotations
@@ -26,8 +27,23 @@ def _timer_slack_1us() -> None:
         pass
 
 
+def _die_with_parent() -> None:
+    """SIGKILL this process when the supervisor dies (PR_SET_PDEATHSIG): a killed
+    supervisor leaves no engine process behind; the next launch cleans its segments and
+    recovers from the WAL. SHMEX_SUPERVISOR_PID closes the race with a parent that died
+    before the prctl."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    want = os.environ.get("SHMEX_SUPERVISOR_PID")
+    if want and os.getppid() != int(want):
+        os._exit(1)
+
+
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
     _timer_slack_1us()
     role, index, cfg = argv[0], int(argv[1]), json.loads(argv[2])
     ctl = Ctl.attach(cfg["run_id"], cfg["producers"] + cfg["clients"])

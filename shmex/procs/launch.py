@@ -67,6 +67,9 @@ def build_config(args) -> dict:
         "snapshot_every": int(args.snapshot_every), "publisher_inline": args.publisher == "inline",
         "ring_in": 1 << 16, "ring_rep": 1 << 16, "ring_journal": 1 << 17, "ring_out": 1 << 18,
         "cid_base": (int(time.time()) & 0xFFFFFFF) << 32, "wait": wait,
+        "max_restarts": int(getattr(args, "restarts", 5)),
+        "restart_window_s": float(getattr(args, "restart_window", 60.0)),
+        "segment_bytes": getattr(args, "segment_bytes", None),
     }
 
 
@@ -181,6 +184,7 @@ def result_doc(cfg: dict, out) -> dict:
         "routed": int(ctl[L.ROUTED]), "dropped": int(ctl[L.DROPPED]),
         "warmup_s": round(out.warmup_s, 2), "processes": procs, "checks": checks,
         "segments_left": out.leaked, "dead_runs_cleaned": out.cleaned,
+        "restarts": [{k: v for k, v in e.items() if k != "died_s"} for e in out.restarts],
         "verify": f"shmex verify {cfg['data_dir']}", "replay": f"shmex replay {cfg['data_dir']}",
     }, h
 

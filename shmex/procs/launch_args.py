@@ -28,3 +28,8 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--wait", metavar="ROLE=STRAT,...", help="wait strategies (spin|yield|block)")
     p.add_argument("--quiet", action="store_true", help="no live progress")
+    p.add_argument("--restarts", type=int, default=5, metavar="N",
+                   help="restart a dead process at most N times per --restart-window "
+                        "(default 5; 0: any death stops the engine)")
+    p.add_argument("--restart-window", type=float, default=60.0, metavar="S")
+    p.add_argument("--segment-bytes", type=int, metavar="B", help="WAL segment size (default 64 MiB)")

@@ -18,7 +18,8 @@ processes sit on different 64-byte lines (8 cells per line)::
      40    publisher      PUB_DONE     1: every report routed
      41    publisher      ROUTED       reports routed
      42    publisher      DROPPED      reports to a destination nobody reads (a dead client)
-     48..63 supervisor    config       producers, clients, symbols, band, capacity, go_ns
+     48..63 supervisor    config       producers, clients, symbols, band, capacity, go_ns,
+                          run base seq (55), restarts (56)
      64 + 16 p            process p    READY, HEARTBEAT, DONE, PID, CPU_NS, WALL_NS, RSS
      64 + 16 P_MAX + 32 k producer k   counters (below), written only by producer k
 
@@ -53,6 +54,8 @@ CFG_PRICE_LO = 51
 CFG_PRICE_HI = 52
 CFG_CAPACITY = 53
 GO_NS = 54          # monotonic ns when the load started (0 before)
+RUN_BASE_SEQ = 55   # DURABLE_SEQ when this run's WAL writer first opened the log
+RESTARTS = 56       # processes restarted by the supervisor in this run
 
 PROC_BASE = 64
 PROC_CELLS = 16

@@ -69,8 +69,6 @@ class MatcherAgent:
     def __init__(self, cfg: dict, ctl: Ctl):
         run_id = cfg["run_id"]
         self.cfg, self.ctl = cfg, ctl
-        self.m = _open_book(cfg, ctl)
-        _warm(self.m)
         P = cfg["producers"] + cfg["clients"]
         w = cfg["wait"]["matcher"]
         self.ins = [Ring.attach(Ring.name_for(run_id, L.in_role(k)), COMMAND, side="consumer", wait=w)
@@ -78,6 +76,8 @@ class MatcherAgent:
         self.journal = Ring.attach(Ring.name_for(run_id, "journal"), COMMAND, side="producer", wait=w)
         self.out = Ring.attach(Ring.name_for(run_id, "out"), REPORT, side="producer", wait=w)
         self.buf = commands(BATCH)
+        self._resume(cfg, ctl)
+        _warm(self.m)
         self.sent_ns = self.buf["engine_ns"]   # a producer's send time until process_into stamps it
         from shmex.procs.latency import hist_views, record_since, stage_row
         from shmex.shm.segment import Segment
@@ -98,7 +98,33 @@ class MatcherAgent:
         self.child = 0
         ctl.store(L.MATCHER_SEQ, self.m.last_seq)
 
+    def _resume(self, cfg: dict, ctl: Ctl) -> None:
+        """The book and the rings as a never-crashed matcher would leave them (`resume`):
+        the book at the log's end, the out ring's missing reports queued (backlog), the
+        input commands the WAL already holds released."""
+        from shmex.procs import resume as R
+
+        r = R.resume_book(cfg, ctl, self.journal, self.out, sum(x.capacity for x in self.ins))
+        self.m = r.matcher
+        self.backlog, self.blo = (r.backlog if len(r.backlog) else None), 0
+        skipped = sum(R.skip_logged(ring, k + 1, int(r.last_pseq[k + 1]), self.buf)
+                      for k, ring in enumerate(self.ins))
+        self.resumed = r
+        if r.durable > ctl.load(L.RUN_BASE_SEQ) or skipped or len(r.backlog):
+            R.log(f"matcher: resumed at seq {r.durable:,} (snapshot {r.snapshot_seq:,}) in "
+                  f"{r.seconds * 1e3:.0f} ms; {len(r.backlog):,} reports re-emitted from command "
+                  f"{r.reemit_from:,}; {skipped:,} logged input commands skipped")
+
+    def _drain_backlog(self) -> int:
+        k = self.out.publish(self.backlog[self.blo:], wait=False)
+        self.blo += k
+        if self.blo >= len(self.backlog):
+            self.backlog = None
+        return k
+
     def work(self) -> int:
+        if self.backlog is not None:
+            return self._drain_backlog()
         P = len(self.ins)
         n = 0
         got = self.got
@@ -181,7 +207,7 @@ class MatcherAgent:
                 print(f"matcher: snapshot child exited with status {status}", file=sys.stderr, flush=True)
 
     def inputs_empty(self) -> bool:
-        return all(r.published_seq == r.read_seq for r in self.ins)
+        return self.backlog is None and all(r.published_seq == r.read_seq for r in self.ins)
 
     def wait_durable(self) -> None:
         """Wait until the WAL holds every command sequenced; release their input slots."""

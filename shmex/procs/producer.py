@@ -71,9 +71,16 @@ def run(cfg: dict, ctl: Ctl, me, k: int) -> int:
     lo = hi = 0
     generated = 0
     sending = True
+    resume = inr.published_seq          # a restarted producer goes on where its predecessor stopped
+    if resume:
+        st[G.S_NEXT_PSEQ] = resume + 1
+        generated = resume
+        cnt[L.C_SENT] = resume
     try:
         me.wait_go()
         t0 = time.monotonic_ns()
+        if resume and cnt[L.C_FIRST_SENT_NS]:
+            t0 = int(cnt[L.C_FIRST_SENT_NS])   # the same open-loop schedule as before the restart
         cnt[L.C_FIRST_SENT_NS] = t0
         clock = time.monotonic_ns
         while True:
@@ -99,9 +106,10 @@ def run(cfg: dict, ctl: Ctl, me, k: int) -> int:
                 if lo == hi and ((orders >= 0 and generated >= orders) or ctl.phase >= L.PH_STOPPING):
                     sending = False
                     ctl.store(L.prod_base(ctl.producers, k) + L.C_SENDING_DONE, 1)
-            r = rep.consume(rbuf)
+            r = rep.consume(rbuf, release=False)   # released once counted: a kill loses none
             if r:
                 G.scan_reports_staged(rbuf, r, clock(), cnt, hist, h_report, dtab)
+                rep.release()
                 work += r
             if work:
                 me.beat()

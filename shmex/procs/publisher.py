@@ -42,7 +42,9 @@ def _route_prefix(pend, lo, hi, durable, dest_of, scratch, counts):
             break
         p = r.producer
         d = dest_of[p] if p < dest_of.shape[0] else -1
-        if d < 0:
+        if d == -2:
+            pass                    # delivered already by a predecessor (resume.skip_delivered)
+        elif d < 0:
             counts[nd] += 1
         else:
             scratch[d, counts[d]] = r
@@ -60,8 +62,9 @@ class PublisherAgent:
                                wait=cfg["wait"]["publisher"])
         self.dests = [Ring.attach(Ring.name_for(run_id, L.rep_role(k)), REPORT, side="producer",
                                   wait=cfg["wait"]["publisher"]) for k in range(P)]
-        self.dest_of = np.full(P + 1, -1, dtype=np.int64)
-        self.dest_of[1:] = np.arange(P)           # producer id k + 1 -> report ring k
+        self.dest_of = np.full(P + 2, -1, dtype=np.int64)
+        self.dest_of[1:P + 1] = np.arange(P)      # producer id k + 1 -> report ring k
+        self.dest_of[P + 1] = -2                  # already delivered: skip silently
         self.scratch = np.zeros((P, PENDING), dtype=REPORT)
         self.counts = np.zeros(P + 1, dtype=np.int64)
         self.pend = reports(PENDING)
@@ -69,6 +72,14 @@ class PublisherAgent:
         self.out_rel = self.out.released_seq
         self._gone: list[Ring] = []
         self._warm()
+        # a restart: what the out ring still holds may have been routed by the dead publisher
+        from shmex.procs.resume import log, skip_delivered
+
+        self.hi = self.out.consume(self.pend, release=False)
+        self.resent_skipped = skip_delivered(self.pend, self.hi, self.dests, P + 1)
+        if self.resent_skipped:
+            log(f"publisher: resumed at out-ring position {self.out_rel:,}; "
+                f"{self.resent_skipped:,} reports already delivered skipped")
 
     def _warm(self) -> None:
         _route_prefix(self.pend, 0, 0, 0, self.dest_of, self.scratch, self.counts)

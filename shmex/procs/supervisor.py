@@ -18,6 +18,16 @@ last reports -> the producers read them and leave. A child that dies (any status
 a clean exit after the stop began) aborts the run: every other child is told to stop
 at once (the WAL writer still seals what it holds), stragglers are killed after a grace
 period, and the result names the process and its exit status.
+
+Restarts (issue 6): once the load runs, a matcher, WAL writer, publisher or load producer
+that dies (SIGKILL at any instant included) is started again in its slot, and the new
+process resumes from the rings (`resume.py`: the ring is the retransmission buffer). Each
+restart is logged with its reason, the seq at the time and the time to recover (death
+seen -> the successor READY), and kept in `Supervisor.restarts`. A process that dies more
+than ``max_restarts`` times within ``restart_window_s`` stops the engine with a message
+naming it; ``max_restarts`` 0 restores stop-on-first-death. A restarted load producer
+continues its pseq from its input ring (new client ids). Children die with the
+supervisor (parent-death signal in `child.py`).
 """
 
 from __future__ import annotations
@@ -59,6 +69,8 @@ class Child:
     rss: int = 0
     peak_rss: int = 0
     rss_first: int = 0     # the first sample after the load started (flatness check)
+    shared: bool = True    # shares its core (passed to the process)
+    restarts: int = 0
 
     @property
     def pid(self) -> int:
@@ -81,6 +93,7 @@ class Outcome:
     cleaned: int = 0
     started_ns: int = 0
     warmup_s: float = 0.0
+    restarts: list = field(default_factory=list)   # Supervisor.restarts
 
 
 def describe_status(rc: int) -> str:
@@ -101,6 +114,16 @@ class Supervisor:
         self.children: list[Child] = []
         self._signal: int | None = None
         self._signals = 0
+        self.restarts: list[dict] = []      # one per restart: name, pid, reason, at_seq, recovery_ms
+        self._recovering: dict[str, dict] = {}
+        self.max_restarts = int(cfg.get("max_restarts", 5))
+        self.restart_window_s = float(cfg.get("restart_window_s", 60.0))
+        self._stop_requested = False
+        self.ctl = self.hist = None
+
+    def request_stop(self) -> None:
+        """Stop the load as if --duration were over (thread-safe: a flag the watch loop reads)."""
+        self._stop_requested = True
 
     # -- signals ---------------------------------------------------------------------------
     def _on_signal(self, signum, frame) -> None:
@@ -149,15 +172,70 @@ class Supervisor:
         return sorted(e for e in os.listdir("/dev/shm") if e.startswith(prefix))
 
     # -- children --------------------------------------------------------------------------
-    def _spawn(self, ch: Child, shared: bool) -> None:
-        env = dict(os.environ, SHMEX_SHARED_CORE="1" if shared else "0", PYTHONUNBUFFERED="1")
+    def _spawn(self, ch: Child, shared: bool, cfg: dict | None = None) -> None:
+        ch.shared = shared
+        env = dict(os.environ, SHMEX_SHARED_CORE="1" if shared else "0", PYTHONUNBUFFERED="1",
+                   SHMEX_SUPERVISOR_PID=str(os.getpid()))
         ch.popen = subprocess.Popen([sys.executable, "-m", "shmex.procs.child", ch.role, str(ch.index),
-                                     json.dumps(self.cfg)], env=env, stdin=subprocess.DEVNULL)
+                                     json.dumps(cfg or self.cfg)], env=env, stdin=subprocess.DEVNULL)
         try:
             psutil.Process(ch.popen.pid).cpu_affinity([ch.core])
         except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError, OSError):
             pass  # it died already (the watch loop reports it) or pinning is not allowed here
-        self.children.append(ch)
+        if ch not in self.children:
+            self.children.append(ch)
+
+    # -- restarts --------------------------------------------------------------------------
+    def _restart_or_fail(self, out: Outcome, expected_done: bool) -> Child | None:
+        """Restart every child that died (if allowed); -> one that must stop the engine."""
+        self._note_recovered()
+        while True:
+            dead = self._dead(expected_done)
+            if dead is None:
+                return None
+            if self.max_restarts <= 0 or self.ctl[L.PHASE] == L.PH_ABORT:
+                return dead
+            rc = dead.popen.poll()
+            now = time.monotonic()
+            recent = [e for e in self.restarts if e["name"] == dead.name
+                      and now - e["died_s"] <= self.restart_window_s]
+            if len(recent) >= self.max_restarts:
+                out.reason = (f"{dead.name} (pid {dead.pid}) died {len(recent) + 1} times within "
+                              f"{self.restart_window_s:g} s (last: {describe_status(rc)}); "
+                              f"not restarting it again; engine stopped")
+                return dead
+            self._restart(dead, rc, now)
+
+    def _restart(self, ch: Child, rc: int, now: float) -> None:
+        ev = {"name": ch.name, "role": ch.role, "pid": ch.pid, "reason": describe_status(rc),
+              "at_seq": int(self.ctl[L.MATCHER_SEQ]), "durable_seq": int(self.ctl[L.DURABLE_SEQ]),
+              "died_s": now, "recovery_ms": None, "new_pid": 0}
+        base = L.proc_cell(ch.slot, 0)
+        self.ctl[base + L.P_READY] = 0
+        self.ctl[base + L.P_DONE] = 0
+        if ch.role == "publisher" or (ch.role == "matcher" and self.cfg["publisher_inline"]):
+            self.ctl[L.PUB_DONE] = 0
+        cfg = None
+        ch.restarts += 1
+        if ch.role == "producer":   # fresh client ids: the old process's pool of orders is gone
+            cfg = dict(self.cfg, cid_base=int(self.cfg["cid_base"]) + (ch.restarts << 28))
+        self._spawn(ch, ch.shared, cfg)
+        ev["new_pid"] = ch.pid
+        self.restarts.append(ev)
+        self.ctl[L.RESTARTS] += 1
+        self._recovering[ch.name] = ev
+        print(f"supervisor: {ch.name} (pid {ev['pid']}) died: {ev['reason']} at seq {ev['at_seq']:,} "
+              f"(durable {ev['durable_seq']:,}); restarting it as pid {ch.pid} "
+              f"(restart {len(self.restarts)})", file=sys.stderr, flush=True)
+
+    def _note_recovered(self) -> None:
+        for ch in self.children:
+            ev = self._recovering.get(ch.name)
+            if ev is not None and self.ctl[L.proc_cell(ch.slot, L.P_READY)]:
+                ev["recovery_ms"] = round((time.monotonic() - ev["died_s"]) * 1e3, 1)
+                del self._recovering[ch.name]
+                print(f"supervisor: {ch.name} recovered in {ev['recovery_ms']:.0f} ms (pid {ch.pid})",
+                      file=sys.stderr, flush=True)
 
     def _dead(self, expected_done: bool) -> Child | None:
         """The first child that exited when it should not have."""
@@ -221,6 +299,7 @@ class Supervisor:
             wal = Child("walwriter", "walwriter", 0, L.SLOT_WAL, place["walwriter"])
             self._spawn(wal, sh["walwriter"])
             dead = self._wait_ready([wal], time.monotonic() + READY_TIMEOUT_S)
+            self.ctl[L.RUN_BASE_SEQ] = self.ctl[L.DURABLE_SEQ]   # where this run's log starts
             if dead is None and self._signal is None:
                 self._spawn(Child("matcher", "matcher", 0, L.SLOT_MATCHER, place["matcher"]), sh["matcher"])
                 if not cfg["publisher_inline"]:
@@ -250,6 +329,7 @@ class Supervisor:
                 signal.signal(s, h)
             self._kill_all()
             out.children = self.children
+            out.restarts = self.restarts
             out.leaked = self._release_segments()
         if out.status == "ok" and self._signal is not None:
             out.status = "interrupted" if self._signal == signal.SIGINT else "terminated"
@@ -264,11 +344,11 @@ class Supervisor:
         last_progress = t0
         duration = cfg["duration"]
         while True:
-            dead = self._dead(expected_done=False)
+            dead = self._restart_or_fail(out, expected_done=False)
             if dead is not None:
                 return dead
             now = time.monotonic()
-            if self._signal is not None:
+            if self._signal is not None or self._stop_requested:
                 break
             if duration and now - t0 >= duration:
                 break
@@ -284,8 +364,8 @@ class Supervisor:
         self.ctl[L.PHASE] = L.PH_STOPPING
         # the stop chain: every child leaves by itself
         deadline = time.monotonic() + STOP_TIMEOUT_S
-        while any(ch.popen.poll() is None for ch in self.children):
-            dead = self._dead(expected_done=True)
+        while any(ch.popen.poll() is None for ch in self.children) or self._recovering:
+            dead = self._restart_or_fail(out, expected_done=True)
             if dead is not None:
                 return dead
             if self.ctl[L.PHASE] == L.PH_ABORT:   # a second signal
@@ -307,7 +387,8 @@ class Supervisor:
     def _fail(self, out: Outcome, dead: Child) -> None:
         rc = dead.popen.poll()
         out.status, out.exit_code = "failed", 1
-        out.reason = f"{dead.name} (pid {dead.pid}) died: {describe_status(rc)}; engine stopped"
+        if not out.reason:
+            out.reason = f"{dead.name} (pid {dead.pid}) died: {describe_status(rc)}; engine stopped"
         self.ctl[L.PHASE] = L.PH_ABORT
 
     def _finish_children(self, out: Outcome) -> None:

@@ -42,10 +42,20 @@ def _warm() -> None:
 
 
 def run(cfg: dict, ctl: Ctl, me: ProcessSlot) -> int:
+    extra = {"segment_bytes": int(cfg["segment_bytes"])} if cfg.get("segment_bytes") else {}
     wal = WalWriter(cfg["data_dir"], mode=cfg["durability"], group_records=BATCH,
-                    config=cfg["book"])
+                    config=cfg["book"], **extra)
     journal = Ring.attach(Ring.name_for(cfg["run_id"], "journal"), COMMAND, side="consumer",
                           wait=cfg["wait"]["walwriter"])
+    if journal.released_seq < journal.published_seq or ctl.load(L.DURABLE_SEQ):
+        # a restart (resume.py): what the dead writer left in the page cache is made
+        # durable, and journal records the log already holds are skipped by seq
+        from shmex.procs.resume import log, skip_journal, sync_old_segments
+
+        sync_old_segments(cfg["data_dir"])
+        skipped = skip_journal(journal, wal.first_seq - 1)
+        log(f"walwriter: resumed at seq {wal.first_seq - 1:,}; {skipped:,} journal records "
+            f"already logged skipped")
     base = journal.released_seq          # journal position of seq wal.first_seq
     first = wal.first_seq
     ctl.store(L.DURABLE_SEQ, wal.durable_seq)

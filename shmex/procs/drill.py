@@ -1,0 +1,340 @@
+"""``shmex drill``: crash-recovery drill. Launch the engine under load, SIGKILL a randomly
+chosen process at random moments K times, let the supervisor recover each time, finish
+the load, then prove the outcome::
+
+    shmex drill --kills 20 --seed 7 --targets matcher,wal,publisher,producer --json drill.json
+
+Checks: (1) every command whose report (acknowledgment) a producer received is in the
+WAL (``acked_lost``, and no (producer, pseq) logged twice: ``duplicates_applied``);
+(2) a clean replay of the WAL gives the live matcher's final state_hash; (3) every
+producer got a report for each command it submitted; (4) ``shmex verify`` passes;
+(5) no shared-memory segment leaked. Exit 0 when all pass, 1 otherwise, 2 bad usage.
+
+Targets are picked from a fresh random permutation of ``--targets`` per round, so K >=
+number of targets kills each at least once. Kills are by pid (the supervisor's Popen),
+never by name. ``producer`` kills one load producer: the supervisor restarts it and the
+new process continues its pseq from its input ring (new client ids); the other
+producers are not touched. ``snapshot`` kills the matcher while its forked snapshot
+writer is running (falls back to any moment after 5 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+
+TARGETS = ("matcher", "wal", "publisher", "producer", "snapshot")
+_NAME = {"wal": "walwriter"}
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--kills", type=int, default=10, metavar="K")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--targets", default="matcher,wal,publisher,producer",
+                   help=f"comma list of {', '.join(TARGETS)}")
+    p.add_argument("--orders", type=int, default=200_000, metavar="M",
+                   help="orders at least (the load goes on until every kill has recovered)")
+    p.add_argument("--rate", type=float, default=40_000, help="offered orders/s over all producers")
+    p.add_argument("--producers", type=int, default=2)
+    p.add_argument("--durability", choices=("none", "group", "always"), default="group")
+    p.add_argument("--snapshot-every", type=int, default=50_000, metavar="N")
+    p.add_argument("--segment-bytes", type=int, default=4 << 20, metavar="B",
+                   help="WAL segment size (default 4 MiB: rotations during the drill)")
+    p.add_argument("--gap", type=float, nargs=2, default=(0.2, 1.0), metavar=("MIN_S", "MAX_S"),
+                   help="random wait between a recovery and the next kill")
+    p.add_argument("--data-dir", metavar="DIR", help="log directory (emptied first; default a temp dir, removed)")
+    p.add_argument("--json", metavar="PATH")
+    p.add_argument("--quiet", action="store_true")
+
+
+def _config(args) -> dict:
+    from shmex.procs.launch import build_config
+
+    ns = argparse.Namespace(producers=args.producers, clients=0, symbols=4, orders=args.orders,
+                            duration=None, rate=args.rate, name=None, data_dir=args.data_dir,
+                            wait=None, durability=args.durability, seed=args.seed,
+                            snapshot_every=args.snapshot_every, capacity=1 << 20,
+                            publisher="process" if "publisher" in args.target_list else "inline",
+                            restarts=args.kills + 5, restart_window=3600.0,
+                            segment_bytes=args.segment_bytes)
+    cfg = build_config(ns)
+    cfg["orders_per_producer"] = [-1] * args.producers   # the drill says when to stop
+    cfg["orders"] = None
+    return cfg
+
+
+class Killer(threading.Thread):
+    def __init__(self, sup, args, rng: random.Random, log):
+        super().__init__(daemon=True)
+        self.sup, self.args, self.rng, self.log = sup, args, rng, log
+        self.kills: list[dict] = []
+        self.error: str | None = None
+        self.stop_flag = False
+
+    def _ctl(self, i: int) -> int:
+        c = self.sup.ctl
+        return int(c[i]) if c is not None else 0
+
+    def _sent(self) -> int:
+        from shmex.procs import layout as L
+
+        c, P = self.sup.ctl, self.sup.P
+        return sum(int(c[L.prod_base(P, k) + L.C_SENT]) for k in range(self.sup.cfg["producers"]))
+
+    def _alive(self) -> bool:
+        from shmex.procs import layout as L
+
+        return not self.stop_flag and self.sup.ctl is not None and self._ctl(L.PHASE) in (L.PH_STARTING, L.PH_RUNNING)
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except Exception as e:  # noqa: BLE001 - reported in the verdict
+            self.error = f"killer: {type(e).__name__}: {e}"
+        finally:
+            self.sup.request_stop()
+
+    def _run(self) -> None:
+        from shmex.procs import layout as L
+
+        while self.sup.ctl is None or self._ctl(L.PHASE) == L.PH_STARTING:
+            if self.stop_flag or (self.sup.ctl is not None and self._ctl(L.PHASE) >= L.PH_STOPPING):
+                return
+            time.sleep(0.05)
+        order: list[str] = []
+        for i in range(self.args.kills):
+            if not order:
+                order = list(self.args.target_list)
+                self.rng.shuffle(order)
+            target = order.pop()
+            time.sleep(self.rng.uniform(*self.args.gap))
+            if not self._alive():
+                self.error = f"the engine stopped before kill {i + 1}"
+                return
+            ch = self._pick(target)
+            if target == "snapshot":
+                self._wait_snapshot_child(ch)
+            at_seq = self._ctl(L.MATCHER_SEQ)
+            pid = ch.pid
+            n_before = len(self.sup.restarts)
+            ch.popen.send_signal(signal.SIGKILL)    # by pid, through our Popen (never a reused pid)
+            ev = self._wait_recovered(pid, n_before)
+            if ev is None:
+                return
+            k = {"target": target, "process": ch.name, "pid": pid, "at_seq": at_seq,
+                 "recovery_ms": ev["recovery_ms"]}
+            self.kills.append(k)
+            self.log(f"drill: kill {i + 1}/{self.args.kills}: {target} ({ch.name}, pid {pid}) at seq "
+                     f"{at_seq:,}: recovered in {ev['recovery_ms']:.0f} ms")
+        while self._alive() and self._sent() < self.args.orders:
+            time.sleep(0.05)
+
+    def _pick(self, target: str):
+        if target == "producer":
+            cands = [c for c in self.sup.children if c.role == "producer"]
+            return self.rng.choice(cands)
+        name = "matcher" if target == "snapshot" else _NAME.get(target, target)
+        return next(c for c in self.sup.children if c.name == name)
+
+    def _wait_snapshot_child(self, ch, timeout_s: float = 5.0) -> None:
+        import psutil
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if psutil.Process(ch.pid).children():
+                    return
+            except psutil.NoSuchProcess:
+                return
+            time.sleep(0.001)
+
+    def _wait_recovered(self, pid: int, n_before: int, timeout_s: float = 300.0):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for ev in self.sup.restarts[n_before:]:
+                if ev["pid"] == pid and ev["recovery_ms"] is not None:
+                    return ev
+            if self.sup.ctl is None or self._ctl(0) == 3:   # aborted
+                self.error = f"the engine stopped while pid {pid} was being recovered"
+                return None
+            time.sleep(0.01)
+        self.error = f"pid {pid} not recovered within {timeout_s:.0f} s"
+        return None
+
+
+def _wal_pairs(data_dir: str, base: int):
+    import numpy as np
+
+    from shmex.wal import WalReader
+
+    prods, pseqs = [], []
+    r = WalReader(data_dir)
+    for cmds in r.commands(base + 1):
+        prods.append(cmds["producer"].astype(np.int64))
+        pseqs.append(cmds["pseq"].astype(np.int64))
+    if not prods:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(prods), np.concatenate(pseqs)
+
+
+def _percentiles(xs: list[float]) -> dict:
+    import numpy as np
+
+    if not xs:
+        return {}
+    a = np.asarray(xs, dtype=float)
+    return {"n": len(xs), "p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
+            "p99": float(np.percentile(a, 99)), "max": float(a.max())}
+
+
+def main(args) -> int:
+    args.target_list = [t.strip() for t in args.targets.split(",") if t.strip()]
+    bad = [t for t in args.target_list if t not in TARGETS]
+    if bad or not args.target_list or args.kills < 0 or args.producers < 1:
+        print(f"drill: --targets {args.targets!r}: want a comma list of {', '.join(TARGETS)}; "
+              f"--kills >= 0; --producers >= 1", file=sys.stderr)
+        return 2
+    tmp = None
+    if args.data_dir is None:
+        tmp = tempfile.mkdtemp(prefix="shmex-drill-")
+        args.data_dir = tmp
+    from shmex.procs import layout as L
+    from shmex.procs.launch import _fresh, _machine
+    from shmex.procs.matcher_proc import load_hash
+    from shmex.procs.supervisor import Supervisor
+    from shmex.shm.names import PREFIX, SHM_DIR
+
+    def log(msg):
+        if not args.quiet:
+            print(msg, flush=True)
+
+    try:
+        cfg = _config(args)
+        _fresh(cfg["data_dir"])
+        os.makedirs(cfg["data_dir"], exist_ok=True)
+        log(f"drill: run {cfg['run_id']}, {args.kills} kills of {','.join(args.target_list)}, seed {args.seed}, "
+            f">= {args.orders:,} orders at {args.rate:,.0f}/s, {args.producers} producers, durability "
+            f"{args.durability}, data {cfg['data_dir']}; warming up...")
+        sup = Supervisor(cfg)
+        killer = Killer(sup, args, random.Random(args.seed), log)
+        killer.start()
+        t0 = time.monotonic()
+        out = sup.run()
+        killer.stop_flag = True
+        killer.join(timeout=30)
+        wall = time.monotonic() - t0
+        doc = _check(cfg, out, killer, args, wall, load_hash, L, PREFIX, SHM_DIR)
+        doc["machine"] = _machine()
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    _print_verdict(doc, log)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=1)
+    return 0 if doc["passed"] else 1
+
+
+def _check(cfg, out, killer, args, wall, load_hash, L, PREFIX, SHM_DIR) -> dict:
+    import numpy as np
+
+    from shmex.snapshot import recovery
+
+    data = cfg["data_dir"]
+    ctl = out.ctl
+    problems: list[str] = []
+    if out.status != "ok":
+        problems.append(f"engine: {out.status}: {out.reason}")
+    if killer.error:
+        problems.append(killer.error)
+    if len(killer.kills) < args.kills:
+        problems.append(f"only {len(killer.kills)} of {args.kills} kills were done")
+    P = cfg["producers"] + cfg["clients"]
+    base = int(ctl[L.RUN_BASE_SEQ]) if ctl is not None else 0
+    prods, pseqs = _wal_pairs(data, base)
+    key = prods * (1 << 40) + pseqs
+    uniq = np.unique(key)
+    duplicates = int(len(key) - len(uniq))
+    acked_lost = 0
+    unanswered = 0
+    per_producer = []
+    for k in range(cfg["producers"]):
+        b = L.prod_base(P, k)
+        sent = int(ctl[b + L.C_SENT]) if ctl is not None else 0
+        answered = int(ctl[b + L.C_ANSWERED]) if ctl is not None else 0
+        last_ans = int(ctl[b + L.C_LAST_ANSWERED]) if ctl is not None else 0
+        mine = np.unique(pseqs[prods == k + 1])
+        have = np.isin(np.arange(1, last_ans + 1), mine).sum() if last_ans else 0
+        acked_lost += last_ans - int(have)
+        missing_sent = sent - int(np.isin(np.arange(1, sent + 1), mine).sum())
+        unanswered += max(0, sent - answered)
+        per_producer.append({"producer": k, "sent": sent, "answered": answered, "last_answered": last_ans,
+                             "logged": int(len(mine)), "sent_not_logged": missing_sent})
+    if acked_lost:
+        problems.append(f"(1) {acked_lost} acknowledged commands are not in the WAL")
+    if duplicates:
+        problems.append(f"(1) {duplicates} commands were logged (applied) twice")
+    live = load_hash(ctl) if ctl is not None else ""
+    try:
+        r = recovery.recover(data)
+        replay = r.matcher.state_hash()
+        if r.damage:
+            problems.append(f"(2) replay stopped at damage: {r.damage}")
+    except Exception as e:  # noqa: BLE001
+        replay = ""
+        problems.append(f"(2) replay failed: {e}")
+    if live != replay:
+        problems.append(f"(2) live state_hash {live} != replay {replay}")
+    if unanswered or any(p["sent_not_logged"] for p in per_producer):
+        problems.append(f"(3) {unanswered} submitted commands got no report "
+                        f"({sum(p['sent_not_logged'] for p in per_producer)} not logged)")
+    v = subprocess.run([sys.executable, "-m", "shmex.cli", "verify", data], capture_output=True, text=True)
+    if v.returncode != 0:
+        problems.append(f"(4) shmex verify exited {v.returncode}: {(v.stdout + v.stderr).strip()[-400:]}")
+    left = sorted(e for e in os.listdir(SHM_DIR) if e.startswith(f"{PREFIX}{cfg['run_id']}-"))
+    leaked = sorted(set(left) | set(out.leaked))
+    if leaked:
+        problems.append(f"(5) segments leaked: {leaked}")
+    by_target: dict[str, list[float]] = {}
+    for k in killer.kills:
+        by_target.setdefault(k["target"], []).append(k["recovery_ms"])
+    return {
+        "run_id": cfg["run_id"], "seed": args.seed, "targets": args.target_list, "durability": args.durability,
+        "kills": [{"target": k["target"], "process": k["process"], "at_seq": k["at_seq"],
+                   "recovery_ms": k["recovery_ms"]} for k in killer.kills],
+        "restarts": [{x: v for x, v in e.items() if x != "died_s"} for e in out.restarts],
+        "recovery_ms": {t: _percentiles(v) for t, v in sorted(by_target.items())},
+        "acked_lost": acked_lost, "duplicates_applied": duplicates,
+        "state_hash_live": live, "state_hash_replay": replay, "verify_exit": v.returncode,
+        "segments_leaked": leaked, "orders": int(sum(p["sent"] for p in per_producer)),
+        "last_seq": int(ctl[L.MATCHER_SEQ]) if ctl is not None else 0,
+        "producers": per_producer, "engine_status": out.status, "engine_reason": out.reason,
+        "seconds": round(wall, 2), "problems": problems, "passed": not problems,
+    }
+
+
+def _print_verdict(doc: dict, log) -> None:
+    print(f"drill {doc['run_id']}: {len(doc['kills'])} kills, {doc['orders']:,} orders, last seq "
+          f"{doc['last_seq']:,}, {doc['seconds']:.1f} s ({doc['machine']})")
+    for t, p in doc["recovery_ms"].items():
+        print(f"  recovery {t:<10} n={p['n']:<3} p50 {p['p50']:,.0f} ms  p90 {p['p90']:,.0f} ms  "
+              f"max {p['max']:,.0f} ms")
+    print(f"  (1) acknowledged commands lost: {doc['acked_lost']}; applied twice: {doc['duplicates_applied']}")
+    print(f"  (2) state_hash live {doc['state_hash_live']}  replay {doc['state_hash_replay']}")
+    print(f"  (3) every submitted command answered: "
+          f"{all(p['answered'] >= p['sent'] for p in doc['producers'])}")
+    print(f"  (4) shmex verify exit {doc['verify_exit']}")
+    print(f"  (5) segments leaked: {len(doc['segments_leaked'])}")
+    for pr in doc["problems"]:
+        print(f"  FAILED: {pr}")
+    print(f"  verdict: {'PASSED' if doc['passed'] else 'FAILED'}")
