@@ -98,6 +98,16 @@ def fill_spare(fd: int, done: int, size_bytes: int, step: int = 1 << 20) -> int:
     return done
 
 
+def size_spare(fd: int, size_bytes: int) -> int:
+    """Size a spare sparse (mode none) and make the size durable; return ``size_bytes``.
+
+    Done ahead, in an idle step, so the rotation's fsync only has the header to write.
+    """
+    os.ftruncate(fd, size_bytes)
+    os.fsync(fd)
+    return size_bytes
+
+
 def finish_spare(fd: int, spare_path, final_path, *, run_id: bytes, segment: int,
                  first_seq: int, size_bytes: int, done: int, zero_fill: bool = True) -> None:
     """Zero-fill what is left, write the header, fsync, rename into place, fsync the dir.
@@ -109,7 +119,7 @@ def finish_spare(fd: int, spare_path, final_path, *, run_id: bytes, segment: int
     if zero_fill:
         while done < size_bytes:
             done = fill_spare(fd, done, size_bytes, size_bytes - done)
-    else:
+    elif done < size_bytes:
         os.ftruncate(fd, size_bytes)
     hdr = pack_header(run_id=run_id, segment=segment, first_seq=first_seq, size_bytes=size_bytes)
     os.pwrite(fd, hdr, 0)

@@ -10,10 +10,19 @@ Write path, chosen by measurement on this machine (see PERFORMANCE notes in the 
   Dirtying pages through a shared mapping and then syncing (fdatasync or msync) was
   1.5-4x slower at equal batch size: the kernel writes back and re-protects whole
   large folios of a mapped file. pwrite at batch 4096: p50 0.35 ms, 10.8M records/s.
-- ``none``: the kernel encodes straight into the mapped segment (no syscall at all):
-  61M records/s against 44M/s for staging + pwrite; its segments are sized sparse, not
-  zero-filled. Page cache only: a process crash loses nothing, a machine crash may lose
-  the tail.
+- ``none``: page cache only (a process crash loses nothing, a machine crash may lose the
+  tail); segments are sized sparse, not zero-filled. What costs here is not the store but
+  creating the page cache behind it. Measured on a fresh sparse 64 MiB segment (2-core
+  EPYC, kernel 6.18, ext4, read_ahead_kb 8192), 80-byte records, encode included:
+  stores through the shared mapping 15-19M records/s (write faults on holes; each
+  read-around allocates and zeroes up to 8 MiB), the same after MADV_POPULATE_WRITE of
+  the whole segment 18-20M/s, staging + one pwrite per 4096-8192 records 25-28M/s (the
+  copy is the allocation, in large folios), stores into pages already in the page cache
+  ~56M/s. So: an append of >= ``_SMALL`` records is encoded into a staging chunk and
+  pwritten (no fdatasync); a smaller one is stored straight into the mapping when idle
+  polls have prefilled the page cache ahead of the cursor (pwrite of zeros over the
+  zeros that are there) - no syscall per small append - and pwritten otherwise. Idle
+  polls also size the next segment (ftruncate + fsync) before it is needed.
 Readers always see the segments as read-only memory maps: pwrite and mapping stores
 land in the same page cache.
 """
@@ -33,9 +42,14 @@ from shmex.wal import layout as L
 from shmex.wal import manifest as M
 from shmex.wal.crc import HW
 from shmex.wal.reader import cut_tail
-from shmex.wal.segment import create_spare, fill_spare, finish_spare
+from shmex.wal.segment import _ZERO_CHUNK, create_spare, fill_spare, finish_spare, size_spare
 
 MODES = ("none", "group", "always")
+_SMALL = 1024                 # mode none: appends this large go through staging + pwrite
+_NONE_CHUNK = 8192            # mode none: staging slots per pwrite (640 KiB: large folios)
+_PREFILL_STEP = 256 << 10     # mode none: bytes of zeros one idle poll writes ahead
+_PREFILL_AHEAD = 1 << 20      # mode none: how far ahead of the cursor idle polls prefill
+_ZEROS = memoryview(_ZERO_CHUNK)
 LOCK_NAME = ".writer.lock"
 
 
@@ -105,7 +119,10 @@ class WalWriter:
         self.durable_seq = nxt - 1       # only grows; see commit()
         self.records = 0
         self._digest = np.uint64(0)
-        self._staging = np.zeros(max(self.group_records, 1) * L.SLOT_WORDS, dtype=np.uint64)
+        self._staging_slots = _NONE_CHUNK if self.mode == "none" else max(self.group_records, 1)
+        self._staging = np.zeros(self._staging_slots * L.SLOT_WORDS, dtype=np.uint64)
+        self._ready = 0                   # mode none: the page cache is populated up to here
+        self._last_small = True           # mode none: the last append was a small one
         self._staged = 0                  # slots in staging
         self._staged_since_ns = 0
         self._spare_fd = None
@@ -142,6 +159,7 @@ class WalWriter:
         self._path = final
         if self.mode == "none":
             self._words = np.memmap(final, dtype=np.uint64, mode="r+", shape=(self.segment_bytes // 8,))
+            self._ready = L.HEADER_BYTES  # the header's page: written, so in the page cache
 
     def _close_segment(self) -> None:
         if self._fd is None:
@@ -171,10 +189,7 @@ class WalWriter:
             if self._slots_left == 0:
                 self._rotate()
             if self.mode == "none":
-                room = self._slots_left
-                k, self._digest, bad = K._encode_commands(src[done:], self._words, self._pos // 8,
-                                                          room, self.next_seq, self._digest, HW)
-                self._advance(k)
+                k, bad = self._append_none(src[done:], n < _SMALL)
                 self.durable_seq = self.next_seq - 1  # in the page cache: what mode none promises
             else:
                 room = min(self._slots_left - self._staged, self.group_records - self._staged)
@@ -200,8 +215,44 @@ class WalWriter:
                                  f" ({done} earlier commands of this call were appended)")
         return n
 
+    def _append_none(self, src: np.ndarray, small: bool) -> tuple[int, int]:
+        """Mode none: encode what fits of ``src`` into the page cache; -> (written, bad)."""
+        self._last_small = small
+        mapped = (self._ready - self._pos) // L.SLOT_BYTES  # slots over prefilled pages
+        if small and mapped > 0:
+            k, self._digest, bad = K._encode_commands(src, self._words, self._pos // 8,
+                                                      min(self._slots_left, mapped),
+                                                      self.next_seq, self._digest, HW)
+        else:
+            k, self._digest, bad = K._encode_commands(src, self._staging, 0,
+                                                      min(self._slots_left, self._staging_slots),
+                                                      self.next_seq, self._digest, HW)
+            nbytes = k * L.SLOT_BYTES
+            try:
+                written = os.pwrite(self._fd, self._staging[: k * L.SLOT_WORDS], self._pos) if k else 0
+                if written != nbytes:
+                    raise OSError(0, f"short write: {written} of {nbytes} bytes")
+            except OSError as e:
+                self._halt(f"{self._path} at offset {self._pos}: write failed: {e}")
+            self._ready = max(self._ready, self._pos + nbytes)
+        self._advance(k)
+        return k, bad
+
+    def _prefill(self) -> None:
+        """Mode none, idle: write zeros (over the zeros of the sparse file) ahead of the cursor,
+        one step per call, so small appends store into pages already in the page cache."""
+        start = max(self._ready, self._pos)
+        if start - self._pos >= _PREFILL_AHEAD or start >= self.segment_bytes:
+            return
+        n = min(_PREFILL_STEP, self.segment_bytes - start)
+        try:
+            os.pwrite(self._fd, _ZEROS[:n], start)
+        except OSError:
+            return  # only an optimisation: the stores fault the pages in instead
+        self._ready = start + n
+
     def _advance(self, k: int) -> None:
-        """Mode none: k slots were stored into the mapping."""
+        """Mode none: k slots are in the page cache (stored into the mapping or pwritten)."""
         self._pos += k * L.SLOT_BYTES
         self._slots_left -= k
         self.next_seq += k
@@ -236,17 +287,22 @@ class WalWriter:
             if self._staged >= self.group_records or now - self._staged_since_ns >= self.group_ns:
                 return self.commit()
             return self.durable_seq
-        self._prepare_spare()
+        if self.mode == "none" and self._last_small and self._spare_done >= self.segment_bytes:
+            self._prefill()  # only small appends store through the mapping (see module doc)
+        else:
+            self._prepare_spare()
         return self.durable_seq
 
     def _prepare_spare(self) -> None:
-        """Zero-fill the next segment one 1 MiB step per idle call, so rotation rarely stalls."""
-        if self.mode == "none":
-            return  # its segments are sparse (see finish_spare)
+        """Prepare the next segment one step per idle call, so rotation rarely stalls:
+        group/always zero-fill it 1 MiB a step; none sizes it sparse (ftruncate + fsync)."""
         if self._spare_fd is None:
             self._spare_fd, self._spare_done = create_spare(os.path.join(self.directory, L.SPARE_NAME)), 0
         elif self._spare_done < self.segment_bytes:
-            self._spare_done = fill_spare(self._spare_fd, self._spare_done, self.segment_bytes)
+            if self.mode == "none":
+                self._spare_done = size_spare(self._spare_fd, self.segment_bytes)
+            else:
+                self._spare_done = fill_spare(self._spare_fd, self._spare_done, self.segment_bytes)
 
     def _rotate(self) -> None:
         self.commit()  # group/always: the old segment is synced before the new one gets records
@@ -279,6 +335,7 @@ class WalWriter:
             self._halt(f"{self._path} at offset {self._pos}: control record write failed: {e}")
         self._pos += L.SLOT_BYTES
         self._slots_left -= 1
+        self._ready = max(self._ready, self._pos)
 
     def note_snapshot(self, seq: int, state_hash: str) -> None:
         """Log that a snapshot of the state after ``seq`` was taken (a SNAPSHOT_TAKEN record)."""
