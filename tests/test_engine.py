@@ -124,8 +124,10 @@ def test_sigint_mid_run_stops_cleanly(shm_run, tmp_path):
 
 @pytest.mark.parametrize("victim", ["producer 0", "matcher 0"])
 def test_child_sigkill_stops_the_engine_and_names_it(shm_run, tmp_path, victim):
+    """With restarts off (--restarts 0) a death stops the engine (restarts: test_drill.py)."""
     data = tmp_path / "data"
-    p = _start(shm_run, data, "--producers", "2", "--duration", "120", "--rate", "20000", tmp_path=tmp_path)
+    p = _start(shm_run, data, "--producers", "2", "--duration", "120", "--rate", "20000", "--restarts", "0",
+               tmp_path=tmp_path)
     try:
         _wait_running(p, tmp_path)
         child = _children(p)[victim]

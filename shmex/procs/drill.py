@@ -15,7 +15,9 @@ number of targets kills each at least once. Kills are by pid (the supervisor's P
 never by name. ``producer`` kills one load producer: the supervisor restarts it and the
 new process continues its pseq from its input ring (new client ids); the other
 producers are not touched. ``snapshot`` kills the matcher while its forked snapshot
-writer is running (falls back to any moment after 5 s).
+writer is running (falls back to any moment after 5 s). ``torn`` stops the WAL writer
+(SIGSTOP), writes a torn record (garbage that fails its CRC) right after the last intact
+record of the log, then SIGKILLs it: its successor must cut that tail and go on.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import threading
 import time
 
 
-TARGETS = ("matcher", "wal", "publisher", "producer", "snapshot")
+TARGETS = ("matcher", "wal", "publisher", "producer", "snapshot", "torn")
 _NAME = {"wal": "walwriter"}
 
 
@@ -80,6 +82,7 @@ class Killer(threading.Thread):
         self.kills: list[dict] = []
         self.error: str | None = None
         self.stop_flag = False
+        self.torn = 0
 
     def _ctl(self, i: int) -> int:
         c = self.sup.ctl
@@ -124,6 +127,9 @@ class Killer(threading.Thread):
             ch = self._pick(target)
             if target == "snapshot":
                 self._wait_snapshot_child(ch)
+            elif target == "torn":
+                ch.popen.send_signal(signal.SIGSTOP)
+                self._tear_tail()
             at_seq = self._ctl(L.MATCHER_SEQ)
             pid = ch.pid
             n_before = len(self.sup.restarts)
@@ -139,11 +145,34 @@ class Killer(threading.Thread):
         while self._alive() and self._sent() < self.args.orders:
             time.sleep(0.05)
 
+    def _tear_tail(self) -> None:
+        """Write a torn record after the log's last intact record (the writer is stopped)."""
+        from shmex.wal import WalReader
+        from shmex.wal import layout as WL
+
+        time.sleep(0.005)
+        r = WalReader(self.sup.cfg["data_dir"])
+        for _ in r.commands():
+            pass
+        end = r.end
+        if not end.path or end.damage is not None:
+            return
+        size = os.path.getsize(end.path)
+        if end.offset + WL.SLOT_BYTES > size:
+            return                                   # the segment is full: nothing to tear
+        junk = bytes(self.rng.randrange(1, 256) for _ in range(WL.SLOT_BYTES // 2))
+        fd = os.open(end.path, os.O_WRONLY)
+        try:
+            os.pwrite(fd, junk, end.offset)          # half a record: a torn write
+        finally:
+            os.close(fd)
+        self.torn += 1
+
     def _pick(self, target: str):
         if target == "producer":
             cands = [c for c in self.sup.children if c.role == "producer"]
             return self.rng.choice(cands)
-        name = "matcher" if target == "snapshot" else _NAME.get(target, target)
+        name = {"snapshot": "matcher", "torn": "walwriter"}.get(target, _NAME.get(target, target))
         return next(c for c in self.sup.children if c.name == name)
 
     def _wait_snapshot_child(self, ch, timeout_s: float = 5.0) -> None:
@@ -314,6 +343,7 @@ def _check(cfg, out, killer, args, wall, load_hash, L, PREFIX, SHM_DIR) -> dict:
                    "recovery_ms": k["recovery_ms"]} for k in killer.kills],
         "restarts": [{x: v for x, v in e.items() if x != "died_s"} for e in out.restarts],
         "recovery_ms": {t: _percentiles(v) for t, v in sorted(by_target.items())},
+        "torn_records_written": killer.torn,
         "acked_lost": acked_lost, "duplicates_applied": duplicates,
         "state_hash_live": live, "state_hash_replay": replay, "verify_exit": v.returncode,
         "segments_leaked": leaked, "orders": int(sum(p["sent"] for p in per_producer)),
