@@ -67,7 +67,7 @@ def _config(args) -> dict:
                             wait=None, durability=args.durability, seed=args.seed,
                             snapshot_every=args.snapshot_every, capacity=1 << 20,
                             publisher="process" if "publisher" in args.target_list else "inline",
-                            restarts=args.kills + 5, restart_window=3600.0,
+                            restarts=5, restart_window=10.0,   # a crash loop stops the drill
                             segment_bytes=args.segment_bytes)
     cfg = build_config(ns)
     cfg["orders_per_producer"] = [-1] * args.producers   # the drill says when to stop
