@@ -22,8 +22,11 @@ from numba import njit
 
 from shmex.schema import (BUY, GTC, K_CANCEL, K_NEW, LIMIT, R_ACK, R_CANCELED, R_EXPIRED, R_FILL,
                           R_REJECTED, R_REPLACED, SELL, TAKER)
+from shmex.procs._sys import mono_ns, sched_yield
 from shmex.procs.latency import bucket_of
-from shmex.procs.layout import (C_ACKS, C_ANSWERED, C_CANCELED, C_EXPIRED, C_FILLS_MAKER,
+from shmex.ring import _kernels as RK
+from shmex.ring import layout as RL
+from shmex.procs.layout import (C_ACKS, C_ANSWERED, C_SENT, C_CANCELED, C_EXPIRED, C_FILLS_MAKER,
                                 C_FILLS_TAKER, C_LAST_ANSWER_NS, C_LAST_ANSWERED, C_QTY_MAKER,
                                 C_QTY_TAKER, C_REJECTS, C_REPLACED, C_REPORTS)
 
@@ -183,3 +186,76 @@ def _count(r, now_ns, cnt, hist):
     elif k == R_REPLACED:
         cnt[C_REPLACED] += 1
     return first
+
+
+# ---- the producer's duty cycle, all in numba ----------------------------------------------
+# private state cells of `duty` (an int64 array per producer)
+D_LO, D_HI, D_GENERATED, D_SENDING = range(4)
+DUTY_CELLS = 8
+# why `duty` returned
+RET_BUDGET, RET_POST, RET_DONE, RET_SLEEP, RET_FULL, RET_IDLE = range(6)
+YIELD_BELOW_NS = 60_000     # next order due sooner than this: sched_yield, do not sleep
+
+
+@njit(cache=True, nogil=True)
+def duty(buf, bufw, rbuf, rbufw, in_slots, in_ctl, in_loc, rep_slots, rep_ctl, rep_loc, ds, st,
+         pool_cid, pool_sym, producer, nsym, cid_base, t0, period, orders, cnt, hist, h_queue,
+         h_report, dtab, budget_ns):
+    """Send what is due, read the reports, until there is nothing to do for a while or
+    `budget_ns` passed; -> RET_* (what the caller should do next).
+
+    One call replaces thousands of Python iterations: the time a report waits in the ring
+    or an order waits for its send is the scheduler's, not the interpreter's. While the
+    next order is due in less than YIELD_BELOW_NS it yields the core (shared with the WAL
+    writer and the other producers: it never spins without yielding); a longer wait, a full
+    input ring or a finished load returns to the caller, which blocks on the report ring's
+    semaphore. A peer to wake (its semaphore) returns RET_POST: the caller posts it.
+    """
+    start = mono_ns()
+    nbuf = buf.shape[0]
+    while True:
+        now = mono_ns()
+        work = 0
+        lo = ds[D_LO]
+        hi = ds[D_HI]
+        if ds[D_SENDING]:
+            if lo == hi:
+                gen = ds[D_GENERATED]
+                left = nbuf if orders < 0 else min(nbuf, orders - gen)
+                due = left if period == 0 else min(left, (now - t0) // period + 1 - gen)
+                if due > 0:
+                    gen_batch(buf, due, st, pool_cid, pool_sym, producer, nsym, cid_base, t0, period, now)
+                    lo = 0
+                    hi = due
+                    ds[D_GENERATED] = gen + due
+            if lo < hi:
+                t = mono_ns()
+                stamp_sent(buf, lo, hi, t)
+                s = RK._publish_range(in_slots, in_ctl, in_loc, bufw, lo, hi, True)
+                note_sent(buf, lo, lo + s, t, h_queue)
+                lo += s
+                cnt[C_SENT] += s
+                work += s
+            ds[D_LO] = lo
+            ds[D_HI] = hi
+        r = RK._consume_batch(rep_slots, rep_ctl, rep_loc, rbufw, False, True)
+        if r:
+            scan_reports_staged(rbuf, r, mono_ns(), cnt, hist, h_report, dtab)
+            RK._release_upto(rep_ctl, rep_loc, rep_loc[RL.L_POS], True)   # counted: release
+            work += r
+        if in_loc[RL.L_WAKE] or rep_loc[RL.L_WAKE]:
+            return RET_POST
+        if ds[D_SENDING] and lo == hi and orders >= 0 and ds[D_GENERATED] >= orders:
+            return RET_DONE
+        if now - start >= budget_ns:
+            return RET_BUDGET
+        if work:
+            continue
+        if not ds[D_SENDING]:
+            return RET_IDLE
+        if lo < hi:
+            return RET_FULL
+        if period > 0:
+            if t0 + ds[D_GENERATED] * period - now >= YIELD_BELOW_NS:
+                return RET_SLEEP
+            sched_yield()

@@ -28,6 +28,7 @@ from shmex.shm.segment import Segment
 
 BATCH = 1024
 RBATCH = 8192
+DUTY_BUDGET_NS = 2_000_000   # back to Python (heartbeat, phase, supervisor) at least this often
 
 
 def run(cfg: dict, ctl: Ctl, me, k: int) -> int:
@@ -64,6 +65,7 @@ def run(cfg: dict, ctl: Ctl, me, k: int) -> int:
                           np.zeros_like(dtab[:4]))
     G.stamp_sent(buf, 0, 0, 0)
     G.note_sent(buf, 0, 0, 0, np.zeros_like(hist))
+    _warm_duty(buf, rbuf, hist, dtab, cnt)
     G.seed_rng(int(cfg["seed"]) * 1000 + k)
     me.ready()
     cid_base = int(cfg["cid_base"])
@@ -82,52 +84,41 @@ def run(cfg: dict, ctl: Ctl, me, k: int) -> int:
         if resume and cnt[L.C_FIRST_SENT_NS]:
             t0 = int(cnt[L.C_FIRST_SENT_NS])   # the same open-loop schedule as before the restart
         cnt[L.C_FIRST_SENT_NS] = t0
-        clock = time.monotonic_ns
-        while True:
-            now = clock()
-            work = 0
-            if sending:
-                if lo == hi:
-                    left = BATCH if orders < 0 else min(BATCH, orders - generated)
-                    due = left if period == 0 else min(left, (now - t0) // period + 1 - generated)
-                    if due > 0:
-                        G.gen_batch(buf, due, st, pool_cid, pool_sym, producer_id, nsym, cid_base,
-                                    t0, period, now)
-                        lo, hi = 0, due
-                        generated += due
-                if lo < hi:
-                    t = clock()
-                    G.stamp_sent(buf, lo, hi, t)
-                    s = inr.publish(buf[lo:hi], wait=False)
-                    G.note_sent(buf, lo, lo + s, t, h_queue)
-                    lo += s
-                    cnt[L.C_SENT] += s
-                    work += s
-                if lo == hi and ((orders >= 0 and generated >= orders) or ctl.phase >= L.PH_STOPPING):
-                    sending = False
-                    ctl.store(L.prod_base(ctl.producers, k) + L.C_SENDING_DONE, 1)
-            r = rep.consume(rbuf, release=False)   # released once counted: a kill loses none
-            if r:
-                G.scan_reports_staged(rbuf, r, clock(), cnt, hist, h_report, dtab)
-                rep.release()
-                work += r
-            if work:
+        ds = np.zeros(G.DUTY_CELLS, dtype=np.int64)
+        ds[G.D_GENERATED] = generated
+        ds[G.D_SENDING] = 1
+        bufw = buf.view(np.uint64).reshape(len(buf), -1)
+        rbufw = rbuf.view(np.uint64).reshape(len(rbuf), -1)
+        in_slots, in_ctl, in_loc = inr.arrays()
+        rep_slots, rep_ctl, rep_loc = rep.arrays()
+        try:
+            while True:
+                rc = G.duty(buf, bufw, rbuf, rbufw, in_slots, in_ctl, in_loc, rep_slots, rep_ctl,
+                            rep_loc, ds, st, pool_cid, pool_sym, producer_id, nsym, cid_base, t0,
+                            period, orders, cnt, hist, h_queue, h_report, dtab, DUTY_BUDGET_NS)
                 me.beat()
-                continue
-            ctl.check()
-            if not sending and ctl.load(L.PUB_DONE) and rep.published_seq == rep.read_seq:
-                break
-            # idle: sleep on the report ring until a report comes or the next order is due
-            if sending and period and lo == hi:
-                wait_ns = generated * period + t0 - clock()
-                if wait_ns > 60_000:   # sleep on the report ring (timer slack is 1 us)
-                    rep.wait_readable(1, timeout_s=min(wait_ns - 40_000, 20_000_000) / 1e9)
-                else:                  # spin-then-yield: this core is shared
-                    os.sched_yield()
-            elif sending and lo < hi:
-                rep.wait_readable(1, timeout_s=0.0002)   # input ring full: the engine is busy
-            else:
-                rep.wait_readable(1, timeout_s=0.02)
+                if rc == G.RET_POST:         # a peer blocked on a semaphore: wake it
+                    inr.publish(buf[:0], wait=False)
+                    rep.consume(rbuf[:0])
+                    continue
+                if ds[G.D_SENDING] and (rc == G.RET_DONE or (ds[G.D_LO] == ds[G.D_HI]
+                                                             and ctl.phase >= L.PH_STOPPING)):
+                    ds[G.D_SENDING] = 0
+                    ctl.store(L.prod_base(ctl.producers, k) + L.C_SENDING_DONE, 1)
+                ctl.check()
+                if not ds[G.D_SENDING] and ctl.load(L.PUB_DONE) and rep.published_seq == rep.read_seq:
+                    break
+                # idle: sleep on the report ring until a report comes or the next order is due
+                if rc == G.RET_SLEEP:
+                    wait_ns = ds[G.D_GENERATED] * period + t0 - time.monotonic_ns()
+                    if wait_ns > 0:          # wake a little early (timer slack is 1 us)
+                        rep.wait_readable(1, timeout_s=min(wait_ns - 20_000, 20_000_000) / 1e9)
+                elif rc == G.RET_FULL:
+                    rep.wait_readable(1, timeout_s=0.0002)   # input ring full: the engine is busy
+                elif rc == G.RET_IDLE:
+                    rep.wait_readable(1, timeout_s=0.02)
+        finally:
+            del in_slots, in_ctl, in_loc, rep_slots, rep_ctl, rep_loc
     except Aborted:
         pass
     finally:
@@ -137,3 +128,18 @@ def run(cfg: dict, ctl: Ctl, me, k: int) -> int:
         rep.close()
         hseg.close()
     return 0
+
+
+def _warm_duty(buf, rbuf, hist, dtab, cnt) -> None:
+    """Load `duty` (from numba's cache) on scratch rings: nothing shared is touched."""
+    from shmex.ring import layout as RL
+
+    slots = np.zeros((4, 8), dtype=np.uint64)
+    rctl = np.zeros(RL.CTL_BYTES // 8, dtype=np.int64)
+    loc = np.zeros(RL.LOCAL_CELLS, dtype=np.int64)
+    ds = np.zeros(G.DUTY_CELLS, dtype=np.int64)
+    G.duty(buf, buf.view(np.uint64).reshape(len(buf), -1), rbuf, rbuf.view(np.uint64).reshape(len(rbuf), -1),
+           slots, rctl, loc, slots.copy(), rctl.copy(), loc.copy(), ds, np.zeros(G.STATE_CELLS, np.int64),
+           np.zeros(G.POOL, np.uint64), np.zeros(G.POOL, np.uint32), 1, 1, 0, 0, 0, 0,
+           np.zeros_like(cnt), np.zeros_like(hist), np.zeros_like(hist), np.zeros_like(hist),
+           np.zeros_like(dtab[:4]), 0)

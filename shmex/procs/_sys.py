@@ -1,0 +1,61 @@
+"""System calls from numba code, cacheable: CLOCK_MONOTONIC and sched_yield.
+
+The calls are emitted as calls to the libc symbols by name (resolved when the cached
+machine code is loaded), so no ctypes pointer is baked in and ``cache=True`` works.
+`mono_ns()` reads the same clock as Python's ``time.monotonic_ns()`` (vDSO, ~20 ns).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+import llvmlite.binding as llvm
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+# make sure the JIT can resolve the libc symbols by name
+_libc = ctypes.util.find_library("c") or "libc.so.6"
+llvm.load_library_permanently(_libc)
+
+_CLOCK_MONOTONIC = 1
+
+
+@intrinsic
+def _clock_mono(typingctx):
+    def codegen(context, builder, signature, args):
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        ts_t = ir.LiteralStructType([i64, i64])
+        ts = cgutils.alloca_once(builder, ts_t)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, [i32, ts_t.as_pointer()]),
+                                            "clock_gettime")
+        builder.call(fn, [ir.Constant(i32, _CLOCK_MONOTONIC), ts])
+        zero = ir.Constant(i32, 0)
+        sec = builder.load(builder.gep(ts, [zero, zero]))
+        nsec = builder.load(builder.gep(ts, [zero, ir.Constant(i32, 1)]))
+        return builder.add(builder.mul(sec, ir.Constant(i64, 1_000_000_000)), nsec)
+
+    return types.int64(), codegen
+
+
+@intrinsic
+def _sched_yield(typingctx):
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, []), "sched_yield")
+        return builder.call(fn, [])
+
+    return types.int32(), codegen
+
+
+@njit(cache=True, nogil=True, inline="always")
+def mono_ns():
+    """CLOCK_MONOTONIC in ns (what time.monotonic_ns() returns)."""
+    return _clock_mono()
+
+
+@njit(cache=True, nogil=True, inline="always")
+def sched_yield():
+    return _sched_yield()
