@@ -128,13 +128,15 @@ class MatcherAgent:
         P = len(self.ins)
         n = 0
         got = self.got
+        capped = False
         for j in range(P):
             k = (self.start + j) % P
             lim = min(BATCH, n + self.share)
             g = self.ins[k].consume(self.buf[n:lim], release=False) if lim > n else 0
             got[k] = g
             n += g
-        if n and n < BATCH:   # a second pass gives the busy rings what the idle ones left
+            capped = capped or n == lim
+        if capped and n < BATCH:   # a second pass gives the busy rings what the idle ones left
             for j in range(P):
                 k = (self.start + j) % P
                 if n >= BATCH:
