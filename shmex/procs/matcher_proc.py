@@ -65,6 +65,17 @@ def _warm(m: Matcher) -> None:
     scratch.state_hash()
 
 
+def _prefault(m: Matcher) -> None:
+    """Touch every page of the book's preallocated arrays (and the report buffer) for
+    writing, without changing a byte: the arena (1M orders by default) is otherwise
+    faulted in page by page as orders first land in it, which shows as resident memory
+    growing for minutes and as page-fault stalls on the matching path."""
+    for arr in list(m.book) + [m._out]:
+        if isinstance(arr, np.ndarray) and arr.nbytes >= 4096 and arr.flags.c_contiguous:
+            v = arr.reshape(-1).view(np.uint8)
+            v[::4096] = v[::4096]     # read then write back each page's first byte
+
+
 class MatcherAgent:
     def __init__(self, cfg: dict, ctl: Ctl):
         run_id = cfg["run_id"]
@@ -78,6 +89,7 @@ class MatcherAgent:
         self.buf = commands(BATCH)
         self._resume(cfg, ctl)
         _warm(self.m)
+        _prefault(self.m)
         self.sent_ns = self.buf["engine_ns"]   # a producer's send time until process_into stamps it
         from shmex.procs.latency import hist_views, record_since, stage_row
         from shmex.shm.segment import Segment
