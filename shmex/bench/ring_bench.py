@@ -506,7 +506,7 @@ def main(args) -> int:
     warm = pings // 10
     bl_n = max(1000, min(200_000, n // 50))
     info = machine()
-    _say(f"compiling kernels ...")
+    _say("compiling kernels ...")
     compile_s = _compile()
     res: dict = {"machine": info, "command": " ".join(["shmex"] + sys.argv[1:]) if sys.argv else "",
                  "workload": {"messages": n, "record_bytes": COMMAND.itemsize, "capacity": CAPACITY,

@@ -133,8 +133,10 @@ def main(args) -> int:
     m = r.matcher
     rate = r.records / r.replay_seconds if r.replay_seconds > 0 else 0.0
     src = f"snapshot {r.snapshot.path} (seq {r.snapshot.seq})" if r.snapshot else "an empty book"
+    speed = (f"{r.replay_seconds:.3f} s of replay ({rate / 1e6:.2f}M commands/s)" if r.records
+             else "nothing to replay after it")
     print(f"replayed {r.records:,} commands from {src} to seq {r.last_seq:,}: "
-          f"{r.replay_seconds:.3f} s of replay ({rate / 1e6:.2f}M commands/s), {r.seconds:.3f} s in all")
+          f"{speed}, {r.seconds:.3f} s in all")
     print(f"state_hash {m.state_hash()}")
     for e in r.refused:
         print(f"refused snapshot: {e}")
