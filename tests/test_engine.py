@@ -57,7 +57,7 @@ def _replay_hash(data_dir):
 
 
 def _children(p):
-    return {" ".join(c.cmdline()[-3:-1]): c for c in psutil.Process(p.pid).children()}
+    return {" ".join(c.cmdline()[-2:]): c for c in psutil.Process(p.pid).children()}
 
 
 def test_launch_two_producers_end_to_end(shm_run, tmp_path):

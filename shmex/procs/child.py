@@ -1,10 +1,18 @@
-"""Entry point of every engine child: ``python -m shmex.procs.child ROLE INDEX CONFIG_JSON``.
+"""Entry point of every engine child: ``python -m shmex.procs.child [ROLE INDEX | --standby FD]``.
 
-A child ignores SIGINT (the supervisor owns the shutdown; a terminal's Ctrl-C reaches
-the whole process group), lowers its timer slack to 1 us (short sleeps stay short),
-attaches the control segment, runs its role, and records its usage. Exit status: 0 done,
-1 an error (traceback on stderr), 3 a durability fault (WAL writer). A child dies with
-its supervisor (parent-death signal).
+One path for a first start and a warm standby (`standby.py`):
+
+1. set up: ignore SIGINT (the supervisor owns the shutdown; a terminal's Ctrl-C reaches
+   the whole process group), die with the supervisor (parent-death signal), lower the
+   timer slack to 1 us (short sleeps stay short);
+2. a standby (``--standby FD``) imports every role and loads every role's numba kernels
+   (`standby.warm_all`, in a thread at nice 19), then writes one byte to FD: ready;
+3. read the assignment, one JSON line on stdin: ``{"role", "index", "cfg", "env"}`` (the
+   supervisor writes it at once for a first start, whose ROLE INDEX arguments are only a
+   label for ``ps``; a standby waits for it; EOF: no role wanted, exit 0);
+4. attach the control segment, run the role, record its usage.
+
+Exit status: 0 done, 1 an error (traceback on stderr), 3 a durability fault (WAL writer).
 """
 
 from __future__ import annotations
@@ -14,10 +22,9 @@ import json
 import os
 import signal
 import sys
+import threading
+import time
 import traceback
-
-from shmex.procs import layout as L
-from shmex.procs.ctl import Aborted, Ctl, ProcessSlot, warm_ring_kernels
 
 
 def _timer_slack_1us() -> None:
@@ -41,11 +48,107 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
+def _forks_drop_segment_fds() -> None:
+    """A process this child forks (the matcher's snapshot writer) lets go of the run's
+    shared-memory segments at once: unmaps them and closes their descriptors. Each
+    mapping holds the segment's open file, and with it the ring's OFD side lock, which
+    would otherwise outlive this process for as long as the fork runs: a successor that
+    starts fast (the warm standby) could not attach. The fork must not touch a segment."""
+    os.register_at_fork(after_in_child=_drop_segments)
+
+
+def _drop_segments() -> None:
+    from shmex.shm.names import PREFIX, SHM_DIR
+
+    head = os.path.join(SHM_DIR, PREFIX)
+    munmap = ctypes.CDLL(None, use_errno=True).munmap
+    munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+    with open("/proc/self/maps") as f:
+        spans = [line.split(None, 5) for line in f]
+    for parts in spans:
+        if len(parts) == 6 and parts[5].startswith(head):
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            munmap(lo, hi - lo)
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}").startswith(head):
+                os.close(int(name))
+        except OSError:
+            pass      # the listing's own descriptor, or one closed meanwhile
+
+
+def _warm_at_low_priority() -> None:
+    """standby.warm_all in a thread at nice 19: the warm-up never competes with the engine,
+    and the niceness leaves with the thread (Linux nice is per thread), so the role runs
+    at the priority this process started with, no privilege needed to get it back."""
+    failed: list[BaseException] = []
+
+    def body():
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except OSError:
+            pass
+        try:
+            from shmex.procs.standby import warm_all
+
+            warm_all()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
+            failed.append(e)
+
+    t = threading.Thread(target=body, name="standby-warm")
+    t.start()
+    t.join()
+    if failed:
+        raise failed[0]
+
+
+def _read_assignment() -> dict | None:
+    line = sys.stdin.buffer.readline()
+    if not line.strip():
+        return None
+    a = json.loads(line)
+    for key in ("role", "index", "cfg", "env"):
+        if key not in a:
+            raise SystemExit(f"child: assignment lacks {key!r}: {line[:200]!r}")
+    return a
+
+
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
     _timer_slack_1us()
-    role, index, cfg = argv[0], int(argv[1]), json.loads(argv[2])
+    _forks_drop_segment_fds()
+    if argv[:1] == ["--standby"]:
+        t0 = time.monotonic()
+        _warm_at_low_priority()
+        fd = int(argv[1])
+        os.write(fd, b"R")
+        os.close(fd)
+        a = _read_assignment()
+        if a is None:
+            return 0
+        print(f"standby (pid {os.getpid()}, warmed in {time.monotonic() - t0:.2f} s) takes the role "
+              f"{_name(a['role'], a['index'])}", file=sys.stderr, flush=True)
+    elif len(argv) in (0, 2):
+        a = _read_assignment()
+        if a is None:
+            return 0
+        if argv and argv != [a["role"], str(a["index"])]:
+            raise SystemExit(f"child: labelled {argv}, assigned {a['role']} {a['index']}")
+    else:
+        raise SystemExit(f"usage: python -m shmex.procs.child [ROLE INDEX | --standby FD] (got {argv})")
+    os.environ.update(a["env"])
+    return run_role(a["role"], int(a["index"]), a["cfg"])
+
+
+def _name(role: str, index: int) -> str:
+    return role if role != "producer" else f"producer-{index}"
+
+
+def run_role(role: str, index: int, cfg: dict) -> int:
+    from shmex.procs import layout as L   # numpy and numba: a standby imported them at nice 19
+    from shmex.procs.ctl import Aborted, Ctl, ProcessSlot, warm_ring_kernels
+
     ctl = Ctl.attach(cfg["run_id"], cfg["producers"] + cfg["clients"])
     slot = {"matcher": L.SLOT_MATCHER, "walwriter": L.SLOT_WAL,
             "publisher": L.SLOT_PUBLISHER}.get(role, L.SLOT_PRODUCER0 + index)
@@ -76,8 +179,7 @@ def main(argv: list[str]) -> int:
     except Aborted:
         rc = 0
     except BaseException:  # noqa: BLE001 - the supervisor reports the status; the trace goes to stderr
-        name = role if role != "producer" else f"producer-{index}"
-        print(f"{name}: failed:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+        print(f"{_name(role, index)}: failed:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
         rc = 1
     finally:
         me.finish()

@@ -18,6 +18,17 @@ producers are not touched. ``snapshot`` kills the matcher while its forked snaps
 writer is running (falls back to any moment after 5 s). ``torn`` stops the WAL writer
 (SIGSTOP), writes a torn record (garbage that fails its CRC) right after the last intact
 record of the log, then SIGKILLs it: its successor must cut that tail and go on.
+``standby`` kills the supervisor's warm standby (`standby.py`): it must be replaced.
+
+With the standby on (default; ``--no-standby`` turns it off), each kill waits (up to
+30 s) until the supervisor has a ready standby, so every kill measures the takeover;
+each kill's ``path`` says whether the standby took the role or a plain child was spawned.
+
+Throughput recovery, per kill (not a check: a figure). A thread samples the orders the
+load producers got answered (C_ANSWERED) every 10 ms. The pre-kill level is the median
+rate of the eight 0.25-s windows in the 2 s before the kill; ``throughput_back_ms`` is
+the time from the successor's READY to the end of the first 0.25-s window (sliding in
+10 ms steps from READY) whose rate is >= 90% of that level (None if never, within the run).
 """
 
 from __future__ import annotations
@@ -35,7 +46,12 @@ import threading
 import time
 
 
-TARGETS = ("matcher", "wal", "publisher", "producer", "snapshot", "torn")
+TARGETS = ("matcher", "wal", "publisher", "producer", "snapshot", "torn", "standby")
+STANDBY_WAIT_S = 30.0
+SAMPLE_S = 0.01            # throughput sampling period
+WINDOW_S = 0.25            # throughput window
+BEFORE_S = 2.0             # pre-kill level: the windows in this span before the kill
+BACK_FRACTION = 0.9        # "back": a window at >= this fraction of the pre-kill level
 _NAME = {"wal": "walwriter"}
 
 
@@ -55,6 +71,8 @@ def add_arguments(p) -> None:
     p.add_argument("--gap", type=float, nargs=2, default=(0.2, 1.0), metavar=("MIN_S", "MAX_S"),
                    help="random wait between a recovery and the next kill")
     p.add_argument("--data-dir", metavar="DIR", help="log directory (emptied first; default a temp dir, removed)")
+    p.add_argument("--no-standby", action="store_true",
+                   help="no warm standby: every restart spawns a fresh child")
     p.add_argument("--json", metavar="PATH")
     p.add_argument("--quiet", action="store_true")
 
@@ -68,7 +86,7 @@ def _config(args) -> dict:
                             snapshot_every=args.snapshot_every, capacity=1 << 20,
                             publisher="process" if "publisher" in args.target_list else "inline",
                             restarts=5, restart_window=10.0,   # a crash loop stops the drill
-                            segment_bytes=args.segment_bytes)
+                            segment_bytes=args.segment_bytes, no_standby=args.no_standby)
     cfg = build_config(ns)
     cfg["orders_per_producer"] = [-1] * args.producers   # the drill says when to stop
     cfg["orders"] = None
@@ -121,10 +139,22 @@ class Killer(threading.Thread):
                 self.rng.shuffle(order)
             target = order.pop()
             time.sleep(self.rng.uniform(*self.args.gap))
+            if self.sup.use_standby:
+                self._wait_standby()
             if not self._alive():
                 self.error = f"the engine stopped before kill {i + 1}"
                 return
+            if target == "standby":
+                k = self._kill_standby()
+                if k is None:
+                    return
+                self.kills.append(k)
+                self.log(f"drill: kill {i + 1}/{self.args.kills}: standby (pid {k['pid']}): replaced by pid "
+                         f"{k['new_pid']}, ready in {k['recovery_ms']:.0f} ms")
+                continue
             ch = self._pick(target)
+            sb = self.sup.standby
+            sb_pid = sb.pid if sb is not None and sb.ready else 0
             if target == "snapshot":
                 self._wait_snapshot_child(ch)
             elif target == "torn":
@@ -134,16 +164,52 @@ class Killer(threading.Thread):
             pid = ch.pid
             n_before = len(self.sup.restarts)
             ch.popen.send_signal(signal.SIGKILL)    # by pid, through our Popen (never a reused pid)
+            t_kill = time.monotonic()
             ev = self._wait_recovered(pid, n_before)
             if ev is None:
                 return
             k = {"target": target, "process": ch.name, "pid": pid, "at_seq": at_seq,
-                 "recovery_ms": ev["recovery_ms"]}
+                 "recovery_ms": ev["recovery_ms"], "path": ev["path"], "new_pid": ev["new_pid"],
+                 "standby_pid": sb_pid, "t_kill": t_kill, "t_ready": ev["ready_s"]}
             self.kills.append(k)
             self.log(f"drill: kill {i + 1}/{self.args.kills}: {target} ({ch.name}, pid {pid}) at seq "
-                     f"{at_seq:,}: recovered in {ev['recovery_ms']:.0f} ms")
+                     f"{at_seq:,}: recovered in {ev['recovery_ms']:.0f} ms ({ev['path']}, pid {ev['new_pid']})")
         while self._alive() and self._sent() < self.args.orders:
             time.sleep(0.05)
+
+    def _wait_standby(self) -> None:
+        """Until the supervisor has a ready standby (bounded: a kill then takes the spawn path)."""
+        deadline = time.monotonic() + STANDBY_WAIT_S
+        while self._alive() and time.monotonic() < deadline:
+            sb = self.sup.standby
+            if sb is not None and sb.ready:
+                return
+            time.sleep(0.01)
+
+    def _kill_standby(self) -> dict | None:
+        """SIGKILL the ready standby; wait until a new one is ready."""
+        from shmex.procs import layout as L
+
+        sb = self.sup.standby
+        if sb is None or not sb.ready:
+            self.error = f"no ready standby to kill within {STANDBY_WAIT_S:.0f} s"
+            return None
+        pid, at_seq = sb.pid, self._ctl(L.MATCHER_SEQ)
+        sb.popen.send_signal(signal.SIGKILL)
+        t_kill = time.monotonic()
+        deadline = t_kill + 120.0
+        while time.monotonic() < deadline:
+            new = self.sup.standby
+            if new is not None and new.pid != pid and new.ready:
+                return {"target": "standby", "process": "standby", "pid": pid, "at_seq": at_seq,
+                        "recovery_ms": round((new.ready_s - t_kill) * 1e3, 1), "path": "replaced",
+                        "new_pid": new.pid, "standby_pid": pid, "t_kill": t_kill, "t_ready": None}
+            if not self._alive():
+                self.error = f"the engine stopped before the killed standby (pid {pid}) was replaced"
+                return None
+            time.sleep(0.01)
+        self.error = f"the killed standby (pid {pid}) was not replaced by a ready one within 120 s"
+        return None
 
     def _tear_tail(self) -> None:
         """Write a torn record after the log's last intact record (the writer is stopped)."""
@@ -201,6 +267,71 @@ class Killer(threading.Thread):
         return None
 
 
+class Sampler(threading.Thread):
+    """Orders answered (all load producers) every SAMPLE_S while the load runs, read from
+    a mapping of the control segment of its own (the supervisor unmaps its own at the end)."""
+
+    def __init__(self, sup):
+        super().__init__(daemon=True)
+        self.sup = sup
+        self.t: list[float] = []
+        self.n: list[int] = []
+        self.stop_flag = False
+
+    def run(self) -> None:
+        from shmex.errors import ShmexError
+        from shmex.procs import layout as L
+        from shmex.procs.ctl import Ctl
+
+        while self.sup.ctl is None:
+            if self.stop_flag:
+                return
+            time.sleep(0.01)
+        cfg = self.sup.cfg
+        try:
+            ctl = Ctl.attach(cfg["run_id"], self.sup.P)
+        except (ShmexError, OSError):
+            return          # the run is over already
+        a = ctl.a
+        cells = [L.prod_base(self.sup.P, k) + L.C_ANSWERED for k in range(cfg["producers"])]
+        try:
+            while not self.stop_flag:
+                ph = int(a[L.PHASE])
+                if ph == L.PH_RUNNING:
+                    self.t.append(time.monotonic())
+                    self.n.append(int(sum(int(a[c]) for c in cells)))
+                elif ph > L.PH_RUNNING:
+                    break
+                time.sleep(SAMPLE_S)
+        finally:
+            del a
+            ctl.close()
+
+
+def throughput(t: list[float], n: list[int], t_kill: float, t_ready: float | None) -> tuple:
+    """(pre-kill orders/s, throughput_back_ms) by the rule in this module's docstring."""
+    import numpy as np
+
+    if len(t) < 2:
+        return None, None
+    ts, ns = np.asarray(t), np.asarray(n, dtype=np.float64)
+
+    def rate(a):
+        return (np.interp(a + WINDOW_S, ts, ns) - np.interp(a, ts, ns)) / WINDOW_S
+
+    lo = max(t_kill - BEFORE_S, ts[0])
+    starts = np.arange(lo, t_kill - WINDOW_S + 1e-9, WINDOW_S)
+    if len(starts) == 0:
+        return None, None
+    level = float(np.median(rate(starts)))
+    if t_ready is None or level <= 0:
+        return level, None
+    after = np.arange(t_ready, ts[-1] - WINDOW_S + 1e-9, SAMPLE_S)
+    ok = np.nonzero(rate(after) >= BACK_FRACTION * level)[0] if len(after) else []
+    back = round((after[ok[0]] + WINDOW_S - t_ready) * 1e3, 1) if len(ok) else None
+    return level, back
+
+
 def _wal_pairs(data_dir: str, base: int):
     import numpy as np
 
@@ -229,6 +360,9 @@ def _percentiles(xs: list[float]) -> dict:
 def main(args) -> int:
     args.target_list = [t.strip() for t in args.targets.split(",") if t.strip()]
     bad = [t for t in args.target_list if t not in TARGETS]
+    if "standby" in args.target_list and args.no_standby:
+        print("drill: --targets standby needs the standby (drop --no-standby)", file=sys.stderr)
+        return 2
     if bad or not args.target_list or args.kills < 0 or args.producers < 1:
         print(f"drill: --targets {args.targets!r}: want a comma list of {', '.join(TARGETS)}; "
               f"--kills >= 0; --producers >= 1", file=sys.stderr)
@@ -256,11 +390,17 @@ def main(args) -> int:
             f"{args.durability}, data {cfg['data_dir']}; warming up...")
         sup = Supervisor(cfg)
         killer = Killer(sup, args, random.Random(args.seed), log)
+        sampler = Sampler(sup)
         killer.start()
+        sampler.start()
         t0 = time.monotonic()
         out = sup.run()
-        killer.stop_flag = True
+        killer.stop_flag = sampler.stop_flag = True
         killer.join(timeout=30)
+        sampler.join(timeout=30)
+        for k in killer.kills:
+            k["orders_per_s_before"], k["throughput_back_ms"] = throughput(
+                sampler.t, sampler.n, k["t_kill"], k["t_ready"])
         wall = time.monotonic() - t0
         doc = _check(cfg, out, killer, args, wall, load_hash, L, PREFIX, SHM_DIR)
         doc["machine"] = _machine()
@@ -335,14 +475,27 @@ def _check(cfg, out, killer, args, wall, load_hash, L, PREFIX, SHM_DIR) -> dict:
     if leaked:
         problems.append(f"(5) segments leaked: {leaked}")
     by_target: dict[str, list[float]] = {}
+    back: dict[str, list[float]] = {}
     for k in killer.kills:
         by_target.setdefault(k["target"], []).append(k["recovery_ms"])
+        if k["throughput_back_ms"] is not None:
+            back.setdefault(k["target"], []).append(k["throughput_back_ms"])
+            back.setdefault("all", []).append(k["throughput_back_ms"])
+    never = [i + 1 for i, k in enumerate(killer.kills) if k["target"] != "standby" and k["t_ready"] is not None
+             and k["throughput_back_ms"] is None]
     return {
         "run_id": cfg["run_id"], "seed": args.seed, "targets": args.target_list, "durability": args.durability,
-        "kills": [{"target": k["target"], "process": k["process"], "at_seq": k["at_seq"],
-                   "recovery_ms": k["recovery_ms"]} for k in killer.kills],
-        "restarts": [{x: v for x, v in e.items() if x != "died_s"} for e in out.restarts],
+        "kills": [{x: (round(v) if x == "orders_per_s_before" and v is not None else v)
+                   for x, v in k.items() if x not in ("t_kill", "t_ready")} for k in killer.kills],
+        "standby": out.standby, "standby_on": bool(cfg.get("standby", True)),
+        "restarts": [{x: v for x, v in e.items() if x not in ("died_s", "ready_s")} for e in out.restarts],
         "recovery_ms": {t: _percentiles(v) for t, v in sorted(by_target.items())},
+        "throughput_back_ms": {t: _percentiles(v) for t, v in sorted(back.items())},
+        "throughput_never_back": never,
+        "throughput_rule": (f"pre-kill level: median orders/s answered over the {int(BEFORE_S / WINDOW_S)} "
+                            f"{WINDOW_S:g}-s windows in the {BEFORE_S:g} s before the kill; back: end of the first "
+                            f"{WINDOW_S:g}-s window after READY (sliding {SAMPLE_S * 1e3:g} ms) at >= "
+                            f"{BACK_FRACTION:.0%} of it, measured from READY"),
         "torn_records_written": killer.torn,
         "acked_lost": acked_lost, "duplicates_applied": duplicates,
         "state_hash_live": live, "state_hash_replay": replay, "verify_exit": v.returncode,
@@ -356,9 +509,25 @@ def _check(cfg, out, killer, args, wall, load_hash, L, PREFIX, SHM_DIR) -> dict:
 def _print_verdict(doc: dict, log) -> None:
     print(f"drill {doc['run_id']}: {len(doc['kills'])} kills, {doc['orders']:,} orders, last seq "
           f"{doc['last_seq']:,}, {doc['seconds']:.1f} s ({doc['machine']})")
+    for i, k in enumerate(doc["kills"]):
+        rate = k.get("orders_per_s_before")
+        tb = k.get("throughput_back_ms")
+        tput = ("" if k["target"] == "standby" else
+                f"; {rate:,.0f} orders/s before, back to >= {BACK_FRACTION:.0%} "
+                + (f"{tb:,.0f} ms after READY" if tb is not None else "never (within the run)")
+                if rate is not None else "; throughput: no samples")
+        print(f"  kill {i + 1:>2}: {k['target']:<9} {k['process']:<11} at seq {k['at_seq']:>10,}: recovered in "
+              f"{k['recovery_ms']:>6,.0f} ms ({k['path']}){tput}")
     for t, p in doc["recovery_ms"].items():
         print(f"  recovery {t:<10} n={p['n']:<3} p50 {p['p50']:,.0f} ms  p90 {p['p90']:,.0f} ms  "
               f"max {p['max']:,.0f} ms")
+    for t, p in doc["throughput_back_ms"].items():
+        print(f"  throughput back {t:<10} n={p['n']:<3} p50 {p['p50']:,.0f} ms  p90 {p['p90']:,.0f} ms  "
+              f"max {p['max']:,.0f} ms  (after READY)")
+    if doc["throughput_never_back"]:
+        print(f"  throughput never back to {BACK_FRACTION:.0%} within the run after kills "
+              f"{doc['throughput_never_back']}")
+    print(f"  standby: {doc['standby'] if doc['standby_on'] else 'off'}")
     print(f"  (1) acknowledged commands lost: {doc['acked_lost']}; applied twice: {doc['duplicates_applied']}")
     print(f"  (2) state_hash live {doc['state_hash_live']}  replay {doc['state_hash_replay']}")
     print(f"  (3) every submitted command answered: "

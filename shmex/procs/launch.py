@@ -70,6 +70,7 @@ def build_config(args) -> dict:
         "max_restarts": int(getattr(args, "restarts", 5)),
         "restart_window_s": float(getattr(args, "restart_window", 60.0)),
         "segment_bytes": getattr(args, "segment_bytes", None),
+        "standby": not getattr(args, "no_standby", False),
     }
 
 
@@ -184,7 +185,8 @@ def result_doc(cfg: dict, out) -> dict:
         "routed": int(ctl[L.ROUTED]), "dropped": int(ctl[L.DROPPED]),
         "warmup_s": round(out.warmup_s, 2), "processes": procs, "checks": checks,
         "segments_left": out.leaked, "dead_runs_cleaned": out.cleaned,
-        "restarts": [{k: v for k, v in e.items() if k != "died_s"} for e in out.restarts],
+        "restarts": [{k: v for k, v in e.items() if k not in ("died_s", "ready_s")} for e in out.restarts],
+        "standby": out.standby,
         "verify": f"shmex verify {cfg['data_dir']}", "replay": f"shmex replay {cfg['data_dir']}",
     }, h
 

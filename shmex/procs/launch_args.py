@@ -32,4 +32,6 @@ def add_arguments(p) -> None:
                    help="restart a dead process at most N times per --restart-window "
                         "(default 5; 0: any death stops the engine)")
     p.add_argument("--restart-window", type=float, default=60.0, metavar="S")
+    p.add_argument("--no-standby", action="store_true",
+                   help="keep no warm standby process (a restart then spawns a fresh child)")
     p.add_argument("--segment-bytes", type=int, metavar="B", help="WAL segment size (default 64 MiB)")

@@ -57,15 +57,7 @@ def run(cfg: dict, ctl: Ctl, me, k: int) -> int:
     pool_sym = np.zeros(G.POOL, dtype=np.uint32)
     buf = commands(BATCH)
     rbuf = reports(RBATCH)
-    G.seed_rng(int(cfg["seed"]) * 1000 + k)
-    # warm every kernel on scratch state (the real state starts untouched)
-    G.gen_batch(commands(1), 1, st.copy(), pool_cid.copy(), pool_sym.copy(), producer_id,
-                cfg["symbols"], 0, 0, 0, 0)
-    G.scan_reports_staged(rbuf, 0, 0, np.zeros_like(cnt), np.zeros_like(hist), np.zeros_like(hist),
-                          np.zeros_like(dtab[:4]))
-    G.stamp_sent(buf, 0, 0, 0)
-    G.note_sent(buf, 0, 0, 0, np.zeros_like(hist))
-    _warm_duty(buf, rbuf, hist, dtab, cnt)
+    warm()    # every kernel on scratch state (the real state starts untouched)
     G.seed_rng(int(cfg["seed"]) * 1000 + k)
     me.ready()
     cid_base = int(cfg["cid_base"])
@@ -128,6 +120,26 @@ def run(cfg: dict, ctl: Ctl, me, k: int) -> int:
         rep.close()
         hseg.close()
     return 0
+
+
+def warm() -> None:
+    """Load every kernel of this role (from numba's cache) on scratch state of the live
+    types (a standby calls it before it has a role; nothing shared is touched)."""
+    from shmex.procs.latency import NBUCKETS
+
+    buf, rbuf = commands(BATCH), reports(RBATCH)
+    hist = np.zeros(NBUCKETS, dtype=np.int64)
+    cnt = np.zeros(L.PROD_CELLS, dtype=np.int64)
+    dtab = np.zeros((4, 2), dtype=np.int64)
+    st = np.zeros(G.STATE_CELLS, dtype=np.int64)
+    st[G.S_NEXT_CID] = 1
+    st[G.S_NEXT_PSEQ] = 1
+    G.gen_batch(commands(1), 1, st, np.zeros(G.POOL, dtype=np.uint64), np.zeros(G.POOL, dtype=np.uint32),
+                1, 1, 0, 0, 0, 0)
+    G.scan_reports_staged(rbuf, 0, 0, cnt, hist, hist.copy(), dtab)
+    G.stamp_sent(buf, 0, 0, 0)
+    G.note_sent(buf, 0, 0, 0, hist)
+    _warm_duty(buf, rbuf, hist, dtab, cnt)
 
 
 def _warm_duty(buf, rbuf, hist, dtab, cnt) -> None:

@@ -153,6 +153,12 @@ class _Dropping:
         pass
 
 
+def warm() -> None:
+    """Load this role's kernel (from numba's cache) on scratch arrays of the live types."""
+    _route_prefix(reports(4), 0, 0, 0, np.full(3, -1, dtype=np.int64), np.zeros((1, 4), dtype=REPORT),
+                  np.zeros(2, dtype=np.int64))
+
+
 def run(cfg: dict, ctl: Ctl, me) -> int:
     from shmex.procs.ctl import Backoff, shares_core
 

@@ -28,11 +28,18 @@ than ``max_restarts`` times within ``restart_window_s`` stops the engine with a 
 naming it; ``max_restarts`` 0 restores stop-on-first-death. A restarted load producer
 continues its pseq from its input ring (new client ids). Children die with the
 supervisor (parent-death signal in `child.py`).
+
+Warm standby (`standby.py`, ``cfg["standby"]``, on by default): once the load runs, and
+again after each successor reported READY, the supervisor keeps one spare child that has
+imported every role and loaded every kernel and waits for a role. A restart hands the
+standby the dead child's role (pinned to its core, its environment) when one is ready,
+and spawns a plain child otherwise; the log line and the restart's ``path`` ("standby"
+or "spawn") say which. A standby that dies is replaced (after 3 that die before they
+are ready, no more are started: the reason is logged); it is killed at the end.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -45,6 +52,7 @@ import psutil
 
 from shmex.procs import layout as L
 from shmex.procs import placement as PL
+from shmex.procs import standby as SB
 from shmex.procs.latency import hist_cells, hist_views
 from shmex.ring import Ring
 from shmex.schema import COMMAND, REPORT
@@ -94,6 +102,7 @@ class Outcome:
     started_ns: int = 0
     warmup_s: float = 0.0
     restarts: list = field(default_factory=list)   # Supervisor.restarts
+    standby: dict = field(default_factory=dict)    # Supervisor.standby_stats
 
 
 def describe_status(rc: int) -> str:
@@ -120,6 +129,10 @@ class Supervisor:
         self.restart_window_s = float(cfg.get("restart_window_s", 60.0))
         self._stop_requested = False
         self.ctl = self.hist = None
+        self.use_standby = bool(cfg.get("standby", True))
+        self.standby: SB.Standby | None = None
+        self.standby_stats = {"started": 0, "ready": 0, "taken": 0, "died": 0, "died_warming": 0}
+        self._standby_failures = 0          # standbys in a row that died before they were ready
 
     def request_stop(self) -> None:
         """Stop the load as if --duration were over (thread-safe: a flag the watch loop reads)."""
@@ -172,23 +185,76 @@ class Supervisor:
         return sorted(e for e in os.listdir("/dev/shm") if e.startswith(prefix))
 
     # -- children --------------------------------------------------------------------------
+    @staticmethod
+    def _role_env(shared: bool) -> dict:
+        return {"SHMEX_SHARED_CORE": "1" if shared else "0"}
+
     def _spawn(self, ch: Child, shared: bool, cfg: dict | None = None) -> None:
         ch.shared = shared
-        env = dict(os.environ, SHMEX_SHARED_CORE="1" if shared else "0", PYTHONUNBUFFERED="1",
-                   SHMEX_SUPERVISOR_PID=str(os.getpid()))
-        ch.popen = subprocess.Popen([sys.executable, "-m", "shmex.procs.child", ch.role, str(ch.index),
-                                     json.dumps(cfg or self.cfg)], env=env, stdin=subprocess.DEVNULL)
-        try:
-            psutil.Process(ch.popen.pid).cpu_affinity([ch.core])
-        except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError, OSError):
-            pass  # it died already (the watch loop reports it) or pinning is not allowed here
+        ch.popen = SB.start_child(dict(SB.child_env(), **self._role_env(shared)), label=(ch.role, ch.index))
+        SB.pin(ch.popen.pid, ch.core)
+        SB.assign(ch.popen, ch.role, ch.index, cfg or self.cfg, self._role_env(shared))
         if ch not in self.children:
             self.children.append(ch)
+
+    # -- the warm standby ------------------------------------------------------------------
+    def _keep_standby(self) -> None:
+        """Notice the standby's readiness or death; start one when none is there."""
+        if not self.use_standby or self.ctl is None:
+            return
+        sb = self.standby
+        if sb is not None:
+            was_ready = sb.ready
+            state = sb.poll()
+            if state == "ready" and not was_ready:
+                self.standby_stats["ready"] += 1
+                self._standby_failures = 0
+                print(f"supervisor: standby pid {sb.pid} ready (warmed in {sb.warm_ms:.0f} ms)",
+                      file=sys.stderr, flush=True)
+            elif state == "dead":
+                rc = sb.popen.poll()
+                self.standby_stats["died"] += 1
+                if not was_ready:
+                    self.standby_stats["died_warming"] += 1
+                    self._standby_failures += 1
+                sb.kill()
+                self.standby = None
+                more = self._standby_failures < 3
+                print(f"supervisor: standby pid {sb.pid} died ({describe_status(rc)}, "
+                      f"{'ready' if was_ready else 'still warming'}); "
+                      + ("replacing it" if more else "3 standbys in a row died before they were ready: "
+                         "no more standbys, restarts spawn plain children"), file=sys.stderr, flush=True)
+        if (self.standby is None and not self._recovering and self._standby_failures < 3
+                and self.ctl[L.PHASE] == L.PH_RUNNING):
+            self.standby = SB.Standby(SB.child_env())
+            self.standby_stats["started"] += 1
+
+    def _take_standby(self, ch: Child, cfg: dict) -> bool:
+        """Hand the ready standby `ch`'s role; False when none is ready (or it just died)."""
+        sb = self.standby
+        if sb is None or sb.poll() != "ready":
+            return False
+        self.standby = None
+        if not sb.take(ch.role, ch.index, ch.core, cfg, self._role_env(ch.shared)):
+            print(f"supervisor: standby pid {sb.pid} died before it could take {ch.name}",
+                  file=sys.stderr, flush=True)
+            self.standby_stats["died"] += 1
+            sb.kill()
+            return False
+        ch.popen = sb.popen
+        self.standby_stats["taken"] += 1
+        return True
+
+    def _stop_standby(self) -> None:
+        if self.standby is not None:
+            self.standby.kill()
+            self.standby = None
 
     # -- restarts --------------------------------------------------------------------------
     def _restart_or_fail(self, out: Outcome, expected_done: bool) -> Child | None:
         """Restart every child that died (if allowed); -> one that must stop the engine."""
         self._note_recovered()
+        self._keep_standby()
         while True:
             dead = self._dead(expected_done)
             if dead is None:
@@ -209,32 +275,40 @@ class Supervisor:
     def _restart(self, ch: Child, rc: int, now: float) -> None:
         ev = {"name": ch.name, "role": ch.role, "pid": ch.pid, "reason": describe_status(rc),
               "at_seq": int(self.ctl[L.MATCHER_SEQ]), "durable_seq": int(self.ctl[L.DURABLE_SEQ]),
-              "died_s": now, "recovery_ms": None, "new_pid": 0}
+              "died_s": now, "recovery_ms": None, "new_pid": 0, "path": "spawn", "ready_s": None}
         base = L.proc_cell(ch.slot, 0)
         self.ctl[base + L.P_READY] = 0
         self.ctl[base + L.P_DONE] = 0
         if ch.role == "publisher" or (ch.role == "matcher" and self.cfg["publisher_inline"]):
             self.ctl[L.PUB_DONE] = 0
-        cfg = None
+        cfg = self.cfg
         ch.restarts += 1
         if ch.role == "producer":   # fresh client ids: the old process's pool of orders is gone
             cfg = dict(self.cfg, cid_base=int(self.cfg["cid_base"]) + (ch.restarts << 28))
-        self._spawn(ch, ch.shared, cfg)
+        if self._take_standby(ch, cfg):
+            ev["path"] = "standby"
+            how = "the warm standby takes its place"
+        else:
+            self._spawn(ch, ch.shared, cfg)
+            how = ("no standby ready: spawning a plain child" if self.use_standby
+                   else "spawning a plain child (standby off)")
         ev["new_pid"] = ch.pid
         self.restarts.append(ev)
         self.ctl[L.RESTARTS] += 1
         self._recovering[ch.name] = ev
         print(f"supervisor: {ch.name} (pid {ev['pid']}) died: {ev['reason']} at seq {ev['at_seq']:,} "
-              f"(durable {ev['durable_seq']:,}); restarting it as pid {ch.pid} "
+              f"(durable {ev['durable_seq']:,}); {how} as pid {ch.pid} "
               f"(restart {len(self.restarts)})", file=sys.stderr, flush=True)
 
     def _note_recovered(self) -> None:
         for ch in self.children:
             ev = self._recovering.get(ch.name)
             if ev is not None and self.ctl[L.proc_cell(ch.slot, L.P_READY)]:
-                ev["recovery_ms"] = round((time.monotonic() - ev["died_s"]) * 1e3, 1)
+                ev["ready_s"] = time.monotonic()
+                ev["recovery_ms"] = round((ev["ready_s"] - ev["died_s"]) * 1e3, 1)
                 del self._recovering[ch.name]
-                print(f"supervisor: {ch.name} recovered in {ev['recovery_ms']:.0f} ms (pid {ch.pid})",
+                print(f"supervisor: {ch.name} recovered in {ev['recovery_ms']:.0f} ms (pid {ch.pid}, "
+                      f"{ev['path']})",
                       file=sys.stderr, flush=True)
 
     def _dead(self, expected_done: bool) -> Child | None:
@@ -327,9 +401,11 @@ class Supervisor:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
+            self._stop_standby()
             self._kill_all()
             out.children = self.children
             out.restarts = self.restarts
+            out.standby = dict(self.standby_stats)
             out.leaked = self._release_segments()
         if out.status == "ok" and self._signal is not None:
             out.status = "interrupted" if self._signal == signal.SIGINT else "terminated"

@@ -41,6 +41,16 @@ def _warm() -> None:
                         0, 1, 1, np.uint64(0), HW)
 
 
+def warm() -> None:
+    """Load every kernel of this role (from numba's cache) on scratch arrays of the live
+    types (a standby calls it before it has a role; nothing shared is touched)."""
+    from shmex.procs.latency import NBUCKETS, mark_durable
+
+    buf = commands(2)
+    mark_durable(buf["seq"], buf["engine_ns"], 0, 0, 0, np.zeros(NBUCKETS, np.int64), np.zeros((4, 2), np.int64))
+    _warm()
+
+
 def run(cfg: dict, ctl: Ctl, me: ProcessSlot) -> int:
     extra = {"segment_bytes": int(cfg["segment_bytes"])} if cfg.get("segment_bytes") else {}
     wal = WalWriter(cfg["data_dir"], mode=cfg["durability"], group_records=BATCH,
@@ -69,8 +79,7 @@ def run(cfg: dict, ctl: Ctl, me: ProcessSlot) -> int:
     t2t, stages, dtab = hist_views(hseg, P)
     h_durable = stages[stage_row(P, "to_durable")]
     del t2t, stages
-    mark_durable(seqs, eng, 0, 0, 0, np.zeros_like(h_durable), np.zeros((4, 2), np.int64))
-    _warm()
+    warm()
     me.ready()
     durable = wal.durable_seq
     sealed = False

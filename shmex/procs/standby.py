@@ -1,0 +1,191 @@
+"""The warm standby: one spare engine child, already started, that takes a dead child's place.
+
+Most of a plain restart is a fresh Python process importing numpy/numba and loading its
+numba kernels from the on-disk cache (~0.6-1 s on a 2-core machine). A standby has done
+all of that before anyone dies:
+
+- the supervisor starts it (``python -m shmex.procs.child --standby FD``) once the load
+  runs and again after each successor reported READY; it attaches no segment (nothing
+  to leak) and dies with the supervisor like every child (parent-death signal);
+- it imports every role's module and loads every role's kernels on scratch arrays of the
+  live types (`warm_all`), in a thread at nice 19 (the thread's niceness dies with it, so
+  the role later runs at the supervisor's priority, unprivileged), then writes one byte
+  to FD: ready;
+- it blocks reading one assignment line on stdin; the supervisor pins it to the dead
+  child's core (psutil) and writes ``{"role", "index", "cfg", "env"}``; from there on it is
+  that child (`child.py` runs the same code for a first start);
+- a standby that dies is replaced; one that is not ready yet is never handed a role (a
+  plain spawn is then the path, and logged as such); EOF on stdin makes it exit 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import psutil
+
+
+def child_env() -> dict:
+    """The environment every child starts with (the role adds SHMEX_SHARED_CORE)."""
+    return dict(os.environ, PYTHONUNBUFFERED="1", SHMEX_SUPERVISOR_PID=str(os.getpid()))
+
+
+def start_child(env: dict, standby_fd: int | None = None, label: tuple = ()) -> subprocess.Popen:
+    """Start ``python -m shmex.procs.child``; it waits for its assignment on stdin. A first
+    start carries its role and index as a label (``ps`` tells the processes apart)."""
+    argv = [sys.executable, "-m", "shmex.procs.child", *map(str, label)]
+    fds: tuple = ()
+    if standby_fd is not None:
+        argv += ["--standby", str(standby_fd)]
+        fds = (standby_fd,)
+    return subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, pass_fds=fds)
+
+
+def pin(pid: int, core: int) -> None:
+    try:
+        psutil.Process(pid).cpu_affinity([core])
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError, OSError):
+        pass  # it died already (the watch loop reports it) or pinning is not allowed here
+
+
+def assign(popen: subprocess.Popen, role: str, index: int, cfg: dict, env: dict) -> bool:
+    """Write the assignment line and close stdin; False when the child is gone."""
+    line = json.dumps({"role": role, "index": int(index), "cfg": cfg, "env": env}) + "\n"
+    try:
+        popen.stdin.write(line.encode())
+        popen.stdin.close()
+    except (BrokenPipeError, OSError, ValueError):
+        return False
+    return True
+
+
+class Standby:
+    """The supervisor's handle on the spare child."""
+
+    def __init__(self, env: dict):
+        r, w = os.pipe()
+        self.t0 = time.monotonic()
+        try:
+            self.popen = start_child(env, standby_fd=w)
+        finally:
+            os.close(w)
+        os.set_blocking(r, False)
+        self._r = r
+        self.ready = False
+        self.ready_s = 0.0          # monotonic time it said ready
+        self.warm_ms = 0.0          # start -> ready
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def poll(self) -> str:
+        """'warming', 'ready' or 'dead' (reads the ready byte when it came)."""
+        if self.popen.poll() is not None:
+            self._close_pipe()
+            return "dead"
+        if not self.ready and self._r is not None:
+            try:
+                b = os.read(self._r, 1)
+            except BlockingIOError:
+                return "warming"
+            if b:
+                self.ready, self.ready_s = True, time.monotonic()
+                self.warm_ms = round((self.ready_s - self.t0) * 1e3, 1)
+            self._close_pipe()      # a byte: ready; EOF: it is dying (poll says so next time)
+        return "ready" if self.ready else "warming"
+
+    def take(self, role: str, index: int, core: int, cfg: dict, env: dict) -> bool:
+        """Hand it a role: pin to `core`, then the assignment; False when it is gone."""
+        if self.poll() != "ready":
+            return False
+        pin(self.pid, core)
+        return assign(self.popen, role, index, cfg, env)
+
+    def kill(self) -> None:
+        self._close_pipe()
+        if self.popen.poll() is None:
+            self.popen.kill()
+        try:
+            self.popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        if self.popen.stdin and not self.popen.stdin.closed:
+            try:
+                self.popen.stdin.close()
+            except OSError:
+                pass
+
+    def _close_pipe(self) -> None:
+        if self._r is not None:
+            os.close(self._r)
+            self._r = None
+
+
+# ---- the child side: load every role's kernels on scratch arrays of the live types ------
+
+def warm_all() -> None:
+    """Import every role and load its numba kernels (from the cache) on scratch data,
+    including the recovery path (WAL write/scan, snapshot load, replay): what a role
+    calls at its start is then already loaded in this process. Touches no shared memory;
+    the scratch log lives in a temp directory that is removed."""
+    from shmex.procs import ctl, matcher_proc, producer, publisher, walwriter
+
+    ctl.warm_ring_kernels()
+    walwriter.warm()
+    publisher.warm()
+    producer.warm()
+    matcher_proc._warm(None)
+    _warm_matcher_start()
+    _warm_recovery()
+
+
+def _warm_matcher_start() -> None:
+    import numpy as np
+
+    from shmex.procs import latency
+    from shmex.schema import commands
+
+    buf = commands(4)
+    latency.record_since(buf["engine_ns"], 0, 0, 0, np.zeros(latency.NBUCKETS, np.int64))
+
+
+def _warm_recovery() -> None:
+    """A tiny log and snapshot, written and recovered the way a restarted matcher does."""
+    import shutil
+    import tempfile
+
+    from shmex.matcher import Matcher
+    from shmex.procs import resume
+    from shmex.schema import commands
+    from shmex.snapshot import recovery, store
+    from shmex.wal import WalReader
+    from shmex.wal import layout as WL
+    from shmex.wal.writer import WalWriter
+
+    book = {"symbols": 1, "price_lo": 1, "price_hi": 100, "capacity": 16}
+    tmp = tempfile.mkdtemp(prefix="shmex-standby-")
+    try:
+        w = WalWriter(tmp, mode="none", config=book, segment_bytes=WL.MIN_SEGMENT_BYTES + 64 * WL.SLOT_BYTES)
+        m = Matcher(**book)
+        c = commands(4)
+        c["kind"], c["side"], c["order_type"], c["tif"] = 1, [1, 2, 1, 2], 1, 1
+        c["producer"], c["client_id"], c["price"], c["qty"] = 1, [1, 2, 3, 4], [50, 51, 52, 53], 1
+        m.process_into(c[:2])
+        w.append(c[:2])
+        w.commit()
+        store.write_snapshot(recovery.snapshot_dir(tmp), m)
+        m.process_into(c[2:])
+        w.append(c[2:])
+        w.close(seal=True)
+        r = recovery.recover(tmp, until=3)
+        for cmds in WalReader(tmp).commands(4, 4):
+            r.matcher.process_into(cmds, stamp=False)
+        r.matcher.state_hash()
+        resume.last_pseqs(tmp, 1, 4)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
