@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from shmex.errors import CorruptRecord
+from shmex.errors import CorruptRecord, UsageError
 from shmex.matcher import Matcher
 from shmex.snapshot import store
 from shmex.wal.crc import crc32c
@@ -43,6 +43,25 @@ def test_round_trip_keeps_the_state_hash(snaps):
         m, info = store.load_snapshot(path)
         assert info.seq == seq == m.last_seq
         assert m.state_hash() == hashes[seq]
+
+
+def test_a_loaded_snapshot_adopts_its_buffer_and_goes_on_like_the_original(snaps):
+    """load_snapshot decompresses into a private buffer and the matcher adopts its arrays
+    (no copy): they are writable, and applying more commands matches a matcher that never
+    went through a snapshot; from_state(copy=False) refuses read-only arrays."""
+    d, _ = snaps
+    m, info = store.load_snapshot(store.list_snapshots(d)[0][1])
+    assert all(a.flags.writeable for a in m.book)
+    ref = Matcher(**CFG)
+    cmds = commands(150)
+    ref.apply(cmds[:info.seq])
+    tail = cmds[info.seq:]
+    assert np.array_equal(m.apply(tail.copy()), ref.apply(tail.copy()))
+    assert m.state_hash() == ref.state_hash()
+    frozen = ref.export_state()
+    frozen["o_qty"].flags.writeable = False
+    with pytest.raises(UsageError, match="o_qty.*cannot be adopted"):
+        Matcher.from_state(frozen, copy=False)
 
 
 def test_only_the_newest_k_are_kept(tmp_path):

@@ -52,14 +52,33 @@ IDS = np.dtype([("cid", "<u8"), ("prod", "<i4"), ("slot", "<i4")])
 MAX_TICKS = 1 << 24  # 16M ticks per side: the ladder costs ~24 bytes a tick
 
 
-def new_book(symbols: int, price_lo: int, price_hi: int, capacity: int) -> Book:
-    """Allocate an empty book. Every array is allocated here, once."""
+def _sizes(symbols: int, price_lo: int, price_hi: int, capacity: int) -> tuple[int, ...]:
+    """(nticks, nwords, nsum, hsize, nbooks, nlv) of a book of this configuration."""
     nticks = price_hi - price_lo + 1
     nwords = (nticks + 63) >> 6
     nsum = (nwords + 63) >> 6
     hsize = 1 << max(4, int(2 * capacity - 1).bit_length())
     nbooks = symbols * 2
-    nlv = nbooks * nticks
+    return nticks, nwords, nsum, hsize, nbooks, nbooks * nticks
+
+
+def book_spec(symbols: int, price_lo: int, price_hi: int, capacity: int) -> dict[str, tuple]:
+    """{field: (dtype, shape)} of a book of this configuration, allocating nothing."""
+    _, nwords, nsum, hsize, nbooks, nlv = _sizes(symbols, price_lo, price_hi, capacity)
+    i8, i4 = np.dtype(np.int64), np.dtype(np.int32)
+    spec = {"cfg": (i8, (8,)), "meta": (i8, (3,))}
+    spec.update({f: (i8, (capacity,)) for f in ("o_price", "o_qty", "o_side", "o_sym", "o_prod", "o_acct")})
+    spec.update(o_cid=(np.dtype(np.uint64), (capacity,)), o_prev=(i4, (capacity,)), o_next=(i4, (capacity,)),
+                free=(i4, (capacity,)), lv_head=(i4, (nlv,)), lv_tail=(i4, (nlv,)), lv_qty=(i8, (nlv,)),
+                lv_cnt=(i8, (nlv,)), bm=(np.dtype(np.uint64), (nbooks * nwords,)),
+                sm=(np.dtype(np.uint64), (nbooks * nsum,)), best=(i8, (nbooks,)), cnt=(i8, (nbooks,)),
+                ids=(IDS, (hsize,)))
+    return spec
+
+
+def new_book(symbols: int, price_lo: int, price_hi: int, capacity: int) -> Book:
+    """Allocate an empty book. Every array is allocated here, once."""
+    nticks, nwords, nsum, hsize, nbooks, nlv = _sizes(symbols, price_lo, price_hi, capacity)
     cfg = np.array([symbols, price_lo, price_hi, nticks, capacity, nwords, nsum, hsize - 1],
                    dtype=np.int64)
     meta = np.zeros(3, dtype=np.int64)

@@ -10,7 +10,7 @@ import numpy as np
 from shmex.errors import SchemaMismatch, UsageError
 from shmex.matcher import _kernels as K
 from shmex.matcher.book import (C_CAP, C_HI, C_LO, C_SYMBOLS, FIELDS, M_LAST_SEQ,
-                                M_LIVE, MAX_TICKS, Book, new_book)
+                                M_LIVE, MAX_TICKS, Book, book_spec, new_book)
 from shmex.schema import (COMMAND, LEVEL, REPORT, RESTING, Kind, OrderType, Side, Stp, Tif,
                           PRICE_MAX, PRICE_MIN)
 
@@ -166,17 +166,24 @@ class Matcher:
         return {name: arr.copy() for name, arr in zip(FIELDS, self._b)}
 
     @classmethod
-    def from_state(cls, state: dict[str, np.ndarray]) -> "Matcher":
+    def from_state(cls, state: dict[str, np.ndarray], *, copy: bool = True) -> "Matcher":
+        """A matcher over the arrays of an exported state. ``copy=False`` adopts them as
+        they are (the caller hands over arrays nobody else holds: writable, C-contiguous,
+        aligned), which saves a copy of the whole book (a snapshot load's largest cost)."""
         missing = [f for f in FIELDS if f not in state]
         if missing:
             raise UsageError(f"matcher state: missing arrays {missing}")
-        fresh = new_book(*_config_of(state["cfg"]))
-        for name, arr in zip(FIELDS, fresh):
-            got = state[name]
-            if got.dtype != arr.dtype or got.shape != arr.shape:
+        spec = book_spec(*_config_of(state["cfg"]))
+        for name in FIELDS:
+            got, (dt, shape) = state[name], spec[name]
+            if got.dtype != dt or got.shape != shape:
                 raise UsageError(f"matcher state: array {name!r} is {got.dtype}{got.shape}, "
-                                 f"expected {arr.dtype}{arr.shape}")
-        book = Book(**{f: np.array(state[f], copy=True) for f in FIELDS})
+                                 f"expected {dt}{shape}")
+            if not copy and not (got.flags.writeable and got.flags.c_contiguous and got.flags.aligned):
+                raise UsageError(f"matcher state: array {name!r} cannot be adopted (writeable "
+                                 f"{got.flags.writeable}, C-contiguous {got.flags.c_contiguous}, "
+                                 f"aligned {got.flags.aligned}): use copy=True")
+        book = Book(**{f: np.array(state[f], copy=True) if copy else state[f] for f in FIELDS})
         return cls(_book=book)
 
     @property

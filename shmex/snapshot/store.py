@@ -187,19 +187,40 @@ def read_header(path) -> tuple[SnapshotInfo, bytes]:
 
 
 def load_state(path) -> tuple[SnapshotInfo, dict[str, np.ndarray]]:
-    """The checked header and the exported state arrays of a snapshot file."""
+    """The checked header and the exported state arrays of a snapshot file: writable views
+    of one private buffer the payload was decompressed into (Matcher.from_state can adopt
+    them without a copy)."""
     info, payload = read_header(path)
+    raw = np.empty(info.raw_bytes, dtype=np.uint8)
     try:
-        raw = zstandard.ZstdDecompressor().decompress(payload, max_output_size=info.raw_bytes)
+        got = _decompress_into(payload, raw)
     except zstandard.ZstdError as e:
         raise CorruptRecord(path, HEADER_BYTES, info.seq, f"zstd payload does not decompress: {e}") from e
-    if len(raw) != info.raw_bytes:
-        raise CorruptRecord(path, 32, info.seq, f"payload decompresses to {len(raw)} bytes, header says {info.raw_bytes}")
+    if got != info.raw_bytes:
+        raise CorruptRecord(path, 32, info.seq, f"payload decompresses to {got if got <= info.raw_bytes else 'more than ' + str(info.raw_bytes)} "
+                            f"bytes, header says {info.raw_bytes}")
     try:
         state = _unpack(raw)
     except (ValueError, TypeError, KeyError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CorruptRecord(path, HEADER_BYTES, info.seq, f"payload is not a valid array archive: {e}") from e
     return info, state
+
+
+def _decompress_into(payload: bytes, out: np.ndarray) -> int:
+    """Decompress into `out` (uint8); -> bytes produced, len(out) + 1 if there are more.
+    Streaming into a preallocated buffer is ~3x faster than ZstdDecompressor.decompress
+    for a 1M-order book (~110 MB, mostly zeros) and leaves the arrays writable."""
+    mv = memoryview(out)
+    got = 0
+    with zstandard.ZstdDecompressor().stream_reader(payload) as r:
+        while got < len(out):
+            n = r.readinto(mv[got:])
+            if n == 0:
+                return got
+            got += n
+        if r.read(1):
+            return got + 1
+    return got
 
 
 # The payload before compression: an index, then each array's bytes at a 64-byte boundary.
@@ -224,11 +245,12 @@ def _pack(state: dict[str, np.ndarray]) -> bytes:
     return bytes(out)
 
 
-def _unpack(raw: bytes) -> dict[str, np.ndarray]:
-    n = int.from_bytes(raw[0:4], "little")
+def _unpack(raw) -> dict[str, np.ndarray]:
+    """Arrays viewing `raw` (bytes: read-only; a uint8 array: writable)."""
+    n = int.from_bytes(bytes(raw[0:4]), "little")
     if not 0 < n <= len(raw) - 4:
         raise ValueError(f"index length {n} does not fit a {len(raw)}-byte payload")
-    index = json.loads(raw[4:4 + n].decode())
+    index = json.loads(bytes(raw[4:4 + n]).decode())
     start = -(-(4 + n) // 64) * 64
     state = {}
     for name, dts, shape, off in index:
@@ -248,7 +270,7 @@ def load_snapshot(path, matcher_cls=None):
         from shmex.matcher import Matcher as matcher_cls
     info, state = load_state(path)
     try:
-        m = matcher_cls.from_state(state)
+        m = matcher_cls.from_state(state, copy=False)   # the arrays view a buffer of our own
     except (UsageError, ValueError, IndexError, TypeError, MemoryError) as e:
         raise CorruptRecord(path, HEADER_BYTES, info.seq, f"state does not rebuild a matcher: {e}") from e
     if m.last_seq != info.seq:
