@@ -32,7 +32,8 @@ def _passed(r, doc):
 
 def test_drill_kills_each_target_once(tmp_path):
     r, doc = _drill(tmp_path, "--kills", "4", "--targets", "matcher,wal,publisher,producer",
-                    "--orders", "20000", "--rate", "20000", "--seed", "3", "--gap", "0.1", "0.4")
+                    "--orders", "20000", "--rate", "20000", "--seed", "3", "--gap", "0.1", "0.4",
+                    "--no-wait-standby")
     _passed(r, doc)
     assert sorted(k["target"] for k in doc["kills"]) == ["matcher", "producer", "publisher", "wal"]
     for key in ("at_seq", "recovery_ms"):
@@ -42,12 +43,29 @@ def test_drill_kills_each_target_once(tmp_path):
 
 def test_drill_kill_during_snapshot_rotation_and_torn_tail(tmp_path):
     """Snapshots every 2,000 commands (the matcher is killed while its snapshot writer runs),
-    64 KiB WAL segments (a rotation every ~800 records), a torn record cut by the successor."""
+    64 KiB WAL segments (a rotation every ~800 records), a torn record cut by the successor.
+    No standby: every successor is a plain spawn (the fallback path)."""
     r, doc = _drill(tmp_path, "--kills", "3", "--targets", "snapshot,torn,wal", "--orders", "20000",
                     "--rate", "20000", "--snapshot-every", "2000", "--segment-bytes", "65536",
-                    "--gap", "0.1", "0.3", "--seed", "5")
+                    "--gap", "0.1", "0.3", "--seed", "5", "--no-standby")
     _passed(r, doc)
     assert {k["target"] for k in doc["kills"]} == {"snapshot", "torn", "wal"}
+    assert [k["path"] for k in doc["kills"]] == ["spawn"] * 3 and doc["standby"]["started"] == 0
+
+
+def test_standby_takes_the_killed_matcher_role_and_a_killed_standby_is_replaced(tmp_path):
+    """The matcher is killed (while its snapshot writer runs) with a ready standby: the
+    successor is the standby's process; the standby itself killed: a new one gets ready."""
+    r, doc = _drill(tmp_path, "--kills", "2", "--targets", "snapshot,standby", "--orders", "20000",
+                    "--rate", "20000", "--snapshot-every", "20000", "--gap", "0.1", "0.3", "--seed", "4")
+    _passed(r, doc)
+    by = {k["target"]: k for k in doc["kills"]}
+    m, s = by["snapshot"], by["standby"]
+    assert m["process"] == "matcher" and m["path"] == "standby" and m["new_pid"] == m["standby_pid"] != 0
+    assert [e["path"] for e in doc["restarts"]] == ["standby"]
+    assert s["path"] == "replaced" and s["new_pid"] not in (0, s["pid"], m["new_pid"])
+    assert doc["standby"]["taken"] == 1 and doc["standby"]["died"] == 1
+    assert all(k["orders_per_s_before"] > 0 for k in doc["kills"])
 
 
 def test_producer_killed_mid_batch_others_unaffected(tmp_path):
@@ -55,7 +73,8 @@ def test_producer_killed_mid_batch_others_unaffected(tmp_path):
     the engine goes on, the supervisor restarts only that producer, which continues its
     pseq; every producer's commands are answered and logged once."""
     r, doc = _drill(tmp_path, "--kills", "2", "--targets", "producer", "--producers", "3",
-                    "--orders", "30000", "--rate", "200000", "--gap", "0.05", "0.2", "--seed", "2")
+                    "--orders", "30000", "--rate", "200000", "--gap", "0.05", "0.2", "--seed", "2",
+                    "--no-wait-standby")
     _passed(r, doc)
     killed = {k["process"] for k in doc["kills"]}
     assert {e["name"] for e in doc["restarts"]} == killed

@@ -1,5 +1,6 @@
-"""The supervisor itself dies: its children follow it (parent-death signal), and the next
-launch on the same data directory removes the dead run's segments and recovers."""
+"""The supervisor itself dies: its children (the warm standby included) follow it
+(parent-death signal), and the next launch on the same data directory removes the dead
+run's segments and recovers."""
 
 from __future__ import annotations
 
@@ -29,12 +30,18 @@ def test_supervisor_killed_children_exit_next_launch_recovers(shm_run, tmp_path)
                          stdout=subprocess.DEVNULL, stderr=err)
     try:
         deadline = time.monotonic() + TIMEOUT_S
-        while "] running:" not in (tmp_path / "a.err").read_text():
+        def started():
+            err = (tmp_path / "a.err").read_text()
+            return "] running:" in err and " ready (warmed in " in err   # the standby too
+
+        while not started():
             assert p.poll() is None and time.monotonic() < deadline, (tmp_path / "a.err").read_text()
             time.sleep(0.1)
         time.sleep(0.5)
         kids = psutil.Process(p.pid).children()
-        assert len(kids) >= 3
+        assert len(kids) >= 4
+        standby = [k for k in kids if "--standby" in k.cmdline()]
+        assert len(standby) == 1                  # the warm standby dies with the supervisor too
         p.send_signal(signal.SIGKILL)
         p.wait(timeout=30)
         gone, alive = psutil.wait_procs(kids, timeout=30)

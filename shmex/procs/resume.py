@@ -50,6 +50,7 @@ class Resumed:
     last_pseq: np.ndarray        # int64[65536]: last pseq per producer id in the WAL tail
     seconds: float = 0.0
     snapshot_seq: int = 0
+    phases_ms: dict | None = None  # where the time went: durable wait, recover, re-emit, pseq scan
 
 
 def wait_journal_durable(journal, ctl, timeout_s: float = 120.0) -> int:
@@ -105,6 +106,9 @@ def resume_book(cfg: dict, ctl, journal, out, in_caps: int) -> Resumed:
 
     t0 = time.perf_counter()
     D = wait_journal_durable(journal, ctl)
+    t_durable = time.perf_counter()
+    ph = {"durable_wait": (t_durable - t0) * 1e3, "snapshot_load": 0.0, "wal_replay": 0.0, "replayed": 0,
+          "reemit": 0.0}
     base = ctl.load(L.RUN_BASE_SEQ)
     data = cfg["data_dir"]
     c, j = out_tail(out, base)
@@ -115,6 +119,8 @@ def resume_book(cfg: dict, ctl, journal, out, in_caps: int) -> Resumed:
     else:
         until = c - 1 if c <= D else None
         r = recovery.recover(data, until=until)
+        ph["snapshot_load"] = (r.seconds - r.replay_seconds) * 1e3
+        ph["wal_replay"], ph["replayed"] = r.replay_seconds * 1e3, r.records
         want = D if until is None else until
         if r.last_seq != want or (r.damage and until is None):
             raise RuntimeError(f"recovery of {data} reached seq {r.last_seq}, wanted {want} "
@@ -125,6 +131,7 @@ def resume_book(cfg: dict, ctl, journal, out, in_caps: int) -> Resumed:
             raise RuntimeError(f"the data directory's book is {m.config}, this launch asks for "
                                f"{cfg['book']}: use another --data-dir or --fresh")
         if until is not None:   # rebuild the reports of c..D the out ring lacks
+            t_re = time.perf_counter()
             parts = []
             for cmds in WalReader(data).commands(c, D):
                 parts.append(m.process_into(cmds, stamp=False).copy())
@@ -134,10 +141,19 @@ def resume_book(cfg: dict, ctl, journal, out, in_caps: int) -> Resumed:
             if j and not (reps[:j]["cmd_seq"] == c).all():
                 raise RuntimeError(f"rebuilt reports of command {c} disagree with the out ring")
             backlog = reps[j:].copy()
+            ph["reemit"] = (time.perf_counter() - t_re) * 1e3
+    t_scan = time.perf_counter()
     lo = max(base + 1, D - 2 * (in_caps + MATCHER_BATCH))
     lastp = last_pseqs(data, lo, D) if D >= lo else np.zeros(1 << 16, dtype=np.int64)
+    t1 = time.perf_counter()
+    ph["pseq_scan"] = (t1 - t_scan) * 1e3
+    if D > base:
+        log(f"matcher: resume to seq {D:,}: journal durable wait {ph['durable_wait']:.0f} ms, snapshot "
+            f"{snap:,} load {ph['snapshot_load']:.0f} ms, WAL replay {ph['replayed']:,} commands "
+            f"{ph['wal_replay']:.0f} ms, re-emit {ph['reemit']:.0f} ms, pseq scan {ph['pseq_scan']:.0f} ms "
+            f"({(t1 - t0) * 1e3:.0f} ms in all)")
     return Resumed(matcher=m, durable=D, reemit_from=c, backlog=backlog, last_pseq=lastp,
-                   seconds=time.perf_counter() - t0, snapshot_seq=snap)
+                   seconds=t1 - t0, snapshot_seq=snap, phases_ms=ph)
 
 
 def skip_logged(ring, producer_id: int, last: int, buf: np.ndarray) -> int:
