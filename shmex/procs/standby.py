@@ -154,6 +154,21 @@ def _warm_matcher_start() -> None:
     latency.record_since(buf["engine_ns"], 0, 0, 0, np.zeros(latency.NBUCKETS, np.int64))
 
 
+SCRATCH_PREFIX = "shmex-standby-"
+
+
+def _remove_dead_scratch(parent: str) -> None:
+    """Scratch logs of standbys killed while warming (``shmex-standby-<pid>-*``, pid gone)."""
+    import shutil
+
+    for name in os.listdir(parent):
+        if not name.startswith(SCRATCH_PREFIX):
+            continue
+        pid = name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
 def _warm_recovery() -> None:
     """A tiny log and snapshot, written and recovered the way a restarted matcher does."""
     import shutil
@@ -168,7 +183,8 @@ def _warm_recovery() -> None:
     from shmex.wal.writer import WalWriter
 
     book = {"symbols": 1, "price_lo": 1, "price_hi": 100, "capacity": 16}
-    tmp = tempfile.mkdtemp(prefix="shmex-standby-")
+    _remove_dead_scratch(tempfile.gettempdir())
+    tmp = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
     try:
         w = WalWriter(tmp, mode="none", config=book, segment_bytes=WL.MIN_SEGMENT_BYTES + 64 * WL.SLOT_BYTES)
         m = Matcher(**book)

@@ -226,7 +226,12 @@ class Supervisor:
                          "no more standbys, restarts spawn plain children"), file=sys.stderr, flush=True)
         if (self.standby is None and not self._recovering and self._standby_failures < 3
                 and self.ctl[L.PHASE] == L.PH_RUNNING):
-            self.standby = SB.Standby(SB.child_env())
+            try:
+                self.standby = SB.Standby(SB.child_env())
+            except OSError as e:
+                self._standby_failures += 1
+                print(f"supervisor: cannot start a standby: {e}", file=sys.stderr, flush=True)
+                return
             self.standby_stats["started"] += 1
 
     def _take_standby(self, ch: Child, cfg: dict) -> bool:
