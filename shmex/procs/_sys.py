@@ -1,4 +1,4 @@
-"""System calls from numba code, cacheable: CLOCK_MONOTONIC and sched_yield.
+"""System calls from numba code, cacheable: CLOCK_MONOTONIC, sched_yield and sem_post.
 
 The calls are emitted as calls to the libc symbols by name (resolved when the cached
 machine code is loaded), so no ctypes pointer is baked in and ``cache=True`` works.
@@ -59,3 +59,24 @@ def mono_ns():
 @njit(cache=True, nogil=True, inline="always")
 def sched_yield():
     return _sched_yield()
+
+
+@intrinsic
+def _sem_post(typingctx, addr):
+    if not isinstance(addr, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        i32, i8p = ir.IntType(32), ir.IntType(8).as_pointer()
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, [i8p]), "sem_post")
+        ptr = builder.inttoptr(context.cast(builder, args[0], signature.args[0], types.int64), i8p)
+        return builder.call(fn, [ptr])
+
+    return types.int32(addr), codegen
+
+
+@njit(cache=True, nogil=True, inline="always")
+def sem_post(addr):
+    """sem_post() on the process-shared semaphore at address `addr` (a ring's DATA_SEM or
+    SPACE_SEM in its mapped segment): wakes a peer blocked in `wait.wait_until`."""
+    return _sem_post(addr)

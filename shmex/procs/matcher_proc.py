@@ -21,38 +21,22 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections import deque
 
 import numpy as np
 
 from shmex.matcher import Matcher
 from shmex.matcher.book import FIELDS
 from shmex.procs import layout as L
-from shmex.procs.ctl import Aborted, Backoff, Ctl, publish_all, shares_core
+from shmex.procs import matcher_duty as D
+from shmex.procs.ctl import Aborted, Backoff, Ctl, shares_core
 from shmex.ring import Ring
 from shmex.schema import COMMAND, REPORT, commands
 from shmex.snapshot import recovery, store
 
 BATCH = 4096
-
-
-def _open_book(cfg: dict, ctl: Ctl) -> Matcher:
-    """A fresh book, or the book the data directory's WAL and snapshots hold."""
-    durable = ctl.load(L.DURABLE_SEQ)   # the WAL writer opened the log first: its end
-    if durable > 0:
-        r = recovery.recover(cfg["data_dir"])
-        if r.last_seq != durable or r.damage:
-            raise RuntimeError(f"recovery of {cfg['data_dir']} reached seq {r.last_seq} "
-                               f"but the log ends at {durable}" + (f": {r.damage}" if r.damage else ""))
-        print(f"matcher: recovered {r.last_seq:,} commands from {cfg['data_dir']} "
-              f"({'snapshot ' + str(r.snapshot.seq) if r.snapshot else 'no snapshot'}) "
-              f"in {r.seconds:.2f} s", file=sys.stderr, flush=True)
-        m = r.matcher
-        if m.config != cfg["book"]:
-            raise RuntimeError(f"the data directory's book is {m.config}, this launch asks for "
-                               f"{cfg['book']}: use another --data-dir or --fresh")
-        return m
-    return Matcher(**cfg["book"])
+DUTY_BUDGET_NS = 2_000_000   # back to Python (heartbeat, phase, snapshot reaping) at least this often
+POLL_NS = 20_000             # idle: spin this long on a core of its own, then sched_yield
+IDLE_NS = 1_000_000          # idle this long inside the duty call, then Python's Backoff naps
 
 
 def _warm(m: Matcher) -> None:
@@ -63,17 +47,29 @@ def _warm(m: Matcher) -> None:
     c["producer"], c["client_id"], c["price"], c["qty"] = 1, [1, 2], 50, 1
     scratch.process_into(c)
     scratch.state_hash()
+    # the duty cycle, on scratch rings (a standby calls this before it has a role)
+    D.warm(scratch.book, scratch._out, commands(4))
 
 
 def _prefault(m: Matcher) -> None:
-    """Touch every page of the book's preallocated arrays (and the report buffer) for
-    writing, without changing a byte: the arena (1M orders by default) is otherwise
-    faulted in page by page as orders first land in it, which shows as resident memory
-    growing for minutes and as page-fault stalls on the matching path."""
-    for arr in list(m.book) + [m._out]:
+    """Fault in every page of the book's preallocated arrays and the report buffer
+    (`prefault`): the arena (1M orders by default) would otherwise be faulted in as orders
+    first land in it, which shows as resident memory growing for minutes (2 MiB at a
+    time per arena column where the kernel backs numpy's large arrays with huge pages)
+    and as page-fault stalls on the matching path."""
+    prefault(list(m.book) + [m._out])
+
+
+def prefault(arrays) -> None:
+    """Write every page of each large C-contiguous array back with its own bytes.
+
+    The bytes go through a copy: numpy treats ``v[::4096] = v[::4096]`` (the same
+    memory, the same strides) as a no-op and writes nothing, so a zero-filled array from
+    calloc would stay unmapped."""
+    for arr in arrays:
         if isinstance(arr, np.ndarray) and arr.nbytes >= 4096 and arr.flags.c_contiguous:
             v = arr.reshape(-1).view(np.uint8)
-            v[::4096] = v[::4096]     # read then write back each page's first byte
+            v[::4096] = v[::4096].copy()
 
 
 class MatcherAgent:
@@ -90,20 +86,15 @@ class MatcherAgent:
         self._resume(cfg, ctl)
         _warm(self.m)
         _prefault(self.m)
-        self.sent_ns = self.buf["engine_ns"]   # a producer's send time until process_into stamps it
-        from shmex.procs.latency import hist_views, record_since, stage_row
+        from shmex.procs.latency import hist_views, stage_row
         from shmex.shm.segment import Segment
 
         self._hseg = Segment.attach(Ring.name_for(run_id, "hist"), layout="hist")
         _, stages, _ = hist_views(self._hseg, P)
         self.h_to_matcher = stages[stage_row(P, "to_matcher")]
         del stages
-        self._record_since = record_since
-        record_since(self.sent_ns, 0, 0, 0, np.zeros_like(self.h_to_matcher))   # load the kernel
         self.share = max(64, BATCH // max(P, 1))
-        self.start = 0
-        self.pending = [deque() for _ in range(P)]   # per ring: (last seq, ring position)
-        self.got = np.zeros(P, dtype=np.int64)
+        self._duty_arrays(P)
         self.snap_dir = recovery.snapshot_dir(cfg["data_dir"])
         self.snap_every = int(cfg["snapshot_every"])
         self.next_snap = self.m.last_seq + self.snap_every if self.snap_every > 0 else -1
@@ -134,57 +125,95 @@ class MatcherAgent:
             self.backlog = None
         return k
 
-    def work(self) -> int:
-        if self.backlog is not None:
-            return self._drain_backlog()
-        P = len(self.ins)
-        n = 0
-        got = self.got
-        capped = False
-        for j in range(P):
-            k = (self.start + j) % P
-            lim = min(BATCH, n + self.share)
-            g = self.ins[k].consume(self.buf[n:lim], release=False) if lim > n else 0
-            got[k] = g
-            n += g
-            capped = capped or n == lim
-        if capped and n < BATCH:   # a second pass gives the busy rings what the idle ones left
-            for j in range(P):
-                k = (self.start + j) % P
-                if n >= BATCH:
-                    break
-                g = self.ins[k].consume(self.buf[n:], release=False)
-                got[k] += g
-                n += g
-        self.start = (self.start + 1) % max(P, 1)
-        if n:
-            self._record_since(self.sent_ns, 0, n, time.monotonic_ns(), self.h_to_matcher)
-            reps = self.m.process_into(self.buf[:n])
-            publish_all(self.journal, self.buf[:n], self.ctl)
-            publish_all(self.out, reps, self.ctl)
-            last = self.m.last_seq
-            self.ctl.store(L.MATCHER_SEQ, last)
-            self.ctl.a[L.BATCHES] += 1
-            # commands of ring k are not contiguous after a second pass: the batch's last
-            # seq is a safe bound for all of them
-            for k in range(P):
-                if got[k]:
-                    self.pending[k].append((last, self.ins[k].read_seq))
-            if 0 < self.next_snap <= last:
-                self.snapshot()
-        self.release_durable()
+    def _duty_arrays(self, P: int) -> None:
+        """What `matcher_duty.duty` works on: the rings' arrays (views of their mappings,
+        dropped in close()), the semaphore addresses it posts, the release FIFOs."""
+        from numba.typed import List
+
+        self.bufw = self.buf.view(np.uint64).reshape(BATCH, -1)
+        self.in_slots = List([r.arrays()[0] for r in self.ins])
+        self.in_ctls = List([r.arrays()[1] for r in self.ins])
+        self.in_locs = List([r.arrays()[2] for r in self.ins])
+        self.in_sems = np.array([r.sem_addrs()[1] for r in self.ins], dtype=np.int64)
+        self.j_arrays = self.journal.arrays() + (self.journal.sem_addrs()[0],)
+        self.o_arrays = self.out.arrays() + (self.out.sem_addrs()[0],)
+        qcap = max(r.capacity for r in self.ins)
+        self.pq = np.zeros((P, qcap, 2), dtype=np.int64)   # per ring: (last seq, read position)
+        self.pqi = np.zeros((P, 2), dtype=np.int64)        # per ring: FIFO head, tail
+        self.got = np.zeros(P, dtype=np.int64)
+        self.ds = np.zeros(D.S_CELLS, dtype=np.int64)
+        prefault([self.pq])
+        self.pub_args = D.publisher_args(False)
+
+    def attach_publisher(self, pub) -> None:
+        """Route inline from the duty cycle, on the inline publisher's arrays and state."""
+        from numba.typed import List
+
+        ds = self.ds
+        ds[D.S_PLO], ds[D.S_PHI], ds[D.S_OUTREL] = pub.lo, pub.hi, pub.out_rel
+        dests = pub.dests
+        self.pub_args = (True, np.zeros(len(dests), np.int64), *pub.out.arrays(), pub.out.sem_addrs()[1],
+                         pub.pend, pub.pend.view(np.uint64).reshape(len(pub.pend), -1), pub.dest_of,
+                         pub.scratch, pub.scratch.view(np.uint64).reshape(pub.scratch.shape[0],
+                                                                          pub.scratch.shape[1], -1),
+                         pub.counts, List([r.arrays()[0] for r in dests]), List([r.arrays()[1] for r in dests]),
+                         List([r.arrays()[2] for r in dests]),
+                         np.array([r.sem_addrs()[0] for r in dests], dtype=np.int64))
+
+    def sync_publisher(self, pub) -> None:
+        """Hand the routing window back to the Python publisher (the stop path uses it)."""
+        ds = self.ds
+        pub.lo, pub.hi, pub.out_rel = int(ds[D.S_PLO]), int(ds[D.S_PHI]), int(ds[D.S_OUTREL])
+
+    def duty(self, idle_ns: int, poll_ns: int) -> int:
+        """One `matcher_duty.duty` call, then what it asked Python for; -> RET_*."""
+        m = self.m
+        self.ds[D.S_NEXT_SNAP] = self.next_snap
+        out = m._out
+        rc = D.duty(m.book, out, out.view(np.uint64).reshape(len(out), -1), self.buf, self.bufw,
+                    self.in_slots, self.in_ctls, self.in_locs, self.in_sems, *self.j_arrays, *self.o_arrays,
+                    self.ctl.a, self.h_to_matcher, self.pq, self.pqi, self.got, self.ds, self.share,
+                    *self.pub_args, DUTY_BUDGET_NS, poll_ns, idle_ns)
+        if rc == D.RET_SNAPSHOT:
+            self.snapshot()
+        elif rc == D.RET_GROW:
+            self._grow(int(self.ds[D.S_GROW_AT]))
         if self.child:
             self._reap(block=False)
-        return n
+        return rc
+
+    def _grow(self, i: int) -> None:
+        """The report buffer cannot hold command i's worst case even empty: double it."""
+        from shmex.matcher import _kernels as K
+
+        m = self.m
+        need = int(K._worst_case(m.book, self.buf[i]))
+        m._out = np.zeros(max(2 * len(m._out), 1 << (need - 1).bit_length()), REPORT)
+
+    def finish_route(self, pub) -> None:
+        """A report ring could not take its share of a routed prefix: deliver the rest the
+        publisher's way (wait, or drop for a reader that is gone), then release it."""
+        ds, k = self.ds, int(self.ds[D.S_STALL_K])
+        pdone = self.pub_args[1]
+        for d in range(len(pub.dests)):
+            c, done = int(pub.counts[d]), int(pdone[d])
+            if done < c:
+                pub.scratch[d, :c - done] = pub.scratch[d, done:c].copy()
+                pub._deliver(d, c - done)
+                if not isinstance(pub.dests[d], Ring):
+                    pub.dest_of[d + 1] = -1   # its reader is gone: drop (and count) from now on
+        ds[D.S_PLO] += k
+        ds[D.S_OUTREL] += k
+        ds[D.S_STALL_K] = 0
+        pub.out.release(int(ds[D.S_OUTREL]))
+        a = self.ctl.a
+        a[L.ROUTED] += k
+        if pub.counts[-1]:
+            a[L.DROPPED] += int(pub.counts[-1])
 
     def release_durable(self) -> None:
-        durable = self.ctl.load(L.DURABLE_SEQ)
-        for k, q in enumerate(self.pending):
-            pos = -1
-            while q and q[0][0] <= durable:
-                pos = q.popleft()[1]
-            if pos >= 0:
-                self.ins[k].release(pos)
+        D.release_durable(self.ctl.load(L.DURABLE_SEQ), self.in_ctls, self.in_locs, self.in_sems,
+                          self.pq, self.pqi)
 
     def snapshot(self) -> None:
         """Fork a child that writes the book as of now; the parent pays only the fork."""
@@ -221,7 +250,8 @@ class MatcherAgent:
                 print(f"matcher: snapshot child exited with status {status}", file=sys.stderr, flush=True)
 
     def inputs_empty(self) -> bool:
-        return self.backlog is None and all(r.published_seq == r.read_seq for r in self.ins)
+        return (self.backlog is None and self.ds[D.S_N] == 0
+                and all(r.published_seq == r.read_seq for r in self.ins))
 
     def wait_durable(self) -> None:
         """Wait until the WAL holds every command sequenced; release their input slots."""
@@ -236,10 +266,19 @@ class MatcherAgent:
             self._reap(block=True)
         last = self.m.last_seq
         if last > 0 and not os.path.exists(os.path.join(self.snap_dir, store.name_of(last))):
-            store.write_state(self.snap_dir, self.m.export_state(), last, self.m.state_hash())
+            # views, not export_state()'s copies: the book no longer changes, and a copy
+            # would double the matcher's resident memory at the stop
+            state = {name: arr for name, arr in zip(FIELDS, self.m.book)}
+            store.write_state(self.snap_dir, state, last, self.m.state_hash())
             self.ctl.a[L.SNAPSHOTS] += 1
 
+    def drop_views(self) -> None:
+        """Drop every view of a ring mapping this agent holds (before any ring closes)."""
+        self.in_slots = self.in_ctls = self.in_locs = self.j_arrays = self.o_arrays = None
+        self.pub_args = None
+
     def close(self) -> None:
+        self.drop_views()
         for r in self.ins + [self.journal, self.out]:
             r.close()
         self.h_to_matcher = None
@@ -268,25 +307,51 @@ def run(cfg: dict, ctl: Ctl, me) -> int:
         from shmex.procs.publisher import PublisherAgent
 
         pub = PublisherAgent(cfg, ctl)
+        prefault([pub.pend, pub.scratch])   # routed batches would first-touch them for minutes
+        if agent.backlog is None:
+            agent.attach_publisher(pub)
     me.ready()
     idle = Backoff(shares_core())
+    poll_ns = 0 if shares_core() else POLL_NS    # never spin for a peer on this very core
     done = 2
     try:
         me.wait_go()
         stopping = False
+        idle_ns = IDLE_NS
         while True:
-            w = agent.work() if not stopping else 0
-            if pub is not None:
-                w += pub.work()
+            if agent.backlog is not None:    # a resumed matcher re-emits first (Python)
+                w = agent._drain_backlog() + (pub.work() if pub is not None else 0)
+                if agent.backlog is None and pub is not None:
+                    agent.attach_publisher(pub)
+            elif not stopping:
+                rc = agent.duty(idle_ns, poll_ns)
+                w = int(agent.ds[D.S_WORK])
+                if rc == D.RET_DEST_FULL:
+                    agent.finish_route(pub)
+                if rc != D.RET_IDLE:         # budget spent, snapshot, growth, delivery
+                    if w:
+                        idle.reset()
+                        me.beat()
+                    idle_ns = IDLE_NS
+                    ctl.check()
+                    continue
+                # idle for idle_ns inside the call: until work comes again, Python's
+                # Backoff paces the calls (one pass each)
+                idle_ns = IDLE_NS if w else 0
+            else:
+                w = pub.work() if pub is not None else 0
             if w:
                 idle.reset()
                 me.beat()
-                continue
+                if stopping or agent.backlog is not None:
+                    continue
             ctl.check()
             if not stopping and ctl.phase == L.PH_STOPPING and loads_done(ctl, cfg) and agent.inputs_empty():
                 # the stop chain: all durable -> MATCHER_DONE (the WAL writer seals, the
                 # publisher drains) -> the final snapshot, off the reports' path
                 stopping = True
+                if pub is not None:
+                    agent.sync_publisher(pub)
                 agent.wait_durable()
                 store_hash(ctl, agent.m.state_hash())
                 ctl.store(L.MATCHER_DONE, 1)
@@ -294,13 +359,15 @@ def run(cfg: dict, ctl: Ctl, me) -> int:
             if stopping and (pub is None or pub.drained()):
                 agent.final_snapshot()
                 break
-            idle.idle()
+            if not w:
+                idle.idle()
     except Aborted:
         pass
     finally:
         if done != 1:
             store_hash(ctl, agent.m.state_hash())
             ctl.store(L.MATCHER_DONE, done)
+        agent.drop_views()
         if pub is not None:
             ctl.store(L.PUB_DONE, 1)
             pub.close()

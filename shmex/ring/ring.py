@@ -205,6 +205,14 @@ class Ring:
             raise UsageError(f"{self.name}: arrays() needs an open producer or consumer handle")
         return self._slots, self._ctl, self._local
 
+    def sem_addrs(self) -> tuple[int, int]:
+        """(DATA_SEM, SPACE_SEM) addresses in this mapping, for numba agent loops that wake
+        a blocked peer themselves (``procs._sys.sem_post``) after a kernel set L_WAKE;
+        valid until `close()`."""
+        if self.seg.closed:
+            raise UsageError(f"{self.name}: closed")
+        return self._data_sem.addr, self._space_sem.addr
+
     def peer_alive(self) -> bool:
         """Whether the other side (or, for an observer, the producer) holds its lock now."""
         byte = L.LOCK_PRODUCER if self.side in ("consumer", None) else L.LOCK_CONSUMER

@@ -1,12 +1,17 @@
 """Wait strategies: what a ring side does while the other side has not caught up.
 
-Three, chosen per side (short aliases for the CLI and EngineConfig):
+Four, chosen per side (short aliases for the CLI and EngineConfig):
 
 - ``spin``:  re-check forever. Lowest latency, burns a core; starves a peer that shares
   the core (two spinners on one core hand off once per scheduler tick, ~4 ms). Use only
   with a core to yourself.
 - ``yield``: spin ``spin_ns``, then ``sched_yield`` between checks. Lets a peer on the
   same core run, but still keeps the CPU busy while idle.
+- ``hybrid``: spin 2 us, ``sched_yield`` for up to 0.5 ms, then block like ``block``.
+  While load flows the waiter never sleeps on the semaphore, so the producer side pays
+  no wake-up (on a KVM guest, a futex wake of a halted vCPU costs tens of us) and the
+  waiter none either; the yields hand a shared core to its other processes at once;
+  idle, it blocks after 0.5 ms and costs no CPU.
 - ``block`` (the default): spin ``spin_ns`` (about the cost of a wake-up, measured by
   the clock), then raise a waiting flag and block on the ring's process-shared POSIX
   semaphore; the other side posts it after moving its cursor if it sees the flag. No
@@ -36,6 +41,7 @@ from shmex.errors import ShmexError, UsageError
 FOREVER = -1
 DEFAULT_SPIN_NS = 5_000          # ~ a futex wake-up plus the context switch on this kind of VM
 DEFAULT_BLOCK_SLICE_NS = 100_000_000
+DEFAULT_HYBRID_YIELD_NS = 500_000   # ~ 50 orders' gaps at 100K/s: no semaphore while load flows
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,9 @@ class WaitStrategy:
 SPIN = WaitStrategy("spin", spin_ns=FOREVER)
 YIELD = WaitStrategy("yield", spin_ns=2_000, yield_ns=FOREVER)
 BLOCK = WaitStrategy("block", spin_ns=DEFAULT_SPIN_NS, block=True)
-ALIASES = {"spin": SPIN, "yield": YIELD, "block": BLOCK}
+# yield while data is likely to come soon (a loaded pipeline), block once it stopped coming
+HYBRID = WaitStrategy("hybrid", spin_ns=2_000, yield_ns=DEFAULT_HYBRID_YIELD_NS, block=True)
+ALIASES = {"spin": SPIN, "yield": YIELD, "block": BLOCK, "hybrid": HYBRID}
 
 
 def resolve(spec: "str | WaitStrategy") -> WaitStrategy:

@@ -1,0 +1,306 @@
+"""The matcher's duty cycle in numba: one call reads the input rings, matches, forwards,
+releases durable input slots and (publisher inline) routes durable reports, batch after
+batch, until nothing happened for a while or its time budget is spent.
+
+- Input slots are released only when DURABLE_SEQ covers every command read from them:
+  per ring a FIFO of (last seq of a batch, the ring's read position after it) entries
+  (`pq`), popped while the entry's seq <= DURABLE_SEQ. Each entry covers at least one
+  unreleased slot, so a ring's FIFO never holds more entries than the ring has slots.
+- A batch is matched and published whole (journal, out ring) before the next is read; a
+  full journal or out ring leaves the rest for the next pass (back-pressure: no input
+  is read meanwhile); the same loop's routing step drains the out ring.
+- Reports leave for a producer's report ring only when DURABLE_SEQ >= their cmd_seq
+  (`publisher._route_prefix`); a report ring that cannot take its share stops the call
+  (RET_DEST_FULL) and Python finishes that delivery (waits, or drops for a dead reader).
+- A cursor move that finds the peer blocked on its semaphore posts it from here
+  (`_sys.sem_post`), counted in the ring's post counter as `Ring._post_if_woken` does.
+- Python keeps what is rare: snapshots (RET_SNAPSHOT), report-buffer growth (RET_GROW),
+  heartbeats and the phase (RET_BUDGET), the stop and idle naps (RET_IDLE).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from shmex.matcher import _kernels as MK
+from shmex.matcher.book import M_LAST_SEQ
+from shmex.procs import layout as L
+from shmex.procs._sys import mono_ns, sched_yield, sem_post
+from shmex.procs.latency import bucket_of
+from shmex.procs.publisher import PENDING, _route_prefix
+from shmex.ring import _kernels as RK
+from shmex.ring.atomics import load_acquire, load_plain, store_plain, store_release
+from shmex.ring.layout import C_DATA_POSTS, C_SPACE_POSTS, L_POS, L_WAKE
+
+# state cells (int64, private to the matcher process)
+S_START = 0       # round-robin start ring
+S_N = 1           # commands in the batch in flight (0: none)
+S_I = 2           # of them matched
+S_JPUB = 3        # of them published to the journal
+S_NREP = 4        # reports in the report buffer (the current chunk of the batch)
+S_OPUB = 5        # of them published to the out ring
+S_STAMP = 6       # the batch's engine_ns
+S_NEXT_SNAP = 7   # seq at which Python takes the next snapshot (<= 0: none)
+S_PLO = 8         # routing window pend[lo:hi] (publisher inline)
+S_PHI = 9
+S_OUTREL = 10     # out-ring position released after routing
+S_STALL_K = 11    # > 0: a routed prefix of k reports waits for Python to finish delivery
+S_WORK = 12       # commands + reports moved by the last call
+S_GROW_AT = 13    # batch index of the command the report buffer is too small for
+S_CELLS = 16
+
+RET_BUDGET, RET_IDLE, RET_SNAPSHOT, RET_GROW, RET_DEST_FULL = range(5)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _wake(ctl, loc, sem_addr, posts_idx):
+    """Post the peer's semaphore if our last cursor move found it waiting."""
+    if loc[L_WAKE]:
+        loc[L_WAKE] = 0
+        sem_post(sem_addr)
+        # ORDER: relaxed: an informational counter with one writer (this side of the ring)
+        store_plain(ctl, posts_idx, load_plain(ctl, posts_idx) + 1)
+
+
+@njit(cache=True, nogil=True)
+def release_durable(durable, in_ctls, in_locs, in_sems, pq, pqi):
+    """Release each input ring up to the end of its last batch whose seqs are all
+    <= durable; -> rings released."""
+    qmask = pq.shape[1] - 1
+    freed = 0
+    for k in range(len(in_ctls)):
+        h = pqi[k, 0]
+        t = pqi[k, 1]
+        pos = -1
+        while h < t and pq[k, h & qmask, 0] <= durable:
+            pos = pq[k, h & qmask, 1]
+            h += 1
+        if pos >= 0:
+            pqi[k, 0] = h
+            loc = in_locs[k]
+            RK._release_upto(in_ctls[k], loc, pos, True)
+            _wake(in_ctls[k], loc, in_sems[k], C_SPACE_POSTS)
+            freed += 1
+    return freed
+
+
+@njit(cache=True, nogil=True)
+def _read_batch(bufw, in_slots, in_ctls, in_locs, ds, got, share):
+    """Up to len(bufw) commands from the rings, a fair share each, round robin; a second
+    pass gives the busy rings what the idle ones left (only when a ring filled its share)."""
+    P = len(in_slots)
+    nb = bufw.shape[0]
+    start = ds[S_START]
+    n = 0
+    capped = False
+    for j in range(P):
+        k = (start + j) % P
+        lim = min(nb, n + share)
+        g = 0
+        if lim > n:
+            g = RK._consume_batch(in_slots[k], in_ctls[k], in_locs[k], bufw[n:lim], False, True)
+        got[k] = g
+        n += g
+        if n == lim:
+            capped = True
+    if capped and n < nb:
+        for j in range(P):
+            if n >= nb:
+                break
+            k = (start + j) % P
+            g = RK._consume_batch(in_slots[k], in_ctls[k], in_locs[k], bufw[n:], False, True)
+            got[k] += g
+            n += g
+    ds[S_START] = (start + 1) % P
+    return n
+
+
+@njit(cache=True, nogil=True)
+def _route(ctl, ds, pdone, p_slots, p_ctl, p_loc, p_sem, pend, pendw, dest_of, scratch, scratchw,
+           counts, d_slots, d_ctls, d_locs, d_sems):
+    """The inline publisher's step (`PublisherAgent.work`); -> reports routed, or -1 when a
+    report ring could not take its share (S_STALL_K set, pdone[d] = delivered)."""
+    lo = ds[S_PLO]
+    hi = ds[S_PHI]
+    if lo == hi:
+        lo = 0
+        hi = 0
+    elif hi > PENDING // 2:
+        k = hi - lo
+        for i in range(k):
+            for w in range(pendw.shape[1]):
+                pendw[i, w] = pendw[lo + i, w]
+        lo = 0
+        hi = k
+    if hi < pendw.shape[0]:
+        hi += RK._consume_batch(p_slots, p_ctl, p_loc, pendw[hi:], False, True)
+    ds[S_PLO] = lo
+    ds[S_PHI] = hi
+    if lo == hi:
+        return 0
+    # ORDER: acquire DURABLE_SEQ: pairs with the WAL writer's release store after its flush
+    durable = load_acquire(ctl, L.DURABLE_SEQ)
+    k = _route_prefix(pend, lo, hi, durable, dest_of, scratch, counts)
+    if k == 0:
+        return 0
+    nd = scratch.shape[0]
+    stalled = False
+    for d in range(nd):
+        c = counts[d]
+        s = 0
+        if c:
+            s = RK._publish_range(d_slots[d], d_ctls[d], d_locs[d], scratchw[d], 0, c, True)
+            _wake(d_ctls[d], d_locs[d], d_sems[d], C_DATA_POSTS)
+        pdone[d] = s
+        if s < c:
+            stalled = True
+    if stalled:
+        ds[S_STALL_K] = k
+        return -1
+    ds[S_PLO] = lo + k
+    ds[S_OUTREL] += k
+    RK._release_upto(p_ctl, p_loc, ds[S_OUTREL], True)
+    _wake(p_ctl, p_loc, p_sem, C_SPACE_POSTS)
+    ctl[L.ROUTED] += k               # plain: this process is the only writer
+    if counts[nd]:
+        ctl[L.DROPPED] += counts[nd]
+    return k
+
+
+@njit(cache=True, nogil=True)
+def duty(b, out, outw, buf, bufw, in_slots, in_ctls, in_locs, in_sems, j_slots, j_ctl, j_loc,
+         j_sem, o_slots, o_ctl, o_loc, o_sem, ctl, h_to_matcher, pq, pqi, got, ds, share,
+         has_pub, pdone, p_slots, p_ctl, p_loc, p_sem, pend, pendw, dest_of, scratch, scratchw,
+         counts, d_slots, d_ctls, d_locs, d_sems, budget_ns, poll_ns, idle_ns):
+    """Match and route until nothing happened for `idle_ns` or `budget_ns` passed; -> RET_*.
+
+    Spins for `poll_ns` of idleness (0 on a shared core), then sched_yield()s between
+    passes (a peer on this core gets it at once); never blocks."""
+    start = mono_ns()
+    idle_since = 0
+    total = 0
+    qmask = pq.shape[1] - 1
+    while True:
+        work = 0
+        n = ds[S_N]
+        if n == 0:
+            n = _read_batch(bufw, in_slots, in_ctls, in_locs, ds, got, share)
+            if n:
+                now = mono_ns()
+                for q in range(n):   # 'to_matcher': the producer's send time in engine_ns
+                    t = buf[q].engine_ns
+                    if 0 < t <= now:
+                        h_to_matcher[bucket_of(now - t)] += 1
+                last = b.meta[M_LAST_SEQ] + n    # stamping gives every command the next seq
+                for k in range(len(in_locs)):
+                    if got[k]:
+                        t = pqi[k, 1]
+                        pq[k, t & qmask, 0] = last
+                        pq[k, t & qmask, 1] = in_locs[k][L_POS]
+                        pqi[k, 1] = t + 1
+                ds[S_N] = n
+                ds[S_I] = 0
+                ds[S_JPUB] = 0
+                ds[S_NREP] = 0
+                ds[S_OPUB] = 0
+                ds[S_STAMP] = mono_ns()
+                work += n
+        if n:
+            i = ds[S_I]
+            if i < n and ds[S_OPUB] == ds[S_NREP]:     # the report buffer is free: match on
+                i2, nrep, st = MK._run(b, buf, i, n, out, 0, True, ds[S_STAMP])
+                if i2 == i and st == MK.ST_OUT_FULL:
+                    ds[S_GROW_AT] = i
+                    ds[S_WORK] = total + work
+                    return RET_GROW
+                ds[S_I] = i2
+                ds[S_NREP] = nrep
+                ds[S_OPUB] = 0
+                i = i2
+            jp = ds[S_JPUB]
+            if jp < i:
+                s = RK._publish_range(j_slots, j_ctl, j_loc, bufw, jp, i, True)
+                _wake(j_ctl, j_loc, j_sem, C_DATA_POSTS)
+                ds[S_JPUB] = jp + s
+                work += s
+            op = ds[S_OPUB]
+            if op < ds[S_NREP]:
+                s = RK._publish_range(o_slots, o_ctl, o_loc, outw, op, ds[S_NREP], True)
+                _wake(o_ctl, o_loc, o_sem, C_DATA_POSTS)
+                ds[S_OPUB] = op + s
+                work += s
+            if i == n and ds[S_JPUB] == n and ds[S_OPUB] == ds[S_NREP]:
+                last = b.meta[M_LAST_SEQ]
+                # ORDER: release MATCHER_SEQ: after the batch went to the journal; pairs
+                # with the supervisor's and resume's acquire loads
+                store_release(ctl, L.MATCHER_SEQ, last)
+                ctl[L.BATCHES] += 1          # plain: this process is the only writer
+                ds[S_N] = 0
+                if 0 < ds[S_NEXT_SNAP] <= last:
+                    ds[S_WORK] = total + work
+                    return RET_SNAPSHOT
+        # ORDER: acquire DURABLE_SEQ: pairs with the WAL writer's release store after its flush
+        release_durable(load_acquire(ctl, L.DURABLE_SEQ), in_ctls, in_locs, in_sems, pq, pqi)
+        if has_pub:
+            r = _route(ctl, ds, pdone, p_slots, p_ctl, p_loc, p_sem, pend, pendw, dest_of, scratch,
+                       scratchw, counts, d_slots, d_ctls, d_locs, d_sems)
+            if r < 0:
+                ds[S_WORK] = total + work
+                return RET_DEST_FULL
+            work += r
+        total += work
+        now = mono_ns()
+        if now - start >= budget_ns:
+            ds[S_WORK] = total
+            return RET_BUDGET
+        if work:
+            idle_since = 0
+            continue
+        if idle_since == 0:
+            idle_since = now
+        waited = now - idle_since
+        if waited >= idle_ns:
+            ds[S_WORK] = total
+            return RET_IDLE
+        if waited >= poll_ns:
+            sched_yield()
+
+
+def _scratch_ring():
+    from shmex.ring import layout as RL
+
+    return (np.zeros((4, 8), np.uint64), np.zeros(RL.CTL_BYTES // 8, np.int64),
+            np.zeros(RL.LOCAL_CELLS, np.int64))
+
+
+def publisher_args(has_pub: bool, nd: int = 1) -> tuple:
+    """duty()'s publisher arguments on scratch rings: for warming, and (has_pub False)
+    when the publisher runs as its own process (one compiled signature either way)."""
+    from numba.typed import List
+
+    from shmex.schema import REPORT
+
+    dests = [_scratch_ring() for _ in range(nd)]
+    return (has_pub, np.zeros(nd, np.int64), *_scratch_ring(), 0, np.zeros(4, REPORT),
+            np.zeros((4, 8), np.uint64), np.full(nd + 2, -1, np.int64), np.zeros((nd, 4), REPORT),
+            np.zeros((nd, 4, 8), np.uint64), np.zeros(nd + 1, np.int64),
+            List([r[0] for r in dests]), List([r[1] for r in dests]), List([r[2] for r in dests]),
+            np.zeros(nd, np.int64))
+
+
+def warm(book, out, buf) -> None:
+    """Load `duty` and `release_durable` (from numba's cache) on scratch rings of the live
+    types: one pass over empty rings, with and without routing; nothing shared is touched."""
+    from numba.typed import List
+
+    ins = [_scratch_ring()]
+    in_slots, in_ctls, in_locs = List([r[0] for r in ins]), List([r[1] for r in ins]), List([r[2] for r in ins])
+    sems = np.zeros(1, np.int64)
+    pq, pqi = np.zeros((1, 4, 2), np.int64), np.zeros((1, 2), np.int64)
+    for has_pub in (False, True):
+        duty(book, out, out.view(np.uint64).reshape(len(out), -1), buf, buf.view(np.uint64).reshape(len(buf), -1),
+             in_slots, in_ctls, in_locs, sems, *_scratch_ring(), 0, *_scratch_ring(), 0, np.zeros(64, np.int64),
+             np.zeros(8192, np.int64), pq, pqi, np.zeros(1, np.int64), np.zeros(S_CELLS, np.int64), 64,
+             *publisher_args(has_pub), 0, 0, 0)
+    release_durable(0, in_ctls, in_locs, sems, pq, pqi)
