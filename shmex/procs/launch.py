@@ -52,7 +52,10 @@ def build_config(args) -> dict:
         per = [orders // producers + (1 if k < orders % producers else 0) for k in range(producers)]
     run_id = check_run_id(args.name) if args.name else new_run_id()
     data_dir = os.path.abspath(args.data_dir or DEFAULT_DIR)
-    wait = {"matcher": "block", "walwriter": "block", "publisher": "block", "producer": "block"}
+    # walwriter 'hybrid': it yields between journal polls while commands keep coming (no
+    # semaphore wake-up per batch: 100K/s, mode none, p50 to_durable 29 -> 18 us, median
+    # of 3) and blocks once the journal stayed empty for 0.5 ms
+    wait = {"matcher": "block", "walwriter": "hybrid", "publisher": "block", "producer": "block"}
     for item in (args.wait or "").split(","):
         if item:
             role, _, strat = item.partition("=")

@@ -26,7 +26,7 @@ def add_arguments(p) -> None:
                    help="commands between snapshots (0: only the final one)")
     p.add_argument("--capacity", type=int, default=1 << 20, help="resting orders the book can hold")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--wait", metavar="ROLE=STRAT,...", help="wait strategies (spin|yield|block)")
+    p.add_argument("--wait", metavar="ROLE=STRAT,...", help="wait strategies (spin|yield|hybrid|block; default walwriter=hybrid, others block)")
     p.add_argument("--quiet", action="store_true", help="no live progress")
     p.add_argument("--restarts", type=int, default=5, metavar="N",
                    help="restart a dead process at most N times per --restart-window "
