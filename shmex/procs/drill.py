@@ -27,7 +27,8 @@ kill's ``path`` says whether the standby took the role or a plain child was spaw
 
 Throughput recovery, per kill (not a check: a figure). A thread samples the orders the
 load producers got answered (C_ANSWERED) every 10 ms. The pre-kill level is the median
-rate of the eight 0.25-s windows in the 2 s before the kill; ``throughput_back_ms`` is
+rate of the 0.25-s windows in the 2 s before the kill, leaving out windows that overlap
+an earlier kill's outage (kill -> READY; None if no window is left); ``throughput_back_ms`` is
 the time from the successor's READY to the end of the first 0.25-s window (sliding in
 10 ms steps from READY) whose rate is >= 90% of that level (None if never, within the run);
 ``throughput_back_from_kill_ms`` is the same moment measured from the kill.
@@ -178,7 +179,10 @@ class Killer(threading.Thread):
             self.kills.append(k)
             self.log(f"drill: kill {i + 1}/{self.args.kills}: {target} ({ch.name}, pid {pid}) at seq "
                      f"{at_seq:,}: recovered in {ev['recovery_ms']:.0f} ms ({ev['path']}, pid {ev['new_pid']})")
-        while self._alive() and self._sent() < self.args.orders:
+        # the load goes on: the orders asked for, and long enough after the last recovery
+        # for its throughput to be measured
+        hold = time.monotonic() + BEFORE_S + WINDOW_S
+        while self._alive() and (self._sent() < self.args.orders or time.monotonic() < hold):
             time.sleep(0.05)
 
     def _wait_standby(self) -> None:
@@ -312,9 +316,10 @@ class Sampler(threading.Thread):
             ctl.close()
 
 
-def throughput(t: list[float], n: list[int], t_kill: float, t_ready: float | None) -> tuple:
+def throughput(t: list[float], n: list[int], t_kill: float, t_ready: float | None,
+               outages: list[tuple[float, float]] = ()) -> tuple:
     """(pre-kill orders/s, back ms after READY, back ms after the kill) by the rule in this
-    module's docstring."""
+    module's docstring; `outages`: (kill, READY) of the earlier kills."""
     import numpy as np
 
     if len(t) < 2:
@@ -326,6 +331,8 @@ def throughput(t: list[float], n: list[int], t_kill: float, t_ready: float | Non
 
     lo = max(t_kill - BEFORE_S, ts[0])
     starts = np.arange(lo, t_kill - WINDOW_S + 1e-9, WINDOW_S)
+    for a, b in outages:
+        starts = starts[(starts + WINDOW_S <= a) | (starts >= b)]
     if len(starts) == 0:
         return None, None, None
     level = float(np.median(rate(starts)))  # a measurement, off the trade path
@@ -405,9 +412,12 @@ def main(args) -> int:
         killer.stop_flag = sampler.stop_flag = True
         killer.join(timeout=30)
         sampler.join(timeout=30)
+        outages: list[tuple[float, float]] = []
         for k in killer.kills:
             k["orders_per_s_before"], k["throughput_back_ms"], k["throughput_back_from_kill_ms"] = throughput(
-                sampler.t, sampler.n, k["t_kill"], k["t_ready"])
+                sampler.t, sampler.n, k["t_kill"], k["t_ready"], outages)
+            if k["t_ready"] is not None:
+                outages.append((k["t_kill"], k["t_ready"]))
         wall = time.monotonic() - t0
         doc = _check(cfg, out, killer, args, wall, load_hash, L, PREFIX, SHM_DIR)
         doc["machine"] = _machine()
@@ -491,7 +501,7 @@ def _check(cfg, out, killer, args, wall, load_hash, L, PREFIX, SHM_DIR) -> dict:
                 back.setdefault(t, []).append(k["throughput_back_ms"])
                 back_kill.setdefault(t, []).append(k["throughput_back_from_kill_ms"])
     never = [i + 1 for i, k in enumerate(killer.kills) if k["target"] != "standby" and k["t_ready"] is not None
-             and k["throughput_back_ms"] is None]
+             and k["orders_per_s_before"] is not None and k["throughput_back_ms"] is None]
     return {
         "run_id": cfg["run_id"], "seed": args.seed, "targets": args.target_list, "durability": args.durability,
         "kills": [{x: (round(v) if x == "orders_per_s_before" and v is not None else v)
@@ -526,7 +536,7 @@ def _print_verdict(doc: dict, log) -> None:
                 f"; {rate:,.0f} orders/s before, back to >= {BACK_FRACTION:.0%} "
                 + (f"{tb:,.0f} ms after READY ({k['throughput_back_from_kill_ms']:,.0f} ms after the kill)"
                    if tb is not None else "never (within the run)")
-                if rate is not None else "; throughput: no samples")
+                if rate is not None else "; throughput: no clean window before the kill")
         print(f"  kill {i + 1:>2}: {k['target']:<9} {k['process']:<11} at seq {k['at_seq']:>10,}: recovered in "
               f"{k['recovery_ms']:>6,.0f} ms ({k['path']}){tput}")
     for t, p in doc["recovery_ms"].items():
