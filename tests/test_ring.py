@@ -291,6 +291,26 @@ def test_bad_wait_alias(shm_run):
     assert resolve("block:0").spin_ns == 0 and resolve("yield").name == "yield"
 
 
+def test_hybrid_wait_yields_then_blocks_and_a_post_wakes_it(shm_run):
+    """'hybrid': spin, yield, then block on the semaphore; a publish wakes the blocked
+    consumer (no missed wake-up), and an idle consumer did block (not yield forever)."""
+    h = resolve("hybrid")
+    assert h.block and h.yield_ns > 0 and h.spin_ns >= 0
+    with Ring.create(shm_run, "hy", 8, COMMAND, side="producer") as prod, \
+            Ring.attach(prod.name, COMMAND, side="consumer", wait="hybrid") as cons:
+        prod.unlink()                # the mapping stays until both close
+        assert cons.wait_readable(1, timeout_s=0.2) is False
+        assert cons.stats.blocks >= 1
+        got = []
+        t = threading.Thread(target=lambda: got.append(cons.wait_readable(1, timeout_s=30)))
+        t.start()
+        while cons.stats.blocks < 2 and t.is_alive():
+            threading.Event().wait(0.001)
+        prod.publish(np.zeros(1, dtype=COMMAND))
+        t.join()
+        assert got == [True] and cons.stats.missed_wakeups == 0
+
+
 def test_attach_errors(shm_run):
     from shmex.shm.names import segment_name
     with pytest.raises(AttachError, match="no such segment"):
