@@ -4,9 +4,11 @@ Most of a plain restart is a fresh Python process importing numpy/numba and load
 numba kernels from the on-disk cache (~0.6-1 s on a 2-core machine). A standby has done
 all of that before anyone dies:
 
-- the supervisor starts it (``python -m shmex.procs.child --standby FD``) once the load
-  runs and again after each successor reported READY; it attaches no segment (nothing
-  to leak) and dies with the supervisor like every child (parent-death signal);
+- the supervisor starts it (``python -m shmex.procs.child --standby FD``) beside the
+  first children, waits for it to be ready before the load starts (its start-up is not
+  paid inside the measured load), and again after each successor reported READY; it
+  attaches no segment (nothing to leak) and dies with the supervisor like every child
+  (parent-death signal);
 - it imports every role's module and loads every role's kernels on scratch arrays of the
   live types (`warm_all`), in a thread at nice 19 (the thread's niceness dies with it, so
   the role later runs at the supervisor's priority, unprivileged), then writes one byte
