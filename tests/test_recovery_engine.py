@@ -57,7 +57,9 @@ def test_supervisor_killed_children_exit_next_launch_recovers(shm_run, tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert _segments(shm_run) == []           # ... the next launch removed them
     doc = json.loads((tmp_path / "b.json").read_text())
-    assert doc["dead_runs_cleaned"] >= 1 and doc["last_seq"] > 2000   # it went on from the old log
+    # every launch removes every dead run's segments: under pytest-xdist another test's
+    # launch may get there first, so the check is that they are gone, not who removed them
+    assert doc["last_seq"] > 2000             # it went on from the old log
     rp = subprocess.run([sys.executable, "-m", "shmex.cli", "replay", str(data)], capture_output=True,
                         text=True, timeout=TIMEOUT_S)
     assert f"state_hash {doc['state_hash']}" in rp.stdout

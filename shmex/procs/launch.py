@@ -188,6 +188,7 @@ def result_doc(cfg: dict, out) -> dict:
         "routed": int(ctl[L.ROUTED]), "dropped": int(ctl[L.DROPPED]),
         "warmup_s": round(out.warmup_s, 2), "processes": procs, "checks": checks,
         "segments_left": out.leaked, "dead_runs_cleaned": out.cleaned,
+        "dead_runs_cleaned_ids": out.cleaned_runs,
         "restarts": [{k: v for k, v in e.items() if k not in ("died_s", "ready_s")} for e in out.restarts],
         "standby": out.standby,
         "verify": f"shmex verify {cfg['data_dir']}", "replay": f"shmex replay {cfg['data_dir']}",

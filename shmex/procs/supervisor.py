@@ -100,7 +100,8 @@ class Outcome:
     placement: str = ""
     segments: list = field(default_factory=list)
     leaked: list = field(default_factory=list)
-    cleaned: int = 0
+    cleaned: int = 0              # segments of dead runs removed at the start
+    cleaned_runs: list = field(default_factory=list)   # their run ids
     started_ns: int = 0
     warmup_s: float = 0.0
     restarts: list = field(default_factory=list)   # Supervisor.restarts
@@ -378,7 +379,9 @@ class Supervisor:
         out = Outcome()
         cfg = self.cfg
         self.ctl = None
-        out.cleaned = len(remove_dead_runs())
+        removed = remove_dead_runs()
+        out.cleaned = len(removed)
+        out.cleaned_runs = sorted({seg.run_id for seg in removed})
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self._create()
