@@ -79,3 +79,15 @@ def test_producer_killed_mid_batch_others_unaffected(tmp_path):
     killed = {k["process"] for k in doc["kills"]}
     assert {e["name"] for e in doc["restarts"]} == killed
     assert all(e["role"] == "producer" for e in doc["restarts"])
+
+
+def test_drill_durability_none_kills_the_wal_writer_and_matcher(tmp_path):
+    """Mode none: the WAL writer's duty cycle stores into the mapped segment (wal_duty);
+    64 KiB segments make it rotate every ~800 records, so its room runs out and the
+    Python path takes over, again and again. A process crash loses nothing in mode none:
+    the killed writer's successor finds its records in the page cache."""
+    r, doc = _drill(tmp_path, "--kills", "3", "--targets", "wal,matcher,torn", "--durability", "none",
+                    "--orders", "20000", "--rate", "20000", "--segment-bytes", "65536",
+                    "--gap", "0.1", "0.3", "--seed", "7", "--no-wait-standby")
+    _passed(r, doc)
+    assert {k["target"] for k in doc["kills"]} == {"wal", "matcher", "torn"}

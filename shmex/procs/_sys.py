@@ -16,6 +16,9 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from shmex.ring.atomics import load_plain, store_plain
+from shmex.ring.layout import L_WAKE
+
 # make sure the JIT can resolve the libc symbols by name
 _libc = ctypes.util.find_library("c") or "libc.so.6"
 llvm.load_library_permanently(_libc)
@@ -80,3 +83,14 @@ def sem_post(addr):
     """sem_post() on the process-shared semaphore at address `addr` (a ring's DATA_SEM or
     SPACE_SEM in its mapped segment): wakes a peer blocked in `wait.wait_until`."""
     return _sem_post(addr)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def post_if_woken(ctl, loc, sem_addr, posts_idx):
+    """Post the peer's semaphore if our last cursor move found it waiting (a ring kernel
+    set L_WAKE), counted in the ring's post counter as `Ring._post_if_woken` does."""
+    if loc[L_WAKE]:
+        loc[L_WAKE] = 0
+        sem_post(sem_addr)
+        # ORDER: relaxed: an informational counter with one writer (this side of the ring)
+        store_plain(ctl, posts_idx, load_plain(ctl, posts_idx) + 1)

@@ -26,12 +26,12 @@ from numba import njit
 from shmex.matcher import _kernels as MK
 from shmex.matcher.book import M_LAST_SEQ
 from shmex.procs import layout as L
-from shmex.procs._sys import mono_ns, sched_yield, sem_post
+from shmex.procs._sys import mono_ns, post_if_woken as _wake, sched_yield
 from shmex.procs.latency import bucket_of
 from shmex.procs.publisher import PENDING, _route_prefix
 from shmex.ring import _kernels as RK
-from shmex.ring.atomics import load_acquire, load_plain, store_plain, store_release
-from shmex.ring.layout import C_DATA_POSTS, C_SPACE_POSTS, L_POS, L_WAKE
+from shmex.ring.atomics import load_acquire, store_release
+from shmex.ring.layout import C_DATA_POSTS, C_SPACE_POSTS, L_POS
 
 # state cells (int64, private to the matcher process)
 S_START = 0       # round-robin start ring
@@ -51,16 +51,6 @@ S_GROW_AT = 13    # batch index of the command the report buffer is too small fo
 S_CELLS = 16
 
 RET_BUDGET, RET_IDLE, RET_SNAPSHOT, RET_GROW, RET_DEST_FULL = range(5)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _wake(ctl, loc, sem_addr, posts_idx):
-    """Post the peer's semaphore if our last cursor move found it waiting."""
-    if loc[L_WAKE]:
-        loc[L_WAKE] = 0
-        sem_post(sem_addr)
-        # ORDER: relaxed: an informational counter with one writer (this side of the ring)
-        store_plain(ctl, posts_idx, load_plain(ctl, posts_idx) + 1)
 
 
 @njit(cache=True, nogil=True)

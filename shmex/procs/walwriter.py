@@ -8,6 +8,9 @@
   sync leaves those commands in the ring for its successor.
 - At the end (the matcher done and the journal empty) it seals the run; on a durability
   fault it records WAL_DONE = 3, prints the reason and exits 3 (fail-stop).
+- Mode none runs its duty cycle in numba (`wal_duty`: journal -> mapped segment ->
+  DURABLE_SEQ, yielding between polls) while prefilled room lasts; batches beyond it
+  (pwrite, rotation) and modes group/always take the Python path below.
 """
 
 from __future__ import annotations
@@ -19,12 +22,20 @@ import numpy as np
 
 from shmex.errors import Halt
 from shmex.procs import layout as L
-from shmex.procs.ctl import Aborted, Ctl, ProcessSlot
+from shmex.errors import UsageError
+from shmex.procs import wal_duty as WD
+from shmex.procs.ctl import Aborted, Ctl, ProcessSlot, shares_core
 from shmex.ring import Ring
+from shmex.ring.wait import WaitStrategy, resolve
 from shmex.schema import COMMAND, commands
-from shmex.wal.writer import WalWriter
+from shmex.wal.crc import HW
+from shmex.wal.writer import _PREFILL_STEP, WalWriter
+from shmex.wal.layout import SLOT_BYTES
 
 BATCH = 4096
+DUTY_BUDGET_NS = 2_000_000   # back to Python (heartbeat, phase) at least this often
+PREFILL_SLOTS = _PREFILL_STEP // SLOT_BYTES   # one idle prefill step, in slots
+BLOCK_ONLY = WaitStrategy("block:0", spin_ns=0, block=True)   # the kernel spun and yielded already
 
 
 def _warm() -> None:
@@ -49,14 +60,18 @@ def warm() -> None:
     buf = commands(2)
     mark_durable(buf["seq"], buf["engine_ns"], 0, 0, 0, np.zeros(NBUCKETS, np.int64), np.zeros((4, 2), np.int64))
     _warm()
+    WD.warm()
 
 
 def run(cfg: dict, ctl: Ctl, me: ProcessSlot) -> int:
     extra = {"segment_bytes": int(cfg["segment_bytes"])} if cfg.get("segment_bytes") else {}
     wal = WalWriter(cfg["data_dir"], mode=cfg["durability"], group_records=BATCH,
                     config=cfg["book"], **extra)
+    strategy = resolve(cfg["wait"]["walwriter"])
+    kernel = wal.mode == "none"   # mode none: the duty cycle runs in numba (wal_duty)
+    # with the kernel, its spin and yield phases are the strategy's; Python only blocks
     journal = Ring.attach(Ring.name_for(cfg["run_id"], "journal"), COMMAND, side="consumer",
-                          wait=cfg["wait"]["walwriter"])
+                          wait=BLOCK_ONLY if kernel and strategy.block else strategy)
     if journal.released_seq < journal.published_seq or ctl.load(L.DURABLE_SEQ):
         # a restart (resume.py): what the dead writer left in the page cache is made
         # durable, and journal records the log already holds are skipped by seq
@@ -83,9 +98,49 @@ def run(cfg: dict, ctl: Ctl, me: ProcessSlot) -> int:
     me.ready()
     durable = wal.durable_seq
     sealed = False
+    if kernel:
+        j_slots, j_ctl, j_loc = journal.arrays()
+        j_space_sem = journal.sem_addrs()[1]   # the matcher may wait for journal space
+        bufw = buf.view(np.uint64).reshape(BATCH, -1)
+        st = np.zeros(WD.W_CELLS, np.int64)
+        dg = np.zeros(1, np.uint64)
+        poll_ns, idle_ns = WD.idle_params(strategy, shares_core())
+        no_progress = False              # a prefill step that gained nothing: stop asking
     try:
         me.wait_go()
         while True:
+            if kernel:
+                words, pos_w, room = wal.mapped_room()
+                if room:
+                    st[WD.W_POS], st[WD.W_ROOM], st[WD.W_NEXT] = pos_w, room, wal.next_seq
+                    dg[0] = wal.digest
+                    low = 0 if no_progress else min(wal.room_goal() - PREFILL_SLOTS, wal.room_goal())
+                    rc = WD.duty(j_slots, j_ctl, j_loc, j_space_sem, bufw, seqs, eng, words, st, dg, HW,
+                                 ctl.a, h_durable, dtab, low, DUTY_BUDGET_NS, poll_ns, idle_ns)
+                    if st[WD.W_DONE]:
+                        wal.advance_mapped(int(st[WD.W_DONE]), dg[0])
+                        durable = wal.durable_seq
+                        no_progress = False
+                        me.beat()
+                    if rc == WD.RET_BAD_SEQ:
+                        raise UsageError(f"walwriter: a journal record carries seq {int(st[WD.W_BAD_SEQ])}, "
+                                         f"expected {wal.next_seq}: the journal does not continue the log")
+                    if rc == WD.RET_PREFILL:
+                        before = wal.mapped_room()[2]
+                        wal.poll()
+                        no_progress = wal.mapped_room()[2] <= before
+                        continue
+                    if rc == WD.RET_BUDGET:
+                        me.beat()
+                        if _turn(ctl, journal, wal, wait=False):
+                            break
+                        continue
+                    if rc == WD.RET_IDLE:
+                        if _turn(ctl, journal, wal, wait=True):
+                            break
+                        continue
+                    # RET_ROOM: the next batch goes through the Python path below
+                words = None      # the segment's mapping closes at rotation with its last view
             n = journal.consume(buf, release=False)
             if n:
                 wal.append(buf[:n])
@@ -102,13 +157,8 @@ def run(cfg: dict, ctl: Ctl, me: ProcessSlot) -> int:
             me.beat()
             if n:
                 continue
-            if ctl.load(L.MATCHER_DONE) and journal.published_seq == journal.read_seq:
+            if _turn(ctl, journal, wal, wait=True):
                 break
-            ctl.check()
-            if ctl.phase == L.PH_ABORT:
-                raise Aborted("abort")
-            wal.poll()
-            journal.wait_readable(1, timeout_s=0.02)
     except Aborted:
         # drain what the journal holds (whole sequenced commands) so the sealed run is complete
         while (n := journal.consume(buf, release=False)):
@@ -118,6 +168,8 @@ def run(cfg: dict, ctl: Ctl, me: ProcessSlot) -> int:
         ctl.store(L.WAL_DONE, 3)
         return 3
     finally:
+        if kernel:
+            del j_slots, j_ctl, j_loc
         if wal.halted is None:
             d = wal.close(seal=True)
             sealed = True
@@ -129,3 +181,18 @@ def run(cfg: dict, ctl: Ctl, me: ProcessSlot) -> int:
         hseg.close()
     ctl.store(L.WAL_DONE, 1 if sealed else 2)
     return 0
+
+
+def _turn(ctl: Ctl, journal: Ring, wal: WalWriter, *, wait: bool) -> bool:
+    """Between batches: True when the run is over (the matcher is done and everything it
+    journaled was read); else check on the supervisor and, if `wait`, spend the idle
+    time preparing the log (`WalWriter.poll`) and block until the journal has more."""
+    if ctl.load(L.MATCHER_DONE) and journal.published_seq == journal.read_seq:
+        return True
+    ctl.check()
+    if ctl.phase == L.PH_ABORT:
+        raise Aborted("abort")
+    if wait:
+        wal.poll()
+        journal.wait_readable(1, timeout_s=0.02)
+    return False

@@ -238,6 +238,37 @@ class WalWriter:
         self._advance(k)
         return k, bad
 
+    def mapped_room(self) -> tuple[np.ndarray | None, int, int]:
+        """Mode none: (the segment's words, word index of the next slot, slots that can be
+        stored from there over pages already in the page cache) for a duty kernel that
+        encodes into the mapping itself (`procs.wal_duty`); (None, 0, 0) otherwise."""
+        if self.mode != "none" or self._words is None or self._closed or self._halted is not None:
+            return None, 0, 0
+        room = min(self._slots_left, max(0, self._ready - self._pos) // L.SLOT_BYTES)
+        return self._words, self._pos // 8, room
+
+    def room_goal(self) -> int:
+        """Mode none: the prefilled slots idle polls aim to keep ahead of the cursor (fewer
+        where the segment ends sooner)."""
+        return min(self._slots_left, _PREFILL_AHEAD // L.SLOT_BYTES)
+
+    def advance_mapped(self, k: int, digest) -> None:
+        """Mode none: a duty kernel encoded ``k`` commands into the mapping at the cursor
+        (what `mapped_room` offered), chaining ``digest``; they are in the page cache."""
+        self._check_live()
+        words, pos, room = self.mapped_room()
+        if not 0 <= k <= room:
+            raise UsageError(f"advance_mapped: {k} records, but only {room} slots were offered at word {pos}")
+        self._digest = np.uint64(digest)
+        self._last_small = True
+        self._advance(k)
+        self.durable_seq = self.next_seq - 1
+
+    @property
+    def digest(self) -> np.uint64:
+        """The run digest so far (the crcs of the command records, chained)."""
+        return self._digest
+
     def _prefill(self) -> None:
         """Mode none, idle: write zeros (over the zeros of the sparse file) ahead of the cursor,
         one step per call, so small appends store into pages already in the page cache."""
