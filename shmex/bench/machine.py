@@ -33,6 +33,13 @@ def machine() -> dict:
             "load_avg_1m": round(os.getloadavg()[0], 2)}
 
 
+def describe(m: dict | None = None) -> str:
+    """One line for summaries: cores (usable), CPU model, kernel."""
+    m = m or machine()
+    usable = f" ({m['cores_usable']} usable)" if m["cores_usable"] != m["cores"] else ""
+    return f"{m['cores']} cores{usable}, {m['cpu_model']}, Linux {m['kernel']}"
+
+
 def banner(title: str, m: dict | None = None) -> str:
     """Two lines: what ran, on what, at which revision, by which command."""
     m = m or machine()

@@ -34,7 +34,7 @@ from shmex.schema import COMMAND, REPORT, commands
 from shmex.snapshot import recovery, store
 
 BATCH = 4096
-DUTY_BUDGET_NS = 2_000_000   # back to Python (heartbeat, phase, snapshot reaping) at least this often
+DUTY_BUDGET_NS = 20_000_000  # back to Python (heartbeat, phase, snapshot reaping) at least this often (~11 us a return)
 POLL_NS = 20_000             # idle: spin this long on a core of its own, then sched_yield
 IDLE_NS = 1_000_000          # idle this long inside the duty call, then Python's Backoff naps
 

@@ -28,7 +28,7 @@ from shmex.shm.segment import Segment
 
 BATCH = 1024
 RBATCH = 8192
-DUTY_BUDGET_NS = 2_000_000   # back to Python (heartbeat, phase, supervisor) at least this often
+DUTY_BUDGET_NS = 20_000_000  # back to Python (heartbeat, phase, supervisor) at least this often (a return costs ~10 us)
 
 
 def run(cfg: dict, ctl: Ctl, me, k: int) -> int:

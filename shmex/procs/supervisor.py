@@ -81,6 +81,17 @@ class Child:
     rss_first: int = 0     # the first sample after the load started (flatness check)
     shared: bool = True    # shares its core (passed to the process)
     restarts: int = 0
+    sched_first: tuple | None = None   # (monotonic s, run-queue wait ns) at the first sample under load
+    sched_last: tuple | None = None    # ... at the latest sample under load
+
+    @property
+    def runq_wait(self) -> tuple[float, float] | None:
+        """(ms spent runnable but waiting for a CPU, over how many seconds) under load:
+        time the scheduler gave this process's core to something else while it had work
+        (or was yielding). None where /proc/PID/schedstat is not there."""
+        if self.sched_first is None or self.sched_last is None or self.sched_last[0] <= self.sched_first[0]:
+            return None
+        return ((self.sched_last[1] - self.sched_first[1]) / 1e6, self.sched_last[0] - self.sched_first[0])
 
     @property
     def pid(self) -> int:
@@ -106,6 +117,15 @@ class Outcome:
     warmup_s: float = 0.0
     restarts: list = field(default_factory=list)   # Supervisor.restarts
     standby: dict = field(default_factory=dict)    # Supervisor.standby_stats
+
+
+def _runq_wait_ns(pid: int) -> int | None:
+    """Nanoseconds the process has spent runnable but not running (Linux schedstat)."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def describe_status(rc: int) -> str:
@@ -354,8 +374,15 @@ class Supervisor:
                 ch.cpu_s = t.user + t.system
                 ch.rss = p.memory_info().rss
                 ch.peak_rss = max(ch.peak_rss, ch.rss)
-                if not ch.rss_first and self.ctl is not None and self.ctl[L.PHASE] == L.PH_RUNNING:
+                running = self.ctl is not None and self.ctl[L.PHASE] == L.PH_RUNNING
+                if not ch.rss_first and running:
                     ch.rss_first = ch.rss
+                if running:
+                    wait_ns = _runq_wait_ns(ch.pid)
+                    if wait_ns is not None:
+                        ch.sched_last = (time.monotonic(), wait_ns)
+                        if ch.sched_first is None:
+                            ch.sched_first = ch.sched_last
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 pass
 

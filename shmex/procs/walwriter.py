@@ -33,7 +33,7 @@ from shmex.wal.writer import _PREFILL_STEP, WalWriter
 from shmex.wal.layout import SLOT_BYTES
 
 BATCH = 4096
-DUTY_BUDGET_NS = 2_000_000   # back to Python (heartbeat, phase) at least this often
+DUTY_BUDGET_NS = 20_000_000  # back to Python (heartbeat, phase) at least this often (a return costs ~10 us)
 PREFILL_SLOTS = _PREFILL_STEP // SLOT_BYTES   # one idle prefill step, in slots
 BLOCK_ONLY = WaitStrategy("block:0", spin_ns=0, block=True)   # the kernel spun and yielded already
 
