@@ -34,10 +34,9 @@ def machine() -> dict:
 
 
 def describe(m: dict | None = None) -> str:
-    """One line for summaries: cores (usable), CPU model, kernel."""
+    """One line for summaries: cores, CPU model, kernel."""
     m = m or machine()
-    usable = f" ({m['cores_usable']} usable)" if m["cores_usable"] != m["cores"] else ""
-    return f"{m['cores']} cores{usable}, {m['cpu_model']}, Linux {m['kernel']}"
+    return f"{m['cores']} cores, {m['cpu_model']}, Linux {m['kernel']}"
 
 
 def banner(title: str, m: dict | None = None) -> str:

@@ -93,9 +93,12 @@ def run(cfg: dict, ctl: Ctl, me, k: int) -> int:
                     inr.publish(buf[:0], wait=False)
                     rep.consume(rbuf[:0])
                     continue
-                if ds[G.D_SENDING] and (rc == G.RET_DONE or (ds[G.D_LO] == ds[G.D_HI]
-                                                             and ctl.phase >= L.PH_STOPPING)):
+                # the stop: generated orders the ring has not taken yet (lo < hi at full
+                # speed, nearly always) are dropped, never submitted: waiting for lo == hi
+                # at a duty return could wait forever while the ring stays full
+                if ds[G.D_SENDING] and (rc == G.RET_DONE or ctl.phase >= L.PH_STOPPING):
                     ds[G.D_SENDING] = 0
+                    ds[G.D_LO] = ds[G.D_HI]
                     ctl.store(L.prod_base(ctl.producers, k) + L.C_SENDING_DONE, 1)
                 ctl.check()
                 if not ds[G.D_SENDING] and ctl.load(L.PUB_DONE) and rep.published_seq == rep.read_seq:
