@@ -97,6 +97,7 @@ class MatcherAgent:
         self._duty_arrays(P)
         self.snap_dir = recovery.snapshot_dir(cfg["data_dir"])
         self.snap_every = int(cfg["snapshot_every"])
+        self.snap_cores = cfg.get("snapshot_cores")   # placement.snapshot_cores
         self.next_snap = self.m.last_seq + self.snap_every if self.snap_every > 0 else -1
         self.child = 0
         ctl.store(L.MATCHER_SEQ, self.m.last_seq)
@@ -226,6 +227,7 @@ class MatcherAgent:
         pid = os.fork()
         if pid == 0:                 # child: write and leave without running any cleanup
             code = 0
+            _off_the_matchers_core(self.snap_cores)
             try:
                 b = self.m.book
                 state = {name: arr for name, arr in zip(FIELDS, b)}
@@ -298,6 +300,20 @@ def load_hash(ctl_array: np.ndarray) -> str:
 def loads_done(ctl: Ctl, cfg: dict) -> bool:
     """Every load producer has finished sending."""
     return all(ctl.a[L.prod_base(ctl.producers, k) + L.C_SENDING_DONE] for k in range(cfg["producers"]))
+
+
+def _off_the_matchers_core(cores) -> None:
+    """In the forked snapshot writer: leave the matcher's core (the pinning is inherited)
+    and yield to everything else (nice 19). Measured, 1M orders/s offered, 5 s, snapshot
+    every 1M commands: left on the matcher's core it kept the matcher waiting for its
+    CPU 300 ms of every second."""
+    try:
+        if cores:
+            os.sched_setaffinity(0, cores)
+        os.nice(19)
+    except OSError as e:   # the snapshot is still written; only the matcher pays for it
+        print(f"matcher snapshot child: cannot leave the matcher's core ({e}); writing beside it",
+              file=sys.stderr, flush=True)
 
 
 def run(cfg: dict, ctl: Ctl, me) -> int:

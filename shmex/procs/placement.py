@@ -10,6 +10,11 @@ The plan, for C usable cores and R roles (matcher, walwriter, [publisher], produ
   writer. On this 2-core machine: core 0 = matcher (+ inline publisher); core 1 = WAL
   writer, publisher process, producers, supervisor.
 
+The matcher's snapshot writer (a fork of the matcher, hashing and compressing the book
+for a good part of a second) runs at nice 19 on the cores no role has, or else on the
+cores other than the matcher's: it inherits the matcher's pinning, and left there it
+takes the matcher's core from the matching.
+
 A process whose core is shared must not spin waiting for a peer on that core: the
 supervisor tells each child (SHMEX_SHARED_CORE) and the rings skip their spin phase
 when the peer is pinned to the waiter's own core.
@@ -52,3 +57,11 @@ def describe(placement: dict[str, int]) -> str:
     for r, c in placement.items():
         by.setdefault(c, []).append(r)
     return "; ".join(f"core {c}: {', '.join(rs)}" for c, rs in sorted(by.items()))
+
+
+def snapshot_cores(placement: dict[str, int], cores: list[int] | None = None) -> list[int]:
+    """Where the matcher's forked snapshot writer may run: the usable cores no role has,
+    else every usable core but the matcher's, else the matcher's own (one core)."""
+    cores = cores or usable_cores()
+    spare = [c for c in cores if c not in placement.values()]
+    return spare or [c for c in cores if c != placement["matcher"]] or [placement["matcher"]]

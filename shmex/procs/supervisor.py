@@ -418,6 +418,7 @@ class Supervisor:
             place = PL.plan(roles)
             sh = PL.shared(place)
             out.placement = PL.describe(place)
+            cfg["snapshot_cores"] = PL.snapshot_cores(place)
             try:  # the supervisor mostly sleeps; keep it off the matcher's core
                 if len(set(place.values())) > 1:
                     psutil.Process().cpu_affinity([place["walwriter"]])

@@ -1,0 +1,58 @@
+"""Which core each engine process gets (`procs/placement.py`), and where the matcher's
+forked snapshot writer goes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from shmex.procs import placement as PL
+from shmex.procs.matcher_proc import _off_the_matchers_core
+
+ROLES = ["matcher", "walwriter", "producer-0", "producer-1"]
+
+
+def test_two_cores_matcher_alone_the_rest_share():
+    place = PL.plan(ROLES, [0, 1])
+    assert place == {"matcher": 0, "walwriter": 1, "producer-0": 1, "producer-1": 1}
+    assert PL.shared(place) == {"matcher": False, "walwriter": True, "producer-0": True, "producer-1": True}
+    assert PL.describe(place) == "core 0: matcher; core 1: walwriter, producer-0, producer-1"
+
+
+def test_enough_cores_one_each_and_no_sharing():
+    place = PL.plan(ROLES, list(range(8)))
+    assert sorted(place.values()) == [0, 1, 2, 3]
+    assert not any(PL.shared(place).values())
+
+
+def test_one_core_everything_shares_it():
+    place = PL.plan(ROLES, [3])
+    assert set(place.values()) == {3} and all(PL.shared(place).values())
+
+
+@pytest.mark.parametrize("cores, want", [
+    ([0, 1], [1]),                   # beside the WAL writer and producers, never the matcher's
+    (list(range(8)), [4, 5, 6, 7]),  # the cores no role has
+    ([5], [5]),                      # one core: the matcher's own
+])
+def test_snapshot_writer_cores(cores, want):
+    assert PL.snapshot_cores(PL.plan(ROLES, cores), cores) == want
+
+
+def test_snapshot_child_leaves_the_matchers_core_and_runs_at_nice_19():
+    cores = sorted(os.sched_getaffinity(0))
+    target = cores[-1:]
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                       # what the forked snapshot writer does first
+        try:
+            _off_the_matchers_core(target)
+            os.write(w, f"{sorted(os.sched_getaffinity(0))} {os.nice(0)}".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    got = os.read(r, 200).decode()
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert got == f"{target} 19"
