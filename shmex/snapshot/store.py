@@ -88,12 +88,11 @@ def write_state(snap_dir, state: dict[str, np.ndarray], seq: int, state_hash: st
     run away from the matcher (a forked child or another process).
     """
     os.makedirs(snap_dir, exist_ok=True)
-    raw = _pack(state)
-    payload = zstandard.ZstdCompressor(level=LEVEL).compress(raw)
+    raw_bytes, payload = _compress_packed(state)
     h = np.zeros(1, dtype=HEADER)
     h["magic"], h["version"], h["header_bytes"] = MAGIC, VERSION, HEADER_BYTES
     h["seq"], h["created_ns"] = seq, time.time_ns()
-    h["raw_bytes"], h["payload_bytes"] = len(raw), len(payload)
+    h["raw_bytes"], h["payload_bytes"] = raw_bytes, len(payload)
     h["checksum"] = np.void(hashlib.blake2b(payload, digest_size=16).digest())
     h["state_hash"] = state_hash.encode("ascii")
     h["state_format"], h["level"] = state_format, LEVEL
@@ -112,7 +111,7 @@ def write_state(snap_dir, state: dict[str, np.ndarray], seq: int, state_hash: st
     os.rename(tmp, final)  # atomic: a reader sees the whole file or none
     fsync_dir(snap_dir)
     prune(snap_dir, keep)
-    return SnapshotInfo(final, seq, state_hash, int(h["created_ns"][0]), len(raw), len(payload))
+    return SnapshotInfo(final, seq, state_hash, int(h["created_ns"][0]), raw_bytes, len(payload))
 
 
 def write_snapshot(snap_dir, matcher, *, keep: int = KEEP) -> SnapshotInfo:
@@ -227,7 +226,10 @@ def _decompress_into(payload: bytes, out: np.ndarray) -> int:
 #   u32 index length | index (JSON list of [name, dtype descr, shape, offset]) | pad | arrays
 # (np.savez's zip container cost 80 ms more per load of a 1M-order book: one copy per array.)
 
-def _pack(state: dict[str, np.ndarray]) -> bytes:
+def _layout(state: dict[str, np.ndarray]):
+    """The packed form's parts: (arrays, offsets, prefix, total bytes). Packed = prefix
+    (4-byte index length, the JSON index, zeros to 64 bytes) then each array at its
+    offset from the prefix's end, each padded with zeros to 64 bytes."""
     arrays = [(k, np.ascontiguousarray(v)) for k, v in state.items()]
     index, off = [], 0
     for k, a in arrays:
@@ -237,12 +239,45 @@ def _pack(state: dict[str, np.ndarray]) -> bytes:
         off += -(-a.nbytes // 64) * 64
     head = json.dumps(index).encode()
     start = -(-(4 + len(head)) // 64) * 64
-    out = bytearray(start + off)
-    out[0:4] = len(head).to_bytes(4, "little")
-    out[4:4 + len(head)] = head
-    for (k, a), (_, _, _, o) in zip(arrays, index):
-        out[start + o:start + o + a.nbytes] = a.tobytes()
+    prefix = bytearray(start)
+    prefix[0:4] = len(head).to_bytes(4, "little")
+    prefix[4:4 + len(head)] = head
+    return arrays, [start + i[3] for i in index], bytes(prefix), start + off
+
+
+def _pack(state: dict[str, np.ndarray]) -> bytes:
+    """The packed form (see `_layout`), built in memory."""
+    arrays, offsets, prefix, total = _layout(state)
+    out = bytearray(total)
+    out[0:len(prefix)] = prefix
+    for (k, a), o in zip(arrays, offsets):
+        out[o:o + a.nbytes] = _bytes_of(a)
     return bytes(out)
+
+
+def _bytes_of(a: np.ndarray) -> memoryview:
+    """A C-contiguous array's bytes, without a copy (any dtype, structured ones too)."""
+    return memoryview(a.reshape(-1)).cast("B")
+
+
+def _compress_packed(state: dict[str, np.ndarray]) -> tuple[int, bytes]:
+    """(packed length, zstd of the packed form) without building the packed form: the
+    arrays go to the compressor straight from the book. Measured on a 1M-order arena
+    (100 MiB packed): building it first cost three copies of it and their page faults."""
+    arrays, offsets, prefix, total = _layout(state)
+    c = zstandard.ZstdCompressor(level=LEVEL).compressobj(size=total)
+    parts = [c.compress(prefix)]
+    pos = len(prefix)
+    for (k, a), o in zip(arrays, offsets):
+        if o > pos:
+            parts.append(c.compress(bytes(o - pos)))
+        if a.nbytes:
+            parts.append(c.compress(_bytes_of(a)))
+        pos = o + a.nbytes
+    if total > pos:
+        parts.append(c.compress(bytes(total - pos)))
+    parts.append(c.flush())
+    return total, b"".join(parts)
 
 
 def _unpack(raw) -> dict[str, np.ndarray]:
