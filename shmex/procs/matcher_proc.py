@@ -231,7 +231,8 @@ class MatcherAgent:
             try:
                 b = self.m.book
                 state = {name: arr for name, arr in zip(FIELDS, b)}
-                store.write_state(self.snap_dir, state, self.m.last_seq, self.m.state_hash())
+                store.write_state(self.snap_dir, state, self.m.last_seq, self.m.state_hash(),
+                                  pause=os.sched_yield)
             except BaseException as e:  # noqa: BLE001 - report and exit non-zero, never return
                 print(f"matcher snapshot child: {e}", file=sys.stderr, flush=True)
                 code = 1

@@ -36,6 +36,7 @@ MAGIC = b"SHMEXSNP"
 VERSION = 1
 HEADER_BYTES = 128
 KEEP = 3
+PAUSE_CHUNK = 64 << 10  # bytes compressed between two pauses of a cooperative writer (~20-50 us)
 LEVEL = 1  # zstd level: 1 compresses the sparse book arrays well and fast (recovery reads it)
 
 HEADER = np.dtype({
@@ -81,14 +82,17 @@ def list_snapshots(snap_dir) -> list[tuple[int, str]]:
 
 
 def write_state(snap_dir, state: dict[str, np.ndarray], seq: int, state_hash: str, *,
-                keep: int = KEEP, state_format: int = 1) -> SnapshotInfo:
+                keep: int = KEEP, state_format: int = 1, pause=None) -> SnapshotInfo:
     """Write one snapshot of an exported state; then delete all but the newest ``keep``.
 
     Takes an already exported state so that the slow part (compress, write, fsync) can
-    run away from the matcher (a forked child or another process).
+    run away from the matcher (a forked child or another process). ``pause`` (e.g.
+    ``os.sched_yield``) is called after every PAUSE_CHUNK bytes compressed: a writer that
+    shares a core with the engine's yielding processes then holds it for tens of
+    microseconds at a time, not for a scheduler tick (4 ms).
     """
     os.makedirs(snap_dir, exist_ok=True)
-    raw_bytes, payload = _compress_packed(state)
+    raw_bytes, payload = _compress_packed(state, pause)
     h = np.zeros(1, dtype=HEADER)
     h["magic"], h["version"], h["header_bytes"] = MAGIC, VERSION, HEADER_BYTES
     h["seq"], h["created_ns"] = seq, time.time_ns()
@@ -260,10 +264,11 @@ def _bytes_of(a: np.ndarray) -> memoryview:
     return memoryview(a.reshape(-1)).cast("B")
 
 
-def _compress_packed(state: dict[str, np.ndarray]) -> tuple[int, bytes]:
+def _compress_packed(state: dict[str, np.ndarray], pause=None) -> tuple[int, bytes]:
     """(packed length, zstd of the packed form) without building the packed form: the
     arrays go to the compressor straight from the book. Measured on a 1M-order arena
-    (100 MiB packed): building it first cost three copies of it and their page faults."""
+    (100 MiB packed): building it first cost three copies of it and their page faults.
+    ``pause``: called between chunks of PAUSE_CHUNK bytes (see `write_state`)."""
     arrays, offsets, prefix, total = _layout(state)
     c = zstandard.ZstdCompressor(level=LEVEL).compressobj(size=total)
     parts = [c.compress(prefix)]
@@ -271,8 +276,12 @@ def _compress_packed(state: dict[str, np.ndarray]) -> tuple[int, bytes]:
     for (k, a), o in zip(arrays, offsets):
         if o > pos:
             parts.append(c.compress(bytes(o - pos)))
-        if a.nbytes:
-            parts.append(c.compress(_bytes_of(a)))
+        b = _bytes_of(a)
+        step = PAUSE_CHUNK if pause is not None else max(len(b), 1)
+        for i in range(0, len(b), step):
+            parts.append(c.compress(b[i:i + step]))
+            if pause is not None:
+                pause()
         pos = o + a.nbytes
     if total > pos:
         parts.append(c.compress(bytes(total - pos)))
