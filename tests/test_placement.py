@@ -1,5 +1,5 @@
-"""Which core each engine process gets (`procs/placement.py`), and where the matcher's
-forked snapshot writer goes."""
+"""Which core each engine process gets (`procs/placement.py`), where the matcher's
+forked snapshot writer goes, and when a (re)started matcher takes its next snapshot."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import pytest
 
 from shmex.procs import placement as PL
-from shmex.procs.matcher_proc import _off_the_matchers_core
+from shmex.procs.matcher_proc import _off_the_matchers_core, next_snapshot_due
 
 ROLES = ["matcher", "walwriter", "producer-0", "producer-1"]
 
@@ -56,3 +56,14 @@ def test_snapshot_child_leaves_the_matchers_core_and_runs_at_nice_19():
     os.close(r)
     os.waitpid(pid, 0)
     assert got == f"{target} 19"
+
+
+@pytest.mark.parametrize("snapshot_seq, last_seq, every, want", [
+    (0, 0, 1000, 1000),              # a fresh log
+    (5000, 5000, 1000, 6000),        # a relaunch after a clean stop (final snapshot)
+    (5000, 5700, 1000, 6000),        # a restart: due after the newest snapshot, not after the restart
+    (5000, 7300, 1000, 7301),        # overdue: at the first batch
+    (5000, 7300, 0, -1),             # only the final one
+])
+def test_next_snapshot_is_due_after_the_newest_one(snapshot_seq, last_seq, every, want):
+    assert next_snapshot_due(snapshot_seq, last_seq, every) == want
