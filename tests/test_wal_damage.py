@@ -231,3 +231,38 @@ def test_damage_inside_the_log_is_not_cut(large_log, tmp_path):
     got, end = read_all(d)
     assert end.damage is None and end.last_seq == cut.last_seq
     assert got.tobytes() == cmds[:cut.last_seq].tobytes()
+
+
+def test_a_successor_scans_only_the_tail_and_cuts_the_same_torn_record(large_log, tmp_path):
+    """A writer's successor after a process crash (tail_only) scans the last segments: a
+    torn last record is cut exactly as the whole scan cuts it; the work does not grow with
+    the log (damage further back is verify's and a full open's to find)."""
+    src, cmds = large_log
+    results = {}
+    for tail_only in (False, True):
+        d = tmp_path / f"wal-{tail_only}"
+        copy_dir(src, d)
+        last = segments(d)[-1]
+        b = bytearray(open(last, "rb").read())
+        end = L.HEADER_BYTES + (len(b) - L.HEADER_BYTES) // L.SLOT_BYTES * L.SLOT_BYTES
+        first_zero = next(o for o in range(L.HEADER_BYTES, end, L.SLOT_BYTES)
+                          if not any(b[o:o + L.SLOT_BYTES]))
+        b[first_zero - L.SLOT_BYTES + 30] ^= 0x55          # the last record written, torn
+        open(last, "wb").write(b)
+        w = WalWriter(d, config=CFG, segment_bytes=seg_bytes(400), tail_only=tail_only)
+        results[tail_only] = w.next_seq
+        w.close()
+        got, end_ = read_all(d)
+        assert end_.damage is None and got.tobytes() == cmds[:w.next_seq - 1].tobytes()
+    assert results[True] == results[False] < len(cmds) + 1
+
+    d = tmp_path / "wal-early"
+    copy_dir(src, d)
+    path = segments(d)[2]
+    b = bytearray(open(path, "rb").read())
+    b[L.HEADER_BYTES + 3 * L.SLOT_BYTES + 20] ^= 4       # damage deep inside the log
+    open(path, "wb").write(b)
+    WalWriter(d, config=CFG, segment_bytes=seg_bytes(400), tail_only=True).close()   # not scanned
+    assert verify(d).corrupt                              # ... verify still names it
+    with pytest.raises(CorruptRecord, match="refusing to cut"):
+        WalWriter(d, config=CFG, segment_bytes=seg_bytes(400))

@@ -65,8 +65,11 @@ def warm() -> None:
 
 def run(cfg: dict, ctl: Ctl, me: ProcessSlot) -> int:
     extra = {"segment_bytes": int(cfg["segment_bytes"])} if cfg.get("segment_bytes") else {}
+    # a successor in a running engine (DURABLE_SEQ was stored): its predecessor died in a
+    # process crash, so only the log's tail needs scanning (bounded, not O(log))
+    successor = ctl.load(L.DURABLE_SEQ) > 0
     wal = WalWriter(cfg["data_dir"], mode=cfg["durability"], group_records=BATCH,
-                    config=cfg["book"], **extra)
+                    config=cfg["book"], tail_only=successor, **extra)
     strategy = resolve(cfg["wait"]["walwriter"])
     kernel = wal.mode == "none"   # mode none: the duty cycle runs in numba (wal_duty)
     # with the kernel, its spin and yield phases are the strategy's; Python only blocks

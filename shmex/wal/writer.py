@@ -51,6 +51,7 @@ _PREFILL_STEP = 256 << 10     # mode none: bytes of zeros one idle poll writes a
 _PREFILL_AHEAD = 1 << 20      # mode none: how far ahead of the cursor idle polls prefill
 _ZEROS = memoryview(_ZERO_CHUNK)
 LOCK_NAME = ".writer.lock"
+TAIL_SEGMENTS = 2            # tail_only: the segment being written and the one before it
 
 
 class WalWriter:
@@ -58,6 +59,9 @@ class WalWriter:
 
     Opening an existing directory first cuts a torn tail (``reader.cut_tail``), then starts
     a new run in a new segment at seq ``last_seq + 1`` with a RUN_START record.
+    ``tail_only``: the successor of a writer that died in a process crash (the page cache
+    is coherent, only the last record can be torn) scans the last TAIL_SEGMENTS segments,
+    not the whole log.
 
     Knobs: ``mode`` (see module doc); ``group_records`` / ``group_us``: a group commits when
     this many records wait or the oldest has waited this long (smaller = lower commit latency,
@@ -67,7 +71,7 @@ class WalWriter:
     def __init__(self, directory, *, mode: str = "group", group_records: int = 4096,
                  group_us: int = 500, segment_bytes: int = L.SEGMENT_BYTES,
                  config: dict | None = None, first_seq: int | None = None,
-                 force_cut: bool = False):
+                 force_cut: bool = False, tail_only: bool = False):
         if mode not in MODES:
             raise UsageError(f"mode={mode!r}: expected one of {', '.join(MODES)}")
         if group_records < 1 or group_us < 0:
@@ -93,15 +97,15 @@ class WalWriter:
             os.close(self._lock_fd)
             raise CannotOpen(f"{self.directory}: another WAL writer holds {LOCK_NAME}") from e
         try:
-            self._open_run(config, first_seq, force_cut)
+            self._open_run(config, first_seq, force_cut, TAIL_SEGMENTS if tail_only else None)
         except BaseException:
             os.close(self._lock_fd)
             raise
 
     # ---- opening ---------------------------------------------------------------------------
 
-    def _open_run(self, config, first_seq, force_cut) -> None:
-        cut = cut_tail(self.directory, force=force_cut)
+    def _open_run(self, config, first_seq, force_cut, tail_segments) -> None:
+        cut = cut_tail(self.directory, force=force_cut, tail_segments=tail_segments)
         doc = M.read(self.directory)
         has_log = cut.end is not None and cut.end.segments > 0
         if has_log and doc is None:
