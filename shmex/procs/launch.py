@@ -54,7 +54,9 @@ def build_config(args) -> dict:
     data_dir = os.path.abspath(args.data_dir or DEFAULT_DIR)
     # walwriter 'hybrid': it yields between journal polls while commands keep coming (no
     # semaphore wake-up per batch: 100K/s, mode none, p50 to_durable 29 -> 18 us, median
-    # of 3) and blocks once the journal stayed empty for 0.5 ms
+    # of 3) and blocks once the journal stayed empty for 0.5 ms (in mode none the numba
+    # duty cycle, wal_duty, runs the spin and yield phases; 'block' there: 100K/s t2t p50
+    # 6 -> 18-29 us, 2 runs)
     wait = {"matcher": "block", "walwriter": "hybrid", "publisher": "block", "producer": "block"}
     for item in (args.wait or "").split(","):
         if item:
@@ -224,8 +226,10 @@ def print_summary(doc: dict) -> None:
               else "-")
         p(f"  {pr['name']:<12} {pr['pid']:>8} {pr['core']:>5} {cpu:>6} {pr['rss_bytes'] / 2**20:>8.1f}MB "
           f"{rq:>14}  {pr['exit']}")
-    p("  (runq wait: time a process was runnable but its core ran something else, under load;"
-      " on the matcher's own core, every such ms delays each order that arrives meanwhile)")
+    p("  (runq wait: time a process was runnable but its core ran something else, under load."
+      " A process alone on its core: time taken by other work, each ms delaying every order"
+      " that arrives meanwhile; processes that yield to each other on a shared core count each"
+      " other's turns too)")
     p(f"  final seq   {doc['last_seq']:,} (durable {doc['durable_seq']:,}); state_hash {doc['state_hash']}")
     p(f"  snapshots   {doc['snapshots']} (longest matching pause {doc['snapshot_pause_max_ns'] / 1e6:.2f} ms); "
       f"WAL commits {doc['wal_commits']:,}")
