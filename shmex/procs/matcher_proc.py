@@ -227,8 +227,8 @@ class MatcherAgent:
         pid = os.fork()
         if pid == 0:                 # child: write and leave without running any cleanup
             code = 0
-            _off_the_matchers_core(self.snap_cores)
             try:
+                _off_the_matchers_core(self.snap_cores)
                 b = self.m.book
                 state = {name: arr for name, arr in zip(FIELDS, b)}
                 store.write_state(self.snap_dir, state, self.m.last_seq, self.m.state_hash(),

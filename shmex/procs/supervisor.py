@@ -86,7 +86,8 @@ class Child:
 
     @property
     def runq_wait(self) -> tuple[float, float] | None:
-        """(ms spent runnable but waiting for a CPU, over how many seconds) under load:
+        """(ms spent runnable but waiting for a CPU, over how many seconds) under load, of
+        the slot's current process (a restart starts it again):
         time the scheduler gave this process's core to something else while it had work
         (or was yielding). None where /proc/PID/schedstat is not there."""
         if self.sched_first is None or self.sched_last is None or self.sched_last[0] <= self.sched_first[0]:
@@ -343,6 +344,7 @@ class Supervisor:
             how = ("no standby ready: spawning a plain child" if self.use_standby
                    else "spawning a plain child (standby off)")
         ev["new_pid"] = ch.pid
+        ch.sched_first = ch.sched_last = None   # the run-queue wait of the new process only
         self.restarts.append(ev)
         self.ctl[L.RESTARTS] += 1
         self._recovering[ch.name] = ev

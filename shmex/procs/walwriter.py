@@ -177,8 +177,10 @@ def run(cfg: dict, ctl: Ctl, me: ProcessSlot) -> int:
             d = wal.close(seal=True)
             sealed = True
             ctl.store(L.DURABLE_SEQ, d)
-            if journal.read_seq > journal.released_seq:
-                journal.release()
+            # only what the log holds: records read after a bad seq stay for a successor
+            upto = min(journal.read_seq, base + d - first + 1)
+            if upto > journal.released_seq:
+                journal.release(upto)
         journal.close()
         h_durable = dtab = None
         hseg.close()
