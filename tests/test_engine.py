@@ -103,6 +103,14 @@ def test_full_speed_duration_stops_and_mode_none_replays(shm_run, tmp_path):
     assert _shmex("verify", str(data)).returncode == 0
 
 
+def test_bad_wait_strategy_is_refused_before_anything_starts(shm_run, tmp_path):
+    r = _shmex("launch", "--name", shm_run, "--wait", "walwriter=bogus", "--orders", "100",
+               "--data-dir", str(tmp_path / "data"), "--quiet")
+    assert r.returncode == 2
+    assert "--wait 'walwriter=bogus'" in r.stderr and "bogus" in r.stderr
+    assert _segments(shm_run) == [] and not (tmp_path / "data").exists()
+
+
 def test_relaunch_continues_the_log(shm_run, tmp_path):
     """A second launch on the same directory recovers the book and goes on from its seq."""
     data = tmp_path / "data"

@@ -386,7 +386,8 @@ def main(args) -> int:
         tmp = tempfile.mkdtemp(prefix="shmex-drill-")
         args.data_dir = tmp
     from shmex.procs import layout as L
-    from shmex.procs.launch import _fresh, _machine
+    from shmex.bench.machine import describe
+    from shmex.procs.launch import _fresh
     from shmex.procs.matcher_proc import load_hash
     from shmex.procs.supervisor import Supervisor
     from shmex.shm.names import PREFIX, SHM_DIR
@@ -420,7 +421,7 @@ def main(args) -> int:
                 outages.append((k["t_kill"], k["t_ready"]))
         wall = time.monotonic() - t0
         doc = _check(cfg, out, killer, args, wall, load_hash, L, PREFIX, SHM_DIR)
-        doc["machine"] = _machine()
+        doc["machine"] = describe()
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -25,10 +25,13 @@ import time
 
 import numpy as np
 
+from shmex.bench.machine import describe
+from shmex.errors import UsageError
 from shmex.procs import layout as L
 from shmex.procs.latency import (STAGE_TEXT, STAGES, percentile_of_counts, stage_counts, summary, to_hdr,
                                  write_hgrm, write_plot)
 from shmex.procs.loadgen import book_config
+from shmex.ring.wait import resolve as resolve_wait
 from shmex.shm.names import check_run_id, new_run_id
 
 from shmex.procs.launch_args import DEFAULT_DIR, DEMO_ORDERS
@@ -63,6 +66,10 @@ def build_config(args) -> dict:
             role, _, strat = item.partition("=")
             if role not in wait or not strat:
                 raise ValueError(f"--wait {item!r}: want ROLE=STRATEGY, ROLE one of {', '.join(wait)}")
+            try:                     # a bad name stops the launch here, not a child later
+                resolve_wait(strat)
+            except UsageError as e:
+                raise ValueError(f"--wait {item!r}: {e}") from None
             wait[role] = strat
     return {
         "run_id": run_id, "producers": producers, "clients": int(args.clients),
@@ -126,12 +133,6 @@ def _progress(sup, elapsed: float) -> None:
           file=sys.stderr, flush=True)
 
 
-def _machine() -> str:
-    from shmex.bench.machine import describe
-
-    return describe()
-
-
 def result_doc(cfg: dict, out) -> dict:
     from shmex.procs.matcher_proc import load_hash
 
@@ -171,7 +172,7 @@ def result_doc(cfg: dict, out) -> dict:
                             **{k: sm[k] for k in ("p50", "p90", "p99", "p999", "p9999", "max")}}
     return {
         "status": out.status, "reason": out.reason, "exit_code": out.exit_code,
-        "run_id": cfg["run_id"], "machine": _machine(), "placement": out.placement,
+        "run_id": cfg["run_id"], "machine": describe(), "placement": out.placement,
         "producers": cfg["producers"], "symbols": cfg["symbols"], "rate": cfg["rate"],
         "durability": cfg["durability"], "publisher": "inline" if cfg["publisher_inline"] else "process",
         "orders": t["orders"], "reports": t["reports"], "fills": t["fills"], "rejects": t["rejects"],

@@ -132,5 +132,5 @@ def warm() -> None:
     st[W_ROOM], st[W_NEXT] = 4, 1
     duty(jslots, jctl, jloc, 0, buf.view(np.uint64).reshape(4, 8), buf["seq"], buf["engine_ns"],
          np.zeros(4 * SLOT_WORDS, np.uint64), st, np.zeros(1, np.uint64), HW,
-         np.zeros(L.DURABLE_SEQ + L.COMMITS + 1, np.int64), np.zeros(NBUCKETS, np.int64),
+         np.zeros(max(L.DURABLE_SEQ, L.COMMITS) + 1, np.int64), np.zeros(NBUCKETS, np.int64),
          np.zeros((4, 2), np.int64), 0, 0, 0, 0)

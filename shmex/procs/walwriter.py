@@ -20,21 +20,18 @@ import time
 
 import numpy as np
 
-from shmex.errors import Halt
+from shmex.errors import Halt, UsageError
 from shmex.procs import layout as L
-from shmex.errors import UsageError
 from shmex.procs import wal_duty as WD
 from shmex.procs.ctl import Aborted, Ctl, ProcessSlot, shares_core
 from shmex.ring import Ring
 from shmex.ring.wait import WaitStrategy, resolve
 from shmex.schema import COMMAND, commands
 from shmex.wal.crc import HW
-from shmex.wal.writer import _PREFILL_STEP, WalWriter
-from shmex.wal.layout import SLOT_BYTES
+from shmex.wal.writer import WalWriter
 
 BATCH = 4096
 DUTY_BUDGET_NS = 20_000_000  # back to Python (heartbeat, phase) at least this often (a return costs ~10 us)
-PREFILL_SLOTS = _PREFILL_STEP // SLOT_BYTES   # one idle prefill step, in slots
 BLOCK_ONLY = WaitStrategy("block:0", spin_ns=0, block=True)   # the kernel spun and yielded already
 
 
@@ -117,14 +114,14 @@ def run(cfg: dict, ctl: Ctl, me: ProcessSlot) -> int:
                 if room:
                     st[WD.W_POS], st[WD.W_ROOM], st[WD.W_NEXT] = pos_w, room, wal.next_seq
                     dg[0] = wal.digest
-                    low = 0 if no_progress else min(wal.room_goal() - PREFILL_SLOTS, wal.room_goal())
+                    low = 0 if no_progress else wal.prefill_below()
                     rc = WD.duty(j_slots, j_ctl, j_loc, j_space_sem, bufw, seqs, eng, words, st, dg, HW,
                                  ctl.a, h_durable, dtab, low, DUTY_BUDGET_NS, poll_ns, idle_ns)
+                    me.beat()
                     if st[WD.W_DONE]:
                         wal.advance_mapped(int(st[WD.W_DONE]), dg[0])
                         durable = wal.durable_seq
                         no_progress = False
-                        me.beat()
                     if rc == WD.RET_BAD_SEQ:
                         raise UsageError(f"walwriter: a journal record carries seq {int(st[WD.W_BAD_SEQ])}, "
                                          f"expected {wal.next_seq}: the journal does not continue the log")
@@ -134,7 +131,6 @@ def run(cfg: dict, ctl: Ctl, me: ProcessSlot) -> int:
                         no_progress = wal.mapped_room()[2] <= before
                         continue
                     if rc == WD.RET_BUDGET:
-                        me.beat()
                         if _turn(ctl, journal, wal, wait=False):
                             break
                         continue

@@ -36,7 +36,7 @@ MAGIC = b"SHMEXSNP"
 VERSION = 1
 HEADER_BYTES = 128
 KEEP = 3
-PAUSE_CHUNK = 64 << 10  # bytes compressed between two pauses of a cooperative writer (~20-50 us)
+PAUSE_CHUNK = 64 << 10  # bytes compressed per call (between two pauses of a cooperative writer: ~20-50 us)
 LEVEL = 1  # zstd level: 1 compresses the sparse book arrays well and fast (recovery reads it)
 
 HEADER = np.dtype({
@@ -277,9 +277,8 @@ def _compress_packed(state: dict[str, np.ndarray], pause=None) -> tuple[int, byt
         if o > pos:
             parts.append(c.compress(bytes(o - pos)))
         b = _bytes_of(a)
-        step = PAUSE_CHUNK if pause is not None else max(len(b), 1)
-        for i in range(0, len(b), step):
-            parts.append(c.compress(b[i:i + step]))
+        for i in range(0, len(b), PAUSE_CHUNK):
+            parts.append(c.compress(b[i:i + PAUSE_CHUNK]))
             if pause is not None:
                 pause()
         pos = o + a.nbytes

@@ -256,6 +256,11 @@ class WalWriter:
         where the segment ends sooner)."""
         return min(self._slots_left, _PREFILL_AHEAD // L.SLOT_BYTES)
 
+    def prefill_below(self) -> int:
+        """Mode none: with fewer prefilled slots than this, an idle poll has a whole
+        prefill step to do (a duty kernel hands its idle time back for it)."""
+        return self.room_goal() - _PREFILL_STEP // L.SLOT_BYTES
+
     def advance_mapped(self, k: int, digest) -> None:
         """Mode none: a duty kernel encoded ``k`` commands into the mapping at the cursor
         (what `mapped_room` offered), chaining ``digest``; they are in the page cache."""
