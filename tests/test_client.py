@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from shmex.procs.client import connect
+from shmex.client import connect
 from shmex.schema import COMMAND, K_NEW, ReportKind, Side, Reason
 from shmex.shm.names import PREFIX, SHM_DIR
 

@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from shmex.shm.names import PREFIX, SHM_DIR
-from shmex.wal import manifest as M
+from shmex.wal import manifest
 
 LAUNCH_TIMEOUT_S = 900
 
@@ -81,7 +81,7 @@ def test_launch_two_producers_end_to_end(shm_run, tmp_path):
     assert all(p["pid"] > 0 and p["rss_bytes"] > 0 for p in doc["processes"])
     assert doc["state_hash"] == _replay_hash(data)                     # replay == live
     assert _shmex("verify", str(data)).returncode == 0
-    assert M.read(str(data))["runs"][-1]["sealed"]
+    assert manifest.read(str(data))["runs"][-1]["sealed"]
     assert "Value     Percentile" in (tmp_path / "run.hgrm").read_text()
     assert doc["state_hash"] in r.stdout and f"shmex verify {data}" in r.stdout
     assert _segments(shm_run) == []
@@ -140,7 +140,7 @@ def test_sigint_mid_run_stops_cleanly(shm_run, tmp_path):
     assert doc["status"] == "interrupted"
     assert doc["answered"] == doc["orders"] > 0        # what was taken was answered
     assert doc["last_seq"] == doc["durable_seq"]
-    assert M.read(str(data))["runs"][-1]["sealed"]
+    assert manifest.read(str(data))["runs"][-1]["sealed"]
     assert _shmex("verify", str(data)).returncode == 0
     assert doc["state_hash"] == _replay_hash(data)
     assert _segments(shm_run) == []

@@ -1,4 +1,4 @@
-"""The matcher's numba duty cycle (`procs/matcher_duty.py`) on in-process rings: it
+"""The matcher's numba duty cycle (`roles/matcher_duty.py`) on in-process rings: it
 sequences and matches exactly what `Matcher.process` would, forwards every command to
 the journal, and releases input slots and routes reports only as DURABLE_SEQ allows.
 Also: `prefault` really maps the pages of a calloc'd array."""
@@ -9,20 +9,20 @@ import numpy as np
 from numba.typed import List
 
 from shmex.matcher import Matcher
-from shmex.procs import layout as L
-from shmex.procs import matcher_duty as D
-from shmex.procs.matcher_proc import prefault
-from shmex.procs.publisher import PENDING
-from shmex.ring import _kernels as RK
-from shmex.ring import layout as RL
+from shmex.engine import cells
+from shmex.roles import matcher_duty
+from shmex.roles.matcher import prefault
+from shmex.roles.publisher import PENDING
+from shmex.ring import _kernels as ring_kernels
+from shmex.ring import layout as ring_layout
 from shmex.schema import COMMAND, REPORT, commands
 
 BOOK = dict(symbols=1, price_lo=1, price_hi=200, capacity=256)
 
 
 def _ring(cap):
-    return (np.zeros((cap, 8), np.uint64), np.zeros(RL.CTL_BYTES // 8, np.int64),
-            np.zeros(RL.LOCAL_CELLS, np.int64))
+    return (np.zeros((cap, 8), np.uint64), np.zeros(ring_layout.CTL_BYTES // 8, np.int64),
+            np.zeros(ring_layout.LOCAL_CELLS, np.int64))
 
 
 def _orders(n, producer, seed):
@@ -45,7 +45,7 @@ def _words(a):
 
 def _published(ring, dtype):
     slots, ctl, _ = ring
-    n = int(ctl[RL.C_PUB])
+    n = int(ctl[ring_layout.C_PUB])
     return slots[:n].copy().view(dtype).reshape(-1)
 
 
@@ -55,15 +55,15 @@ class _Rig:
     def __init__(self):
         self.m = Matcher(**BOOK)
         self.ins = [_ring(64), _ring(64)]                         # the matcher's (consumer) cells
-        self.prod_locs = [np.zeros(RL.LOCAL_CELLS, np.int64) for _ in self.ins]   # the producers'
+        self.prod_locs = [np.zeros(ring_layout.LOCAL_CELLS, np.int64) for _ in self.ins]   # the producers'
         self.journal, self.out = _ring(256), _ring(1024)
         self.dests = [_ring(1024), _ring(1024)]
-        self.rout = (self.out[0], self.out[1], np.zeros(RL.LOCAL_CELLS, np.int64))  # routing: out's consumer
-        self.ctl = np.zeros(L.ctl_cells(2), np.int64)
+        self.rout = (self.out[0], self.out[1], np.zeros(ring_layout.LOCAL_CELLS, np.int64))  # routing: out's consumer
+        self.ctl = np.zeros(cells.ctl_cells(8, 2), np.int64)
         self.buf = commands(256)
         self.pq = np.zeros((2, 64, 2), np.int64)
         self.pqi = np.zeros((2, 2), np.int64)
-        self.ds = np.zeros(D.S_CELLS, np.int64)
+        self.ds = np.zeros(matcher_duty.S_CELLS, np.int64)
         self.pend = np.zeros(PENDING, REPORT)
         self.scratch = np.zeros((2, PENDING), REPORT)
         self.counts = np.zeros(3, np.int64)
@@ -71,23 +71,23 @@ class _Rig:
 
     def publish(self, k, cmds):
         slots, ctl, _ = self.ins[k]
-        assert RK._publish_batch(slots, ctl, self.prod_locs[k], _words(cmds), False) == len(cmds)
+        assert ring_kernels._publish_batch(slots, ctl, self.prod_locs[k], _words(cmds), False) == len(cmds)
 
     def duty(self):
         m = self.m
         lists = [List([r[i] for r in self.ins]) for i in range(3)]
         dl = [List([r[i] for r in self.dests]) for i in range(3)]
-        rc = D.duty(m.book, m._out, _words(m._out), self.buf, _words(self.buf), *lists,
+        rc = matcher_duty.duty(m.book, m._out, _words(m._out), self.buf, _words(self.buf), *lists,
                     np.zeros(2, np.int64), *self.journal, 0, *self.out, 0, self.ctl,
                     np.zeros(8192, np.int64), self.pq, self.pqi, np.zeros(2, np.int64), self.ds, 64,
                     True, np.zeros(2, np.int64), *self.rout, 0, self.pend, _words(self.pend),
                     self.dest_of, self.scratch, self.scratch.view(np.uint64).reshape(2, PENDING, 8),
                     self.counts, *dl, np.zeros(2, np.int64), 10**9, 0, 0)
-        assert rc == D.RET_IDLE
+        assert rc == matcher_duty.RET_IDLE
         return rc
 
     def released(self, k):
-        return int(self.ins[k][1][RL.C_RELEASED])
+        return int(self.ins[k][1][ring_layout.C_RELEASED])
 
 
 def test_duty_matches_like_process_and_gates_release_and_routing_on_durability():
@@ -106,27 +106,27 @@ def test_duty_matches_like_process_and_gates_release_and_routing_on_durability()
     reps = _published(rig.out, REPORT)
     assert reps.tobytes() == expect.tobytes()
     assert rig.m.state_hash() == ref.state_hash()
-    assert rig.ctl[L.MATCHER_SEQ] == 16
+    assert rig.ctl[cells.MATCHER_SEQ] == 16
     # nothing durable: no input slot released, no report routed
     assert (rig.released(0), rig.released(1)) == (0, 0)
-    assert all(int(d[1][RL.C_PUB]) == 0 for d in rig.dests)
+    assert all(int(d[1][ring_layout.C_PUB]) == 0 for d in rig.dests)
 
-    rig.ctl[L.DURABLE_SEQ] = 10
+    rig.ctl[cells.DURABLE_SEQ] = 10
     rig.duty()
     # the batch's last seq (16) bounds both rings' slots: still nothing released
     assert (rig.released(0), rig.released(1)) == (0, 0)
     routed = expect[expect["cmd_seq"] <= 10]
     for k, d in enumerate(rig.dests):
         assert _published(d, REPORT).tobytes() == routed[routed["producer"] == k + 1].tobytes()
-    assert rig.ctl[L.ROUTED] == len(routed)
+    assert rig.ctl[cells.ROUTED] == len(routed)
 
-    rig.ctl[L.DURABLE_SEQ] = 16
+    rig.ctl[cells.DURABLE_SEQ] = 16
     rig.duty()
     assert (rig.released(0), rig.released(1)) == (10, 6)
     for k, d in enumerate(rig.dests):
         assert _published(d, REPORT).tobytes() == expect[expect["producer"] == k + 1].tobytes()
-    assert rig.ctl[L.ROUTED] == len(expect)
-    assert int(rig.out[1][RL.C_RELEASED]) == len(expect)
+    assert rig.ctl[cells.ROUTED] == len(expect)
+    assert int(rig.out[1][ring_layout.C_RELEASED]) == len(expect)
 
 
 def test_duty_releases_each_batch_when_it_is_durable():
@@ -136,13 +136,13 @@ def test_duty_releases_each_batch_when_it_is_durable():
     rig.publish(0, _orders(5, 1, 4)[:3])
     rig.publish(1, _orders(4, 2, 5))
     rig.duty()                                   # batch 2: seqs 6..12
-    rig.ctl[L.DURABLE_SEQ] = 5
+    rig.ctl[cells.DURABLE_SEQ] = 5
     rig.duty()
     assert (rig.released(0), rig.released(1)) == (5, 0)
-    rig.ctl[L.DURABLE_SEQ] = 11
+    rig.ctl[cells.DURABLE_SEQ] = 11
     rig.duty()
     assert (rig.released(0), rig.released(1)) == (5, 0)
-    rig.ctl[L.DURABLE_SEQ] = 12
+    rig.ctl[cells.DURABLE_SEQ] = 12
     rig.duty()
     assert (rig.released(0), rig.released(1)) == (8, 4)
     assert rig.pqi[0, 0] == rig.pqi[0, 1] and rig.pqi[1, 0] == rig.pqi[1, 1]

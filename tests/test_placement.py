@@ -1,4 +1,4 @@
-"""Which core each engine process gets (`procs/placement.py`), where the matcher's
+"""Which core each engine process gets (`engine/placement.py`), where the matcher's
 forked snapshot writer goes, and when a (re)started matcher takes its next snapshot."""
 
 from __future__ import annotations
@@ -7,28 +7,28 @@ import os
 
 import pytest
 
-from shmex.procs import placement as PL
-from shmex.procs.matcher_proc import _off_the_matchers_core, next_snapshot_due
+from shmex.engine import placement
+from shmex.roles.matcher import _off_the_matchers_core, next_snapshot_due
 
 ROLES = ["matcher", "walwriter", "producer-0", "producer-1"]
 
 
 def test_two_cores_matcher_alone_the_rest_share():
-    place = PL.plan(ROLES, [0, 1])
+    place = placement.plan(ROLES, [0, 1])
     assert place == {"matcher": 0, "walwriter": 1, "producer-0": 1, "producer-1": 1}
-    assert PL.shared(place) == {"matcher": False, "walwriter": True, "producer-0": True, "producer-1": True}
-    assert PL.describe(place) == "core 0: matcher; core 1: walwriter, producer-0, producer-1"
+    assert placement.shared(place) == {"matcher": False, "walwriter": True, "producer-0": True, "producer-1": True}
+    assert placement.describe(place) == "core 0: matcher; core 1: walwriter, producer-0, producer-1"
 
 
 def test_enough_cores_one_each_and_no_sharing():
-    place = PL.plan(ROLES, list(range(8)))
+    place = placement.plan(ROLES, list(range(8)))
     assert sorted(place.values()) == [0, 1, 2, 3]
-    assert not any(PL.shared(place).values())
+    assert not any(placement.shared(place).values())
 
 
 def test_one_core_everything_shares_it():
-    place = PL.plan(ROLES, [3])
-    assert set(place.values()) == {3} and all(PL.shared(place).values())
+    place = placement.plan(ROLES, [3])
+    assert set(place.values()) == {3} and all(placement.shared(place).values())
 
 
 @pytest.mark.parametrize("cores, want", [
@@ -37,7 +37,7 @@ def test_one_core_everything_shares_it():
     ([5], [5]),                      # one core: the matcher's own
 ])
 def test_snapshot_writer_cores(cores, want):
-    assert PL.snapshot_cores(PL.plan(ROLES, cores), cores) == want
+    assert placement.snapshot_cores(placement.plan(ROLES, cores), placement.plan(ROLES, cores)["matcher"], cores) == want
 
 
 def test_snapshot_child_leaves_the_matchers_core_and_runs_at_nice_19():

@@ -17,7 +17,7 @@ from shmex import cli
 from shmex.matcher import Matcher
 from shmex.schema import REPORT
 from shmex.snapshot import store
-from shmex.snapshot.recovery import recover, snapshot_dir
+from shmex.recovery.recover import recover, snapshot_dir
 from shmex.wal.reader import WalReader
 from shmex.wal.writer import WalWriter
 from wal_helpers import CFG, commands, copy_dir, seg_bytes, segments

@@ -14,8 +14,8 @@ from numba import njit
 
 from shmex.errors import AttachError, RingFull, SchemaMismatch, UsageError
 from shmex.ring import Ring, resolve
-from shmex.ring import _kernels as K
-from shmex.ring import layout as L
+from shmex.ring import _kernels as ring_kernels
+from shmex.ring import layout as ring_layout
 from shmex.ring.atomics import load_acquire, store_release, swap_seq_cst
 from shmex.schema import COMMAND, REPORT
 from shmex.shm import Segment
@@ -61,8 +61,8 @@ def ring3(shm_run):
 # -- kernels over plain arrays (named cases) ------------------------------------------------
 
 def _arrays(capacity):
-    return (np.zeros((capacity, W), np.uint64), np.zeros(L.CTL_BYTES // 8, np.int64),
-            np.zeros(L.LOCAL_CELLS, np.int64), np.zeros(L.LOCAL_CELLS, np.int64))
+    return (np.zeros((capacity, W), np.uint64), np.zeros(ring_layout.CTL_BYTES // 8, np.int64),
+            np.zeros(ring_layout.LOCAL_CELLS, np.int64), np.zeros(ring_layout.LOCAL_CELLS, np.int64))
 
 
 @pytest.mark.parametrize("capacity, batches", [
@@ -77,42 +77,42 @@ def test_kernels_publish_consume(capacity, batches):
     sent = got = 0
     for b in batches:
         src = make(sent, b).view(np.uint64).reshape(b, W)
-        k = K._publish_batch(slots, ctl, prod, src, False)
+        k = ring_kernels._publish_batch(slots, ctl, prod, src, False)
         assert k == min(b, capacity - (sent - got))
         sent += k
-        assert ctl[L.C_PUB] == sent
+        assert ctl[ring_layout.C_PUB] == sent
         dst = np.zeros(b + 1, COMMAND)
-        m = K._consume_batch(slots, ctl, cons, dst.view(np.uint64).reshape(b + 1, W), True, False)
+        m = ring_kernels._consume_batch(slots, ctl, cons, dst.view(np.uint64).reshape(b + 1, W), True, False)
         assert m == sent - got
         assert list(seqs(dst[:m])) == list(range(got, got + m))
         got += m
-        assert ctl[L.C_RELEASED] == ctl[L.C_READ] == got
+        assert ctl[ring_layout.C_RELEASED] == ctl[ring_layout.C_READ] == got
 
 
 def test_kernels_wake_flag():
     slots, ctl, prod, cons = _arrays(4)
     src = make(0, 1).view(np.uint64).reshape(1, W)
-    K._publish_batch(slots, ctl, prod, src, True)
-    assert prod[L.L_WAKE] == 0
-    K._arm(ctl, L.C_CONS_WAITING)
-    K._publish_batch(slots, ctl, prod, src, True)
-    assert prod[L.L_WAKE] == 1 and ctl[L.C_CONS_WAITING] == 0  # claimed: exactly one post
+    ring_kernels._publish_batch(slots, ctl, prod, src, True)
+    assert prod[ring_layout.L_WAKE] == 0
+    ring_kernels._arm(ctl, ring_layout.C_CONS_WAITING)
+    ring_kernels._publish_batch(slots, ctl, prod, src, True)
+    assert prod[ring_layout.L_WAKE] == 1 and ctl[ring_layout.C_CONS_WAITING] == 0  # claimed: exactly one post
 
 
 def test_kernels_without_jit():
     """The kernels and the plain-Python twins of the intrinsics run under NUMBA_DISABLE_JIT=1."""
     code = textwrap.dedent("""
         import numpy as np
-        from shmex.ring import _kernels as K, layout as L, atomics
+        from shmex.ring import _kernels as ring_kernels, layout as ring_layout, atomics
         assert atomics.load_acquire is atomics.load_acquire_py
-        slots = np.zeros((2, 8), np.uint64); ctl = np.zeros(L.CTL_BYTES // 8, np.int64)
+        slots = np.zeros((2, 8), np.uint64); ctl = np.zeros(ring_layout.CTL_BYTES // 8, np.int64)
         p = np.zeros(8, np.int64); c = np.zeros(8, np.int64)
         out = []
         for i in range(5):
             src = np.full((1, 8), i, np.uint64)
-            assert K._publish_batch(slots, ctl, p, src, True) == 1
+            assert ring_kernels._publish_batch(slots, ctl, p, src, True) == 1
             dst = np.zeros((3, 8), np.uint64)
-            assert K._consume_batch(slots, ctl, c, dst, True, True) == 1
+            assert ring_kernels._consume_batch(slots, ctl, c, dst, True, True) == 1
             out.append(int(dst[0, 0]))
         assert out == [0, 1, 2, 3, 4], out
         print("ok")

@@ -10,7 +10,7 @@ import pytest
 from shmex.errors import CorruptRecord, UsageError
 from shmex.matcher import Matcher
 from shmex.snapshot import store
-from shmex.wal.crc import crc32c
+from shmex.crc import crc32c
 from wal_helpers import CFG, commands
 
 

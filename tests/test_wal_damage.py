@@ -11,10 +11,10 @@ import pytest
 from shmex import cli
 from shmex.errors import CorruptRecord
 from shmex.matcher import Matcher
-from shmex.snapshot.recovery import recover
-from shmex.wal import layout as L
+from shmex.recovery.recover import recover
+from shmex.wal import layout as wal_layout
 from shmex.wal.reader import WalReader, cut_tail
-from shmex.wal.verify import verify
+from shmex.recovery.verify import verify
 from shmex.wal.writer import WalWriter
 from wal_helpers import (CFG, commands, copy_dir, join, last_intact_seq, read_all, seg_bytes,
                          segments, slot_kinds, write_log)
@@ -57,7 +57,7 @@ def test_truncation_at_every_offset_of_a_small_log(small_log, hashes, tmp_path):
     for k in range(len(pristine)):
         with open(path, "wb") as f:
             f.write(pristine[:k])
-        want = last_intact_seq(kinds, k, 0) if k >= L.HEADER_BYTES else 0
+        want = last_intact_seq(kinds, k, 0) if k >= wal_layout.HEADER_BYTES else 0
         got, end = _scan(d)
         assert end.damage is not None, k
         assert end.damage.path == path
@@ -76,7 +76,7 @@ def test_truncation_then_the_writer_cuts_and_continues(small_log, tmp_path):
     src = tmp_path / "crashed"
     write_log(src, cmds, slots=16, seal=False)  # a crash: the run never sealed
     more = commands(20)
-    for k in (L.HEADER_BYTES + 3 * L.SLOT_BYTES + 17, L.HEADER_BYTES + 9 * L.SLOT_BYTES, len(pristine) - 40):
+    for k in (wal_layout.HEADER_BYTES + 3 * wal_layout.SLOT_BYTES + 17, wal_layout.HEADER_BYTES + 9 * wal_layout.SLOT_BYTES, len(pristine) - 40):
         d = tmp_path / f"wal{k}"
         copy_dir(src, d)
         path = segments(d)[0]
@@ -100,7 +100,7 @@ def test_a_sealed_run_is_never_cut(small_log, tmp_path):
     d = tmp_path / "wal"
     copy_dir(src, d)
     with open(segments(d)[0], "r+b") as f:
-        f.truncate(L.HEADER_BYTES + 6 * L.SLOT_BYTES)
+        f.truncate(wal_layout.HEADER_BYTES + 6 * wal_layout.SLOT_BYTES)
     with pytest.raises(CorruptRecord, match="was sealed at seq 12.*refusing to cut"):
         WalWriter(d, config=CFG, segment_bytes=seg_bytes(16))
 
@@ -108,7 +108,7 @@ def test_a_sealed_run_is_never_cut(small_log, tmp_path):
 def test_bit_flips_in_a_small_log(small_log, hashes, tmp_path, capsys):
     src, cmds, seg, pristine = small_log
     kinds = slot_kinds(seg)
-    data_end = L.HEADER_BYTES + len(kinds) * L.SLOT_BYTES
+    data_end = wal_layout.HEADER_BYTES + len(kinds) * wal_layout.SLOT_BYTES
     d = tmp_path / "wal"
     copy_dir(src, d)
     path = segments(d)[0]
@@ -120,10 +120,10 @@ def test_bit_flips_in_a_small_log(small_log, hashes, tmp_path, capsys):
         bad[off] ^= 1 << int(rng.integers(0, 8))
         with open(path, "wb") as f:
             f.write(bad)
-        if off < L.HEADER_BYTES:
+        if off < wal_layout.HEADER_BYTES:
             want = 0
         else:
-            want = last_intact_seq(kinds, L.HEADER_BYTES + (off - L.HEADER_BYTES) // L.SLOT_BYTES * L.SLOT_BYTES, 0)
+            want = last_intact_seq(kinds, wal_layout.HEADER_BYTES + (off - wal_layout.HEADER_BYTES) // wal_layout.SLOT_BYTES * wal_layout.SLOT_BYTES, 0)
         got, end = _scan(d)
         assert end.damage is not None, off
         assert got.tobytes() == cmds[:want].tobytes(), off
@@ -140,13 +140,13 @@ def test_verify_names_file_offset_and_seq(small_log, tmp_path, capsys):
     d = tmp_path / "wal"
     copy_dir(src, d)
     path = segments(d)[0]
-    off = L.HEADER_BYTES + 5 * L.SLOT_BYTES + 40  # inside slot 5: command seq 5
+    off = wal_layout.HEADER_BYTES + 5 * wal_layout.SLOT_BYTES + 40  # inside slot 5: command seq 5
     bad = bytearray(pristine)
     bad[off] ^= 0x10
     open(path, "wb").write(bad)
     assert cli.main(["verify", str(d)]) == 1
     out = capsys.readouterr().out
-    assert f"{path} at offset {L.HEADER_BYTES + 5 * L.SLOT_BYTES} (seq 5): CRC32C mismatch" in out
+    assert f"{path} at offset {wal_layout.HEADER_BYTES + 5 * wal_layout.SLOT_BYTES} (seq 5): CRC32C mismatch" in out
     assert "records up to seq 4 are intact" in out
 
 
@@ -154,7 +154,7 @@ def test_garbage_files_never_give_a_traceback(tmp_path, capsys):
     rng = np.random.default_rng(5)
     d = tmp_path / "wal"
     write_log(d, commands(30))
-    for name, size in ((L.segment_name(0), 4096), (L.MANIFEST, 300), ("snapshots/snap-00000000000000000007.snap", 500)):
+    for name, size in ((wal_layout.segment_name(0), 4096), (wal_layout.MANIFEST, 300), ("snapshots/snap-00000000000000000007.snap", 500)):
         p = d / name
         p.parent.mkdir(exist_ok=True)
         p.write_bytes(rng.integers(0, 256, size, dtype=np.uint8).tobytes())
@@ -190,7 +190,7 @@ def test_truncation_and_flips_at_random_offsets_of_a_large_log(large_log, tmp_pa
         s = int(rng.integers(0, len(paths)))
         before = ends[s - 1] if s else 0
         kinds = slot_kinds(segments(src)[s])
-        off = int(rng.integers(L.HEADER_BYTES, L.HEADER_BYTES + len(kinds) * L.SLOT_BYTES))
+        off = int(rng.integers(wal_layout.HEADER_BYTES, wal_layout.HEADER_BYTES + len(kinds) * wal_layout.SLOT_BYTES))
         if trial % 2:  # a crash: the segment is cut at off and later ones never written
             with open(paths[s], "r+b") as f:
                 f.truncate(off)
@@ -201,7 +201,7 @@ def test_truncation_and_flips_at_random_offsets_of_a_large_log(large_log, tmp_pa
             b = bytearray(pristine[s])
             b[off] ^= 1 << int(rng.integers(0, 8))
             open(paths[s], "wb").write(b)
-            slot_start = L.HEADER_BYTES + (off - L.HEADER_BYTES) // L.SLOT_BYTES * L.SLOT_BYTES
+            slot_start = wal_layout.HEADER_BYTES + (off - wal_layout.HEADER_BYTES) // wal_layout.SLOT_BYTES * wal_layout.SLOT_BYTES
             want = last_intact_seq(kinds, slot_start, before)
         got, end = _scan(d)
         assert end.damage is not None and end.damage.path == paths[s]
@@ -220,7 +220,7 @@ def test_damage_inside_the_log_is_not_cut(large_log, tmp_path):
     copy_dir(src, d)
     path = segments(d)[2]
     b = bytearray(open(path, "rb").read())
-    b[L.HEADER_BYTES + 3 * L.SLOT_BYTES + 20] ^= 4
+    b[wal_layout.HEADER_BYTES + 3 * wal_layout.SLOT_BYTES + 20] ^= 4
     open(path, "wb").write(b)
     with pytest.raises(CorruptRecord, match="refusing to cut"):
         WalWriter(d, config=CFG, segment_bytes=seg_bytes(400))
@@ -244,10 +244,10 @@ def test_a_successor_scans_only_the_tail_and_cuts_the_same_torn_record(large_log
         copy_dir(src, d)
         last = segments(d)[-1]
         b = bytearray(open(last, "rb").read())
-        end = L.HEADER_BYTES + (len(b) - L.HEADER_BYTES) // L.SLOT_BYTES * L.SLOT_BYTES
-        first_zero = next(o for o in range(L.HEADER_BYTES, end, L.SLOT_BYTES)
-                          if not any(b[o:o + L.SLOT_BYTES]))
-        b[first_zero - L.SLOT_BYTES + 30] ^= 0x55          # the last record written, torn
+        end = wal_layout.HEADER_BYTES + (len(b) - wal_layout.HEADER_BYTES) // wal_layout.SLOT_BYTES * wal_layout.SLOT_BYTES
+        first_zero = next(o for o in range(wal_layout.HEADER_BYTES, end, wal_layout.SLOT_BYTES)
+                          if not any(b[o:o + wal_layout.SLOT_BYTES]))
+        b[first_zero - wal_layout.SLOT_BYTES + 30] ^= 0x55          # the last record written, torn
         open(last, "wb").write(b)
         w = WalWriter(d, config=CFG, segment_bytes=seg_bytes(400), tail_only=tail_only)
         results[tail_only] = w.next_seq
@@ -260,7 +260,7 @@ def test_a_successor_scans_only_the_tail_and_cuts_the_same_torn_record(large_log
     copy_dir(src, d)
     path = segments(d)[2]
     b = bytearray(open(path, "rb").read())
-    b[L.HEADER_BYTES + 3 * L.SLOT_BYTES + 20] ^= 4       # damage deep inside the log
+    b[wal_layout.HEADER_BYTES + 3 * wal_layout.SLOT_BYTES + 20] ^= 4       # damage deep inside the log
     open(path, "wb").write(b)
     WalWriter(d, config=CFG, segment_bytes=seg_bytes(400), tail_only=True).close()   # not scanned
     assert verify(d).corrupt                              # ... verify still names it

@@ -13,9 +13,9 @@ import pytest
 from shmex import cli
 from shmex.errors import CannotOpen, SchemaMismatch, UsageError
 from shmex.schema import REPORT
-from shmex.wal import layout as L
-from shmex.wal import manifest as M
-from shmex.wal.crc import crc32c
+from shmex.wal import layout as wal_layout
+from shmex.wal import manifest
+from shmex.crc import crc32c
 from shmex.wal.reader import WalReader
 from shmex.wal.writer import WalWriter
 from wal_helpers import CFG, commands, join, read_all, seg_bytes, segments, write_log
@@ -37,14 +37,14 @@ def test_crc32c_hw_and_table_agree_on_random_lengths():
 
 _ENCODE_SNIPPET = """
 import numpy as np, sys
-from shmex.wal import _kernels as K
-from shmex.wal.crc import HW
+from shmex.wal import _kernels as wal_kernels
+from shmex.crc import HW
 from shmex.bench.wal_bench import workload
 c = workload(5, 1)
 dst = np.zeros(5 * 10, np.uint64)
-n, dg, bad = K._encode_commands(c.view(np.uint64).reshape(5, 8), dst, 0, 5, 1, np.uint64(0), HW)
+n, dg, bad = wal_kernels._encode_commands(c.view(np.uint64).reshape(5, 8), dst, 0, 5, 1, np.uint64(0), HW)
 out = np.zeros((8, 8), np.uint64)
-st = K._scan_slots(dst, 0, dst.size, 1, 1, 1 << 62, out, np.uint64(0), HW)
+st = wal_kernels._scan_slots(dst, 0, dst.size, 1, 1, 1 << 62, out, np.uint64(0), HW)
 sys.stdout.write(dst.tobytes().hex() + " " + str(int(dg)) + " " + str(st[:2]))
 """
 
@@ -69,11 +69,11 @@ def test_roundtrip_each_mode_with_rotation(tmp_path, mode):
     assert got.tobytes() == cmds.tobytes()
     assert end.damage is None and end.last_seq == len(cmds)
     assert len(segments(d)) > 2  # rotated
-    doc = M.read(d)
+    doc = manifest.read(d)
     (run,) = doc["runs"]
     assert run["sealed"] and run["last_seq"] == len(cmds) and run["records"] == len(cmds)
     assert run["config"] == CFG
-    assert not os.path.exists(d / L.SPARE_NAME)
+    assert not os.path.exists(d / wal_layout.SPARE_NAME)
     assert cli.main(["verify", str(d)]) == 0
 
 
@@ -160,7 +160,7 @@ def test_reopen_continues_and_the_crashed_run_is_noted(tmp_path, capsys):
     write_log(d, cmds[25:])
     got, _ = read_all(d)
     assert got.tobytes() == cmds.tobytes()
-    runs = M.read(d)["runs"]
+    runs = manifest.read(d)["runs"]
     assert [r["sealed"] for r in runs] == [False, True] and runs[1]["first_seq"] == 26
     assert cli.main(["verify", str(d)]) == 0
     assert "was not sealed: it crashed" in capsys.readouterr().out
@@ -205,20 +205,20 @@ def test_verify_json(tmp_path):
 def test_mode_none_mixes_mapped_and_pwritten_appends(tmp_path):
     """Mode none: small appends store into pages idle polls prefilled, large ones are
     pwritten; control records, a seq gap and rotations in between; the bytes read back."""
-    from shmex.wal import writer as W
+    from shmex.wal import writer as wal_writer
     d = tmp_path / "wal"
     cmds = commands(12_000)
     w = WalWriter(d, mode="none", config=CFG, segment_bytes=seg_bytes(3000))
     rng = np.random.default_rng(5)
     i, mapped_seen = 0, False
     while i < len(cmds):
-        k = int(rng.choice([1, 3, 37, 200, W._SMALL, 2500]))
+        k = int(rng.choice([1, 3, 37, 200, wal_writer._SMALL, 2500]))
         w.append(cmds[i:i + k])
         i = min(len(cmds), i + k)
         assert w.durable_seq == i
         for _ in range(int(rng.integers(0, 4))):
             w.poll()
-        mapped_seen |= w._ready - w._pos >= L.SLOT_BYTES
+        mapped_seen |= w._ready - w._pos >= wal_layout.SLOT_BYTES
         if i % 7 == 0:
             w.note_snapshot(i, "ab" * 8)
     bad = commands(3, first_seq=i + 1)

@@ -9,14 +9,14 @@ import numpy as np
 
 from shmex.bench.wal_bench import workload
 from shmex.schema import COMMAND
-from shmex.wal import layout as L
+from shmex.wal import layout as wal_layout
 from shmex.wal.writer import WalWriter
 
 CFG = dict(symbols=2, price_lo=1000, price_hi=1200, capacity=4096)
 
 
 def seg_bytes(slots: int) -> int:
-    return L.HEADER_BYTES + slots * L.SLOT_BYTES
+    return wal_layout.HEADER_BYTES + slots * wal_layout.SLOT_BYTES
 
 
 def commands(n: int, seed: int = 7, first_seq: int = 1) -> np.ndarray:
@@ -52,7 +52,7 @@ def join(batches) -> np.ndarray:
 
 
 def segments(d) -> list[str]:
-    return sorted(os.path.join(d, n) for n in os.listdir(d) if L.parse_segment_name(n) is not None)
+    return sorted(os.path.join(d, n) for n in os.listdir(d) if wal_layout.parse_segment_name(n) is not None)
 
 
 def copy_dir(src, dst) -> None:
@@ -65,7 +65,7 @@ def slot_kinds(path) -> list[tuple[int, int]]:
     """(kind, seq) of every non-empty slot of a pristine segment, in order."""
     data = open(path, "rb").read()
     out = []
-    for off in range(L.HEADER_BYTES, len(data) - L.SLOT_BYTES + 1, L.SLOT_BYTES):
+    for off in range(wal_layout.HEADER_BYTES, len(data) - wal_layout.SLOT_BYTES + 1, wal_layout.SLOT_BYTES):
         w0 = int.from_bytes(data[off:off + 8], "little")
         if w0 == 0:
             break
@@ -78,8 +78,8 @@ def last_intact_seq(kinds: list[tuple[int, int]], byte_offset: int, before: int)
     earlier segments end at seq ``before``."""
     seq = before
     for i, (kind, s) in enumerate(kinds):
-        if L.HEADER_BYTES + (i + 1) * L.SLOT_BYTES > byte_offset:
+        if wal_layout.HEADER_BYTES + (i + 1) * wal_layout.SLOT_BYTES > byte_offset:
             break
-        if kind == L.REC_COMMAND:
+        if kind == wal_layout.REC_COMMAND:
             seq = s
     return seq

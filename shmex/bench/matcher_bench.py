@@ -21,7 +21,7 @@ import numpy as np
 import psutil
 
 from shmex.bench import peers
-from shmex.bench.machine import banner, machine
+from shmex.engine.machine import banner, machine
 from shmex.bench.workload import book_config, reference_workload
 from shmex.matcher import Matcher
 from shmex.schema import R_FILL, TAKER

@@ -32,7 +32,7 @@ import numpy as np
 import psutil
 from numba import njit
 
-from shmex.bench.machine import machine
+from shmex.engine.machine import machine
 from shmex.ring import Ring
 from shmex.ring._kernels import _consume_batch, _publish_batch, _publish_range, _release_upto
 from shmex.ring.atomics import cpu_relax
@@ -498,7 +498,7 @@ def _say(msg: str) -> None:
 
 def main(args) -> int:
     n = int(args.messages)
-    repeats = int(getattr(args, "repeats", 5) or 5)
+    repeats = int(args.repeats)
     cpus = sorted(os.sched_getaffinity(0))
     two = [cpus[0], cpus[-1]]
     one = [cpus[0], cpus[0]]

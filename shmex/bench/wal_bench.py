@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from shmex.bench.machine import banner, machine
+from shmex.engine.machine import banner, machine
 from shmex.schema import BUY, COMMAND, GTC, IOC, K_CANCEL, K_NEW, K_REPLACE, LIMIT, SELL
 
 RUNS = 3   # each append measurement is repeated into a fresh directory; the median is reported
@@ -87,13 +87,13 @@ def _progress(msg: str) -> None:
 
 def _crc_kernels(cmds: np.ndarray) -> dict:
     """Append + CRC32C into RAM: the SSE4.2 instruction and the table twin."""
-    from shmex.wal import _kernels as K
+    from shmex.wal import _kernels as wal_kernels
     src = cmds.view(np.uint64).reshape(len(cmds), 8)
     dst = np.zeros(len(cmds) * 10, dtype=np.uint64)
     out = {}
     for name, hw in (("sse42", True), ("table", False)):
-        K._encode_commands(src[:8], dst, 0, 8, 1, np.uint64(0), hw)
-        best = min(_timed(lambda: K._encode_commands(src, dst, 0, len(cmds), 1, np.uint64(0), hw))
+        wal_kernels._encode_commands(src[:8], dst, 0, 8, 1, np.uint64(0), hw)
+        best = min(_timed(lambda: wal_kernels._encode_commands(src, dst, 0, len(cmds), 1, np.uint64(0), hw))
                    for _ in range(3))
         out[name] = len(cmds) / best
     return out
@@ -158,7 +158,7 @@ def _recovery(d, n: int) -> dict:
     """A log of n commands through a matcher, snapshots near the end; replay and recovery."""
     from shmex.matcher import Matcher
     from shmex.snapshot import store
-    from shmex.snapshot.recovery import recover, snapshot_dir
+    from shmex.recovery.recover import recover, snapshot_dir
     from shmex.wal.reader import WalReader
     from shmex.wal.writer import WalWriter
     shutil.rmtree(d, ignore_errors=True)

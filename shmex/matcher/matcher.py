@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from shmex.errors import SchemaMismatch, UsageError
-from shmex.matcher import _kernels as K
+from shmex.matcher import _kernels as matcher_kernels
 from shmex.matcher.book import (C_CAP, C_HI, C_LO, C_SYMBOLS, FIELDS, M_LAST_SEQ,
                                 M_LIVE, MAX_TICKS, Book, book_spec, new_book)
 from shmex.schema import (COMMAND, LEVEL, REPORT, RESTING, Kind, OrderType, Side, Stp, Tif,
@@ -69,14 +69,14 @@ class Matcher:
         engine_ns = time.monotonic_ns() if stamp else 0
         i, n = 0, 0
         while True:
-            i, n, status = K._run(self._b, commands, i, len(commands), self._out, n, stamp,
+            i, n, status = matcher_kernels._run(self._b, commands, i, len(commands), self._out, n, stamp,
                                   engine_ns)
-            if status == K.ST_DONE:
+            if status == matcher_kernels.ST_DONE:
                 return n
-            if status == K.ST_SEQ_GAP:
+            if status == matcher_kernels.ST_SEQ_GAP:
                 raise UsageError(f"commands[{i}].seq: expected {self.last_seq + 1}, "
                                  f"found {int(commands[i]['seq'])}")
-            need = n + int(K._worst_case(self._b, commands[i]))
+            need = n + int(matcher_kernels._worst_case(self._b, commands[i]))
             grown = np.zeros(max(2 * len(self._out), 1 << (need - 1).bit_length()), REPORT)
             grown[:n] = self._out[:n]
             self._out = grown
@@ -122,7 +122,7 @@ class Matcher:
     def resting(self) -> np.ndarray:
         """Every resting order: by symbol, BUY before SELL, best price first, then time."""
         out = np.zeros(self.live, dtype=RESTING)
-        n = K._resting(self._b, out)
+        n = matcher_kernels._resting(self._b, out)
         assert n == len(out), f"Invariant: walked {n} resting orders, live count says {len(out)}"
         return out
 
@@ -143,7 +143,7 @@ class Matcher:
         sides = []
         for side in (Side.BUY, Side.SELL):
             out = np.zeros(levels, dtype=LEVEL)
-            n = K._depth(self._b, symbol * 2 + side - 1, levels, out)
+            n = matcher_kernels._depth(self._b, symbol * 2 + side - 1, levels, out)
             sides.append(out[:n])
         return sides[0], sides[1]
 

@@ -27,8 +27,8 @@ import numpy as np
 
 from shmex.errors import AttachError, RingFull, SchemaMismatch, UsageError
 from shmex.schema import dtype_digest
-from shmex.ring import _kernels as K
-from shmex.ring import layout as L
+from shmex.ring import _kernels as ring_kernels
+from shmex.ring import layout as ring_layout
 from shmex.ring.wait import ShmSemaphore, WaitStats, resolve, shares_single_core, wait_until
 from shmex.shm import _locks
 from shmex.shm.names import segment_name
@@ -59,13 +59,13 @@ class Ring:
         self.wait_strategy = resolve(wait)
         self.stats = WaitStats()
         self._word, self._nwords = _words(self.dtype)
-        self._ctl = seg.view(0, np.int64, L.CTL_BYTES // 8)
-        self._slots = seg.view(L.SLOTS_OFF, self._word, self.capacity * self._nwords).reshape(
+        self._ctl = seg.view(0, np.int64, ring_layout.CTL_BYTES // 8)
+        self._slots = seg.view(ring_layout.SLOTS_OFF, self._word, self.capacity * self._nwords).reshape(
             self.capacity, self._nwords)
         base = seg.view(0, np.uint8, 1).ctypes.data
-        self._data_sem = ShmSemaphore(base + L.DATA_SEM_OFF, f"{self.name} data semaphore")
-        self._space_sem = ShmSemaphore(base + L.SPACE_SEM_OFF, f"{self.name} space semaphore")
-        self._local = np.zeros(L.LOCAL_CELLS, dtype=np.int64)
+        self._data_sem = ShmSemaphore(base + ring_layout.DATA_SEM_OFF, f"{self.name} data semaphore")
+        self._space_sem = ShmSemaphore(base + ring_layout.SPACE_SEM_OFF, f"{self.name} space semaphore")
+        self._local = np.zeros(ring_layout.LOCAL_CELLS, dtype=np.int64)
         self._one = np.zeros(1, dtype=self.dtype)
         self._peer_spin_ns: int | None = None
         self._peer_checked_ns = 0
@@ -81,15 +81,15 @@ class Ring:
         if dt.itemsize == 0:
             raise UsageError(f"dtype {dt}: records must have a size")
         resolve(wait)  # fail before creating anything
-        seg = Segment.create(run_id, role, L.payload_bytes(int(capacity), dt.itemsize), dtype=dt,
-                             records=int(capacity), layout=L.RING_LAYOUT,
-                             layout_version=L.RING_LAYOUT_VERSION)
+        seg = Segment.create(run_id, role, ring_layout.payload_bytes(int(capacity), dt.itemsize), dtype=dt,
+                             records=int(capacity), layout=ring_layout.RING_LAYOUT,
+                             layout_version=ring_layout.RING_LAYOUT_VERSION)
         ring = None
         try:
-            ctl = seg.view(0, np.int64, L.CTL_BYTES // 8)
-            ctl[L.C_CAPACITY] = capacity
-            ctl[L.C_MASK] = capacity - 1
-            ctl[L.C_RECORD_BYTES] = dt.itemsize
+            ctl = seg.view(0, np.int64, ring_layout.CTL_BYTES // 8)
+            ctl[ring_layout.C_CAPACITY] = capacity
+            ctl[ring_layout.C_MASK] = capacity - 1
+            ctl[ring_layout.C_RECORD_BYTES] = dt.itemsize
             del ctl
             ring = cls(seg, dt, None, wait)
             ring._data_sem.init(0)
@@ -114,19 +114,19 @@ class Ring:
         """
         dt = np.dtype(dtype)
         resolve(wait)
-        seg = Segment.attach(name, layout=L.RING_LAYOUT, layout_version=L.RING_LAYOUT_VERSION)
+        seg = Segment.attach(name, layout=ring_layout.RING_LAYOUT, layout_version=ring_layout.RING_LAYOUT_VERSION)
         try:
             if seg.info.digest != dtype_digest(dt):
                 raise SchemaMismatch(name, expected=seg.info.descr, found=dt.descr)
             cap = seg.info.records
-            want = L.payload_bytes(cap, dt.itemsize)
+            want = ring_layout.payload_bytes(cap, dt.itemsize)
             if cap < 1 or cap & (cap - 1) or seg.payload_bytes != want:
                 raise AttachError(f"{name}: ring of {cap} records of {dt.itemsize} bytes needs a "
                                   f"payload of {want} bytes, the segment has {seg.payload_bytes}")
-            ctl = seg.view(0, np.int64, L.CTL_BYTES // 8)
+            ctl = seg.view(0, np.int64, ring_layout.CTL_BYTES // 8)
             diffs = [f"{what} {int(ctl[i])}, header implies {exp}"
-                     for what, i, exp in (("capacity", L.C_CAPACITY, cap), ("mask", L.C_MASK, cap - 1),
-                                          ("record_bytes", L.C_RECORD_BYTES, dt.itemsize))
+                     for what, i, exp in (("capacity", ring_layout.C_CAPACITY, cap), ("mask", ring_layout.C_MASK, cap - 1),
+                                          ("record_bytes", ring_layout.C_RECORD_BYTES, dt.itemsize))
                      if int(ctl[i]) != exp]
             del ctl
             if diffs:
@@ -150,46 +150,46 @@ class Ring:
     def _take_side(self, side: str) -> None:
         if side not in ("producer", "consumer"):
             raise UsageError(f"side {side!r}: want 'producer' or 'consumer'")
-        byte = L.LOCK_PRODUCER if side == "producer" else L.LOCK_CONSUMER
+        byte = ring_layout.LOCK_PRODUCER if side == "producer" else ring_layout.LOCK_CONSUMER
         if not _locks.try_lock_byte(self.seg.fd, byte):
-            pid = int(K._load(self._ctl, L.C_PRODUCER_PID if side == "producer" else L.C_CONSUMER_PID))
+            pid = int(ring_kernels._load(self._ctl, ring_layout.C_PRODUCER_PID if side == "producer" else ring_layout.C_CONSUMER_PID))
             raise AttachError(f"{self.name}: already has a live {side} (pid {pid}); a ring is "
                               f"single-producer single-consumer")
         ctl, loc = self._ctl, self._local
         if side == "producer":
-            loc[L.L_POS] = K._load(ctl, L.C_PUB)
-            loc[L.L_PEER] = K._load(ctl, L.C_RELEASED)
-            K._store(ctl, L.C_PRODUCER_PID, os.getpid())
-            K._store(ctl, L.C_PRODUCER_ATTACHES, K._load(ctl, L.C_PRODUCER_ATTACHES) + 1)
+            loc[ring_layout.L_POS] = ring_kernels._load(ctl, ring_layout.C_PUB)
+            loc[ring_layout.L_PEER] = ring_kernels._load(ctl, ring_layout.C_RELEASED)
+            ring_kernels._store(ctl, ring_layout.C_PRODUCER_PID, os.getpid())
+            ring_kernels._store(ctl, ring_layout.C_PRODUCER_ATTACHES, ring_kernels._load(ctl, ring_layout.C_PRODUCER_ATTACHES) + 1)
         else:
-            rel = K._load(ctl, L.C_RELEASED)
-            loc[L.L_POS] = rel        # resume from released: unreleased reads are read again
-            loc[L.L_REL] = rel
-            loc[L.L_PEER] = K._load(ctl, L.C_PUB)
-            K._store(ctl, L.C_READ, rel)
-            K._store(ctl, L.C_CONSUMER_PID, os.getpid())
-            K._store(ctl, L.C_CONSUMER_ATTACHES, K._load(ctl, L.C_CONSUMER_ATTACHES) + 1)
+            rel = ring_kernels._load(ctl, ring_layout.C_RELEASED)
+            loc[ring_layout.L_POS] = rel        # resume from released: unreleased reads are read again
+            loc[ring_layout.L_REL] = rel
+            loc[ring_layout.L_PEER] = ring_kernels._load(ctl, ring_layout.C_PUB)
+            ring_kernels._store(ctl, ring_layout.C_READ, rel)
+            ring_kernels._store(ctl, ring_layout.C_CONSUMER_PID, os.getpid())
+            ring_kernels._store(ctl, ring_layout.C_CONSUMER_ATTACHES, ring_kernels._load(ctl, ring_layout.C_CONSUMER_ATTACHES) + 1)
         self.side = side
 
     # -- cursors --------------------------------------------------------------------------
     @property
     def published_seq(self) -> int:
         """Records published so far (PUB_SEQ)."""
-        return int(K._load(self._ctl, L.C_PUB))
+        return int(ring_kernels._load(self._ctl, ring_layout.C_PUB))
 
     @property
     def released_seq(self) -> int:
         """Records the consumer has released (RELEASED_SEQ)."""
         if self.side == "consumer":
-            return int(self._local[L.L_REL])
-        return int(K._load(self._ctl, L.C_RELEASED))
+            return int(self._local[ring_layout.L_REL])
+        return int(ring_kernels._load(self._ctl, ring_layout.C_RELEASED))
 
     @property
     def read_seq(self) -> int:
         """How far the consumer has read (>= released_seq)."""
         if self.side == "consumer":
-            return int(self._local[L.L_POS])
-        return int(K._load(self._ctl, L.C_READ))
+            return int(self._local[ring_layout.L_POS])
+        return int(ring_kernels._load(self._ctl, ring_layout.C_READ))
 
     def __len__(self) -> int:
         """Records published and not yet released (the slots in use)."""
@@ -215,7 +215,7 @@ class Ring:
 
     def peer_alive(self) -> bool:
         """Whether the other side (or, for an observer, the producer) holds its lock now."""
-        byte = L.LOCK_PRODUCER if self.side in ("consumer", None) else L.LOCK_CONSUMER
+        byte = ring_layout.LOCK_PRODUCER if self.side in ("consumer", None) else ring_layout.LOCK_CONSUMER
         return _locks.byte_locked(self.seg.fd, byte)
 
     # Methods below never bind a view of the segment to a local name: a frame kept alive
@@ -236,22 +236,22 @@ class Ring:
         n = src.shape[0]
         loc = self._local  # private: holding it in a frame is harmless
         if not wait:
-            if raise_full and n > 0 and K._free(self._ctl, loc, self.capacity) < n:
+            if raise_full and n > 0 and ring_kernels._free(self._ctl, loc, self.capacity) < n:
                 raise self._full(0, n)
-            done = K._publish_batch(self._slots, self._ctl, loc, src, True)
+            done = ring_kernels._publish_batch(self._slots, self._ctl, loc, src, True)
             self._post_if_woken(self._data_sem)
             return int(done)
         deadline = None if timeout_s is None else time.monotonic_ns() + int(timeout_s * 1e9)
         done = 0
         while True:
-            k = K._publish_batch(self._slots, self._ctl, loc, src[done:], True)
+            k = ring_kernels._publish_batch(self._slots, self._ctl, loc, src[done:], True)
             self._post_if_woken(self._data_sem)
             done += k
             if done >= n:
                 return done
-            ok = wait_until(self.wait_strategy, lambda: K._free(self._ctl, loc, self.capacity) > 0,
-                            sem=self._space_sem, arm=lambda: K._arm(self._ctl, L.C_PROD_WAITING),
-                            disarm=lambda: K._disarm(self._ctl, L.C_PROD_WAITING),
+            ok = wait_until(self.wait_strategy, lambda: ring_kernels._free(self._ctl, loc, self.capacity) > 0,
+                            sem=self._space_sem, arm=lambda: ring_kernels._arm(self._ctl, ring_layout.C_PROD_WAITING),
+                            disarm=lambda: ring_kernels._disarm(self._ctl, ring_layout.C_PROD_WAITING),
                             deadline_ns=deadline, stats=self.stats, spin_ns=self._spin_ns())
             if not ok:
                 raise self._full(done, n)
@@ -263,9 +263,9 @@ class Ring:
             raise UsageError(f"{self.name}: n {n} outside 1..capacity {self.capacity}")
         loc = self._local
         deadline = None if timeout_s is None else time.monotonic_ns() + int(timeout_s * 1e9)
-        return wait_until(self.wait_strategy, lambda: K._free(self._ctl, loc, self.capacity) >= n,
-                          sem=self._space_sem, arm=lambda: K._arm(self._ctl, L.C_PROD_WAITING),
-                          disarm=lambda: K._disarm(self._ctl, L.C_PROD_WAITING),
+        return wait_until(self.wait_strategy, lambda: ring_kernels._free(self._ctl, loc, self.capacity) >= n,
+                          sem=self._space_sem, arm=lambda: ring_kernels._arm(self._ctl, ring_layout.C_PROD_WAITING),
+                          disarm=lambda: ring_kernels._disarm(self._ctl, ring_layout.C_PROD_WAITING),
                           deadline_ns=deadline, stats=self.stats, spin_ns=self._spin_ns())
 
     # -- consumer -------------------------------------------------------------------------
@@ -279,13 +279,13 @@ class Ring:
         self._need("consumer")
         dst = self._words_of(out, writable=True)
         loc = self._local
-        k = K._consume_batch(self._slots, self._ctl, loc, dst, release, True)
+        k = ring_kernels._consume_batch(self._slots, self._ctl, loc, dst, release, True)
         if k or not wait or dst.shape[0] == 0:
             self._post_if_woken(self._space_sem)
             return int(k)
         if not self.wait_readable(1, timeout_s):
             return 0
-        k = K._consume_batch(self._slots, self._ctl, loc, dst, release, True)
+        k = ring_kernels._consume_batch(self._slots, self._ctl, loc, dst, release, True)
         self._post_if_woken(self._space_sem)
         return int(k)
 
@@ -296,27 +296,27 @@ class Ring:
             raise UsageError(f"{self.name}: n {n} outside 1..capacity {self.capacity}")
         loc = self._local
         deadline = None if timeout_s is None else time.monotonic_ns() + int(timeout_s * 1e9)
-        return wait_until(self.wait_strategy, lambda: K._available(self._ctl, loc) >= n,
-                          sem=self._data_sem, arm=lambda: K._arm(self._ctl, L.C_CONS_WAITING),
-                          disarm=lambda: K._disarm(self._ctl, L.C_CONS_WAITING),
+        return wait_until(self.wait_strategy, lambda: ring_kernels._available(self._ctl, loc) >= n,
+                          sem=self._data_sem, arm=lambda: ring_kernels._arm(self._ctl, ring_layout.C_CONS_WAITING),
+                          disarm=lambda: ring_kernels._disarm(self._ctl, ring_layout.C_CONS_WAITING),
                           deadline_ns=deadline, stats=self.stats, spin_ns=self._spin_ns())
 
     def release(self, upto_seq: int | None = None) -> None:
         """Free the slots below `upto_seq` (default: everything read) for the producer."""
         self._need("consumer")
-        rel, read = int(self._local[L.L_REL]), int(self._local[L.L_POS])
+        rel, read = int(self._local[ring_layout.L_REL]), int(self._local[ring_layout.L_POS])
         upto = read if upto_seq is None else int(upto_seq)
         if not rel <= upto <= read:
             raise UsageError(f"{self.name}: release upto_seq {upto}: must lie in released {rel} .. read {read}")
         if upto > rel:
-            K._release_upto(self._ctl, self._local, upto, True)
+            ring_kernels._release_upto(self._ctl, self._local, upto, True)
             self._post_if_woken(self._space_sem)
 
     def rewind(self) -> None:
         """Read again from the released cursor (what a new consumer would do)."""
         self._need("consumer")
-        self._local[L.L_POS] = self._local[L.L_REL]
-        K._store(self._ctl, L.C_READ, int(self._local[L.L_REL]))
+        self._local[ring_layout.L_POS] = self._local[ring_layout.L_REL]
+        ring_kernels._store(self._ctl, ring_layout.C_READ, int(self._local[ring_layout.L_REL]))
 
     # -- lifecycle ------------------------------------------------------------------------
     def close(self) -> None:
@@ -324,7 +324,7 @@ class Ring:
         if self.seg.closed:
             return
         if self.side is not None:
-            _locks.unlock_byte(self.seg.fd, L.LOCK_PRODUCER if self.side == "producer" else L.LOCK_CONSUMER)
+            _locks.unlock_byte(self.seg.fd, ring_layout.LOCK_PRODUCER if self.side == "producer" else ring_layout.LOCK_CONSUMER)
         self._ctl = self._slots = None
         self.seg.close()
 
@@ -369,19 +369,19 @@ class Ring:
         return records.view(self._word).reshape(records.shape[0], self._nwords)
 
     def _post_if_woken(self, sem: ShmSemaphore) -> None:
-        if self._local[L.L_WAKE]:
-            self._local[L.L_WAKE] = 0
+        if self._local[ring_layout.L_WAKE]:
+            self._local[ring_layout.L_WAKE] = 0
             sem.post()
             self.stats.posts += 1
-            idx = L.C_DATA_POSTS if sem is self._data_sem else L.C_SPACE_POSTS
-            K._store(self._ctl, idx, K._load(self._ctl, idx) + 1)  # one writer per cell
+            idx = ring_layout.C_DATA_POSTS if sem is self._data_sem else ring_layout.C_SPACE_POSTS
+            ring_kernels._store(self._ctl, idx, ring_kernels._load(self._ctl, idx) + 1)  # one writer per cell
 
     def _spin_ns(self) -> int | None:
         """0 when the peer is pinned to our one core (spinning would only delay it)."""
         now = time.monotonic_ns()
         if now - self._peer_checked_ns > _PEER_RECHECK_NS:
             self._peer_checked_ns = now
-            peer = int(K._load(self._ctl, L.C_CONSUMER_PID if self.side == "producer" else L.C_PRODUCER_PID))
+            peer = int(ring_kernels._load(self._ctl, ring_layout.C_CONSUMER_PID if self.side == "producer" else ring_layout.C_PRODUCER_PID))
             self._peer_spin_ns = 0 if shares_single_core(peer) and self.wait_strategy.block else None
         return self._peer_spin_ns
 

@@ -1,4 +1,5 @@
-"""snapshot: compressed snapshots of the matcher's book, and recovery from snapshot + WAL.
+"""snapshot: compressed snapshots of the matcher's book (recovery from snapshot + WAL is
+`shmex.recovery`).
 
 Contract:
 - A snapshot file appears whole or not at all (temp file, fsync, rename, directory fsync).
@@ -10,6 +11,5 @@ Contract:
   further: the result's state_hash equals a never-crashed matcher's at the same seq.
 - Only the newest K snapshots are kept (default 3).
 
-Public API: write_snapshot / write_state / load_snapshot / newest_valid (store.py),
-recover (recovery.py).
+Public API: write_snapshot / write_state / load_snapshot / newest_valid (store.py).
 """

@@ -29,8 +29,8 @@ import numpy as np
 import zstandard
 
 from shmex.errors import CannotOpen, CorruptRecord, UsageError
-from shmex.wal.crc import crc32c
-from shmex.wal.segment import fsync_dir
+from shmex.crc import crc32c
+from shmex.files import fsync_dir
 
 MAGIC = b"SHMEXSNP"
 VERSION = 1

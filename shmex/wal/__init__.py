@@ -1,4 +1,5 @@
-"""wal: the write-ahead log of sequenced commands — segments, writer, reader, verifier.
+"""wal: the write-ahead log of sequenced commands — segments, writer, reader (the verifier
+is `shmex.recovery.verify`: it reads the snapshots too).
 
 Contract:
 - Records are written in seq order with no gaps; each carries a CRC32C over its header and
@@ -11,7 +12,7 @@ Contract:
 - A run is sealed (RUN_SEALED record + manifest: last seq, records, digest) only on clean close;
   an unsealed run crashed.
 
-Public API: WalWriter (writer.py), WalReader and cut_tail (reader.py), verify (verify.py).
+Public API: WalWriter (writer.py), WalReader and cut_tail (reader.py).
 """
 
 from shmex.wal.reader import WalReader, cut_tail

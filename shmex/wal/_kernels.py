@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from shmex.wal.crc import crc_step
+from shmex.crc import crc_step
 from shmex.wal.layout import PAYLOAD_BYTES, REC_COMMAND, REC_RUN_SEALED, SLOT_WORDS
 
 _ONES = np.uint64(0xFFFFFFFF)

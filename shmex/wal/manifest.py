@@ -14,7 +14,7 @@ import os
 
 from shmex.errors import CannotOpen, CorruptRecord
 from shmex.wal.layout import MANIFEST
-from shmex.wal.segment import fsync_dir
+from shmex.files import fsync_dir
 
 FORMAT = 1
 _RUN_KEYS = ("run_id", "started_ns", "config", "first_seq", "first_segment", "sealed")

@@ -20,11 +20,12 @@ import numpy as np
 
 from shmex.errors import CannotOpen, CorruptRecord
 from shmex.schema import COMMAND
-from shmex.wal import _kernels as K
-from shmex.wal import layout as L
-from shmex.wal import manifest as M
-from shmex.wal.crc import HW
-from shmex.wal.segment import MappedSegment, fsync_dir, list_segments, read_header
+from shmex.wal import _kernels as wal_kernels
+from shmex.wal import layout as wal_layout
+from shmex.wal import manifest
+from shmex.crc import HW
+from shmex.files import fsync_dir
+from shmex.wal.segment import MappedSegment, list_segments, read_header
 
 BATCH = 65536
 # A group commit writes at most this much in one pwrite; intact records within it past
@@ -138,40 +139,40 @@ class WalReader:
                 elif seg.first_seq != expect:
                     end.damage = CorruptRecord(path, 64, expect, f"segment starts at seq {seg.first_seq}, the log continues at {expect}")
                     return
-                if prev_status == K.ST_END and not _starts_run(seg):
-                    end.damage = CorruptRecord(path, L.HEADER_BYTES, expect,
+                if prev_status == wal_kernels.ST_END and not _starts_run(seg):
+                    end.damage = CorruptRecord(path, wal_layout.HEADER_BYTES, expect,
                                                "the previous segment ended early but this one does not start a new run")
                     return
-                pos = L.HEADER_WORDS
+                pos = wal_layout.HEADER_WORDS
                 while True:
-                    st, n, pos, expect, digest, ctrl = K._scan_slots(
+                    st, n, pos, expect, digest, ctrl = wal_kernels._scan_slots(
                         seg.words, pos, seg.end_word, expect, from_seq, last, out, digest, HW)
                     end.offset = pos * 8
                     end.last_seq = expect - 1
                     if n:
                         end.records += n
                         yield view[:n]
-                    if st == K.ST_FULL:
+                    if st == wal_kernels.ST_FULL:
                         continue
-                    if st == K.ST_CONTROL:
+                    if st == wal_kernels.ST_CONTROL:
                         c = _control(seg, ctrl, digest if digest_run else None)
                         end.controls.append(c)
-                        if c.kind == L.REC_RUN_START:
+                        if c.kind == wal_layout.REC_RUN_START:
                             digest, digest_run = np.uint64(0), True
                         continue
-                    if st == K.ST_LIMIT:
+                    if st == wal_kernels.ST_LIMIT:
                         return
-                    if st in K.STATUS_WHAT:
+                    if st in wal_kernels.STATUS_WHAT:
                         end.damage = CorruptRecord(path, pos * 8, expect, _what(st, seg.words, pos, expect))
                         return
-                    if st == K.ST_END:
+                    if st == wal_kernels.ST_END:
                         nz = _first_nonzero(seg.words, pos, seg.end_word)
                         if nz >= 0:
                             end.damage = CorruptRecord(path, nz * 8, expect,
                                                        f"non-zero bytes after the end of the data at offset {pos * 8}: a lost or zeroed write")
                             return
                     if seg.size_problem is not None:
-                        at = pos * 8 if st == K.ST_SEG_END else min(seg.file_bytes, seg.size_bytes)
+                        at = pos * 8 if st == wal_kernels.ST_SEG_END else min(seg.file_bytes, seg.size_bytes)
                         end.damage = CorruptRecord(path, at, expect, seg.size_problem)
                         return
                     prev_status = st
@@ -182,8 +183,8 @@ class WalReader:
 
 
 def _starts_run(seg: MappedSegment) -> bool:
-    w0 = int(seg.words[L.HEADER_WORDS])
-    return ((w0 >> 16) & 0xFFFF) == L.REC_RUN_START
+    w0 = int(seg.words[wal_layout.HEADER_WORDS])
+    return ((w0 >> 16) & 0xFFFF) == wal_layout.REC_RUN_START
 
 
 def _first_nonzero(words, pos: int, end: int) -> int:
@@ -195,34 +196,34 @@ def _first_nonzero(words, pos: int, end: int) -> int:
 
 def _what(st: int, words, pos: int, expect: int) -> str:
     w0, sq = int(words[pos]), int(words[pos + 1])
-    base = K.STATUS_WHAT[st]
-    if st == K.ST_BAD_LEN:
+    base = wal_kernels.STATUS_WHAT[st]
+    if st == wal_kernels.ST_BAD_LEN:
         return f"{base}: found {w0 & 0xFFFF}"
-    if st == K.ST_BAD_KIND:
+    if st == wal_kernels.ST_BAD_KIND:
         return f"{base}: {(w0 >> 16) & 0xFFFF}"
-    if st == K.ST_BAD_SEQ:
+    if st == wal_kernels.ST_BAD_SEQ:
         return f"{base}: record carries seq {np.int64(np.uint64(sq))}, expected {expect} (command) or {expect - 1} (control)"
-    if st == K.ST_BAD_CRC:
+    if st == wal_kernels.ST_BAD_CRC:
         return f"{base}: stored {w0 >> 32:#010x}"
     return base
 
 
 def _control(seg: MappedSegment, ctrl_pos: int, computed: np.uint64 | None) -> Control:
-    raw = np.asarray(seg.words[ctrl_pos:ctrl_pos + L.SLOT_WORDS]).tobytes()
+    raw = np.asarray(seg.words[ctrl_pos:ctrl_pos + wal_layout.SLOT_WORDS]).tobytes()
     kind = (int.from_bytes(raw[:8], "little") >> 16) & 0xFFFF
     seq = int.from_bytes(raw[8:16], "little", signed=True)
     c = Control(kind=kind, seq=seq, path=seg.path, offset=ctrl_pos * 8)
     payload = raw[16:]
-    if kind == L.REC_SNAPSHOT:
-        p = np.frombuffer(payload, dtype=L.CTRL_SNAPSHOT)[0]
+    if kind == wal_layout.REC_SNAPSHOT:
+        p = np.frombuffer(payload, dtype=wal_layout.CTRL_SNAPSHOT)[0]
         c.last_seq = int(p["seq"])
         c.state_hash = bytes(p["state_hash"]).decode("ascii", "replace")
     else:
-        p = np.frombuffer(payload, dtype=L.CTRL_RUN)[0]
+        p = np.frombuffer(payload, dtype=wal_layout.CTRL_RUN)[0]
         c.run_id = bytes(p["run_id"]).hex()
         c.first_seq, c.last_seq, c.records = int(p["first_seq"]), int(p["last_seq"]), int(p["records"])
         c.digest = int(p["digest"])
-        if kind == L.REC_RUN_SEALED and computed is not None:
+        if kind == wal_layout.REC_RUN_SEALED and computed is not None:
             c.computed_digest = int(computed) & 0xFFFFFFFF
     return c
 
@@ -266,11 +267,11 @@ def cut_tail(directory, *, force: bool = False, tail_segments: int | None = None
         return cut
     dmg_path, dmg_off = end.damage.path, end.damage.offset
     later = [(i, p) for i, p in r.segments if i > end.segment]
-    header_bad = dmg_off < L.HEADER_BYTES  # the segment as a whole is wrong: it goes entirely
+    header_bad = dmg_off < wal_layout.HEADER_BYTES  # the segment as a whole is wrong: it goes entirely
     if header_bad:
         later.insert(0, (end.segment, dmg_path))
     intact = _intact_beyond(None if header_bad else dmg_path, dmg_off, later)
-    doc = M.read(directory)
+    doc = manifest.read(directory)
     sealed = [r for r in (doc["runs"] if doc else []) if r["sealed"] and r["last_seq"] > end.last_seq]
     if sealed and not force:
         raise CorruptRecord(dmg_path, dmg_off, end.damage.seq,
@@ -306,9 +307,9 @@ def _intact_beyond(path, offset: int, later) -> int:
     if path is not None:
         seg = MappedSegment(path)
         try:
-            first = L.HEADER_WORDS + max(0, -(-(limit - L.HEADER_BYTES) // L.SLOT_BYTES)) * L.SLOT_WORDS
+            first = wal_layout.HEADER_WORDS + max(0, -(-(limit - wal_layout.HEADER_BYTES) // wal_layout.SLOT_BYTES)) * wal_layout.SLOT_WORDS
             if first < seg.end_word:
-                n += int(K._count_intact(seg.words, first, seg.end_word, HW))
+                n += int(wal_kernels._count_intact(seg.words, first, seg.end_word, HW))
         finally:
             seg.close()
     for _, p in later:
@@ -317,7 +318,7 @@ def _intact_beyond(path, offset: int, later) -> int:
         except (CorruptRecord, CannotOpen):
             continue
         try:
-            n += int(K._count_intact(s.words, L.HEADER_WORDS, s.end_word, HW))
+            n += int(wal_kernels._count_intact(s.words, wal_layout.HEADER_WORDS, s.end_word, HW))
         finally:
             s.close()
     return n

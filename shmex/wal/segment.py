@@ -16,28 +16,21 @@ import time
 import numpy as np
 
 from shmex.errors import CannotOpen, CorruptRecord
-from shmex.wal import layout as L
-from shmex.wal.crc import crc32c
+from shmex.wal import layout as wal_layout
+from shmex.crc import crc32c
+from shmex.files import fsync_dir
 
 _ZERO_CHUNK = bytes(1 << 20)
 
 
-def fsync_dir(path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def pack_header(*, run_id: bytes, segment: int, first_seq: int, size_bytes: int) -> bytes:
-    h = np.zeros(1, dtype=L.SEGMENT_HEADER)
-    h["magic"] = L.MAGIC
-    h["version"] = L.VERSION
-    h["header_bytes"] = L.HEADER_BYTES
-    h["slot_bytes"] = L.SLOT_BYTES
-    h["payload_bytes"] = L.PAYLOAD_BYTES
-    h["dtype_digest"] = np.void(L.COMMAND_DIGEST)
+    h = np.zeros(1, dtype=wal_layout.SEGMENT_HEADER)
+    h["magic"] = wal_layout.MAGIC
+    h["version"] = wal_layout.VERSION
+    h["header_bytes"] = wal_layout.HEADER_BYTES
+    h["slot_bytes"] = wal_layout.SLOT_BYTES
+    h["payload_bytes"] = wal_layout.PAYLOAD_BYTES
+    h["dtype_digest"] = np.void(wal_layout.COMMAND_DIGEST)
     h["run_id"] = np.void(run_id)
     h["segment"] = segment
     h["first_seq"] = first_seq
@@ -45,7 +38,7 @@ def pack_header(*, run_id: bytes, segment: int, first_seq: int, size_bytes: int)
     h["created_ns"] = time.time_ns()
     h["pid"] = os.getpid()
     raw = bytearray(h.tobytes())
-    h["header_crc"] = crc32c(bytes(raw[:L.HEADER_CRC_BYTES]))
+    h["header_crc"] = crc32c(bytes(raw[:wal_layout.HEADER_CRC_BYTES]))
     return h.tobytes()
 
 
@@ -58,24 +51,24 @@ def check_header(path, raw: bytes) -> np.void:
     def bad(offset, what):
         raise CorruptRecord(path, offset, None, what)
 
-    if len(raw) < L.HEADER_BYTES:
-        bad(0, f"file is {len(raw)} bytes, shorter than the {L.HEADER_BYTES}-byte segment header")
-    h = np.frombuffer(raw[:L.HEADER_BYTES], dtype=L.SEGMENT_HEADER)[0]
-    if bytes(h["magic"]) != L.MAGIC:
-        bad(0, f"bad magic {bytes(h['magic'])!r}, expected {L.MAGIC!r}: not a shmex WAL segment")
-    if int(h["version"]) != L.VERSION:
-        bad(8, f"segment format version {int(h['version'])}, this build reads {L.VERSION}")
-    crc = crc32c(raw[:L.HEADER_CRC_BYTES])
+    if len(raw) < wal_layout.HEADER_BYTES:
+        bad(0, f"file is {len(raw)} bytes, shorter than the {wal_layout.HEADER_BYTES}-byte segment header")
+    h = np.frombuffer(raw[:wal_layout.HEADER_BYTES], dtype=wal_layout.SEGMENT_HEADER)[0]
+    if bytes(h["magic"]) != wal_layout.MAGIC:
+        bad(0, f"bad magic {bytes(h['magic'])!r}, expected {wal_layout.MAGIC!r}: not a shmex WAL segment")
+    if int(h["version"]) != wal_layout.VERSION:
+        bad(8, f"segment format version {int(h['version'])}, this build reads {wal_layout.VERSION}")
+    crc = crc32c(raw[:wal_layout.HEADER_CRC_BYTES])
     if crc != int(h["header_crc"]):
         bad(120, f"segment header CRC32C mismatch: stored {int(h['header_crc']):#010x}, computed {crc:#010x}")
-    for field, off, want in (("header_bytes", 12, L.HEADER_BYTES), ("slot_bytes", 16, L.SLOT_BYTES),
-                             ("payload_bytes", 20, L.PAYLOAD_BYTES)):
+    for field, off, want in (("header_bytes", 12, wal_layout.HEADER_BYTES), ("slot_bytes", 16, wal_layout.SLOT_BYTES),
+                             ("payload_bytes", 20, wal_layout.PAYLOAD_BYTES)):
         if int(h[field]) != want:
             bad(off, f"header {field} is {int(h[field])}, expected {want}")
-    if bytes(h["dtype_digest"]) != L.COMMAND_DIGEST:
+    if bytes(h["dtype_digest"]) != wal_layout.COMMAND_DIGEST:
         bad(24, "COMMAND dtype digest differs from this build's schema (written by another layout)")
-    if int(h["size_bytes"]) < L.MIN_SEGMENT_BYTES:
-        bad(72, f"header size_bytes {int(h['size_bytes'])} is below the minimum {L.MIN_SEGMENT_BYTES}")
+    if int(h["size_bytes"]) < wal_layout.MIN_SEGMENT_BYTES:
+        bad(72, f"header size_bytes {int(h['size_bytes'])} is below the minimum {wal_layout.MIN_SEGMENT_BYTES}")
     return h
 
 
@@ -136,7 +129,7 @@ def list_segments(directory) -> list[tuple[int, str]]:
         raise CannotOpen(f"{directory}: cannot list WAL directory: {e.strerror}") from e
     out = []
     for name in names:
-        idx = L.parse_segment_name(name)
+        idx = wal_layout.parse_segment_name(name)
         if idx is not None:
             out.append((idx, os.path.join(directory, name)))
     out.sort()
@@ -147,7 +140,7 @@ def read_header(path) -> np.void:
     """A segment's checked header, read without mapping the file."""
     try:
         with open(path, "rb") as f:
-            head = f.read(L.HEADER_BYTES)
+            head = f.read(wal_layout.HEADER_BYTES)
     except OSError as e:
         raise CannotOpen(f"{path}: cannot read segment: {e.strerror}") from e
     return check_header(path, head)
@@ -178,7 +171,7 @@ class MappedSegment:
             self.words = np.frombuffer(mm, dtype=np.uint64, count=n_words)
         else:
             self.words = np.zeros(0, dtype=np.uint64)
-        self.end_word = L.HEADER_WORDS + ((usable - L.HEADER_BYTES) // L.SLOT_BYTES) * L.SLOT_WORDS
+        self.end_word = wal_layout.HEADER_WORDS + ((usable - wal_layout.HEADER_BYTES) // wal_layout.SLOT_BYTES) * wal_layout.SLOT_WORDS
 
     @property
     def size_problem(self) -> str | None:

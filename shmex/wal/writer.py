@@ -37,10 +37,10 @@ import numpy as np
 
 from shmex.errors import CannotOpen, CorruptRecord, Halt, SchemaMismatch, UsageError
 from shmex.schema import COMMAND
-from shmex.wal import _kernels as K
-from shmex.wal import layout as L
-from shmex.wal import manifest as M
-from shmex.wal.crc import HW
+from shmex.wal import _kernels as wal_kernels
+from shmex.wal import layout as wal_layout
+from shmex.wal import manifest
+from shmex.crc import HW
 from shmex.wal.reader import cut_tail
 from shmex.wal.segment import _ZERO_CHUNK, create_spare, fill_spare, finish_spare, size_spare
 
@@ -69,21 +69,21 @@ class WalWriter:
     """
 
     def __init__(self, directory, *, mode: str = "group", group_records: int = 4096,
-                 group_us: int = 500, segment_bytes: int = L.SEGMENT_BYTES,
+                 group_us: int = 500, segment_bytes: int = wal_layout.SEGMENT_BYTES,
                  config: dict | None = None, first_seq: int | None = None,
                  force_cut: bool = False, tail_only: bool = False):
         if mode not in MODES:
             raise UsageError(f"mode={mode!r}: expected one of {', '.join(MODES)}")
         if group_records < 1 or group_us < 0:
             raise UsageError(f"group_records={group_records}, group_us={group_us}: need >= 1 and >= 0")
-        if segment_bytes < L.MIN_SEGMENT_BYTES:
-            raise UsageError(f"segment_bytes={segment_bytes}: need >= {L.MIN_SEGMENT_BYTES}")
+        if segment_bytes < wal_layout.MIN_SEGMENT_BYTES:
+            raise UsageError(f"segment_bytes={segment_bytes}: need >= {wal_layout.MIN_SEGMENT_BYTES}")
         self.directory = os.path.abspath(str(directory))
         self.mode = mode
         self.group_records = int(group_records)
         self.group_ns = int(group_us) * 1000
         self.segment_bytes = int(segment_bytes)
-        self._slots_per_segment = (self.segment_bytes - L.HEADER_BYTES) // L.SLOT_BYTES
+        self._slots_per_segment = (self.segment_bytes - wal_layout.HEADER_BYTES) // wal_layout.SLOT_BYTES
         self._halted: str | None = None
         self._closed = False
         try:
@@ -106,11 +106,11 @@ class WalWriter:
 
     def _open_run(self, config, first_seq, force_cut, tail_segments) -> None:
         cut = cut_tail(self.directory, force=force_cut, tail_segments=tail_segments)
-        doc = M.read(self.directory)
+        doc = manifest.read(self.directory)
         has_log = cut.end is not None and cut.end.segments > 0
         if has_log and doc is None:
-            raise CorruptRecord(M.path_of(self.directory), 0, None, "segments exist but the manifest is missing")
-        doc = doc or M.new()
+            raise CorruptRecord(manifest.path_of(self.directory), 0, None, "segments exist but the manifest is missing")
+        doc = doc or manifest.new()
         if has_log:
             nxt = cut.last_seq + 1
             if first_seq is not None and first_seq != nxt:
@@ -124,7 +124,7 @@ class WalWriter:
         self.records = 0
         self._digest = np.uint64(0)
         self._staging_slots = _NONE_CHUNK if self.mode == "none" else max(self.group_records, 1)
-        self._staging = np.zeros(self._staging_slots * L.SLOT_WORDS, dtype=np.uint64)
+        self._staging = np.zeros(self._staging_slots * wal_layout.SLOT_WORDS, dtype=np.uint64)
         self._ready = 0                   # mode none: the page cache is populated up to here
         self._last_small = True           # mode none: the last append was a small one
         self._staged = 0                  # slots in staging
@@ -135,7 +135,7 @@ class WalWriter:
         self._words = None
         self._segment = cut.next_segment - 1
         self._new_segment()
-        self._write_control(L.REC_RUN_START, self._run_payload(0, 0), sync=True)
+        self._write_control(wal_layout.REC_RUN_START, self._run_payload(0, 0), sync=True)
         run = {"run_id": self.run_id.hex(), "started_ns": time.time_ns(), "config": config,
                "first_seq": nxt, "first_segment": self._segment, "sealed": False,
                "mode": self.mode, "segment_bytes": self.segment_bytes}
@@ -143,27 +143,27 @@ class WalWriter:
             run["recovered"] = {"last_seq": cut.last_seq, "damage": str(cut.damage),
                                 "zeroed_bytes": cut.zeroed_bytes, "removed": cut.removed}
         doc["runs"].append(run)
-        M.write(self.directory, doc)
+        manifest.write(self.directory, doc)
         self._manifest = doc
 
     def _new_segment(self) -> None:
         """Close the current segment and open the next (finishing the spare if it is not ready)."""
         self._close_segment()
         self._segment += 1
-        spare = os.path.join(self.directory, L.SPARE_NAME)
+        spare = os.path.join(self.directory, wal_layout.SPARE_NAME)
         if self._spare_fd is None:
             self._spare_fd, self._spare_done = create_spare(spare), 0
-        final = os.path.join(self.directory, L.segment_name(self._segment))
+        final = os.path.join(self.directory, wal_layout.segment_name(self._segment))
         finish_spare(self._spare_fd, spare, final, run_id=self.run_id, segment=self._segment,
                      first_seq=self.next_seq, size_bytes=self.segment_bytes, done=self._spare_done,
                      zero_fill=self.mode != "none")
         self._fd, self._spare_fd, self._spare_done = self._spare_fd, None, 0
-        self._pos = L.HEADER_BYTES        # byte offset of the next slot
+        self._pos = wal_layout.HEADER_BYTES        # byte offset of the next slot
         self._slots_left = self._slots_per_segment
         self._path = final
         if self.mode == "none":
             self._words = np.memmap(final, dtype=np.uint64, mode="r+", shape=(self.segment_bytes // 8,))
-            self._ready = L.HEADER_BYTES  # the header's page: written, so in the page cache
+            self._ready = wal_layout.HEADER_BYTES  # the header's page: written, so in the page cache
 
     def _close_segment(self) -> None:
         if self._fd is None:
@@ -204,8 +204,8 @@ class WalWriter:
                     continue
                 if self._staged == 0:
                     self._staged_since_ns = time.monotonic_ns()
-                k, self._digest, bad = K._encode_commands(src[done:], self._staging,
-                                                          self._staged * L.SLOT_WORDS, room,
+                k, self._digest, bad = wal_kernels._encode_commands(src[done:], self._staging,
+                                                          self._staged * wal_layout.SLOT_WORDS, room,
                                                           self.next_seq, self._digest, HW)
                 self._staged += k
                 self.next_seq += k
@@ -222,18 +222,18 @@ class WalWriter:
     def _append_none(self, src: np.ndarray, small: bool) -> tuple[int, int]:
         """Mode none: encode what fits of ``src`` into the page cache; -> (written, bad)."""
         self._last_small = small
-        mapped = (self._ready - self._pos) // L.SLOT_BYTES  # slots over prefilled pages
+        mapped = (self._ready - self._pos) // wal_layout.SLOT_BYTES  # slots over prefilled pages
         if small and mapped > 0:
-            k, self._digest, bad = K._encode_commands(src, self._words, self._pos // 8,
+            k, self._digest, bad = wal_kernels._encode_commands(src, self._words, self._pos // 8,
                                                       min(self._slots_left, mapped),
                                                       self.next_seq, self._digest, HW)
         else:
-            k, self._digest, bad = K._encode_commands(src, self._staging, 0,
+            k, self._digest, bad = wal_kernels._encode_commands(src, self._staging, 0,
                                                       min(self._slots_left, self._staging_slots),
                                                       self.next_seq, self._digest, HW)
-            nbytes = k * L.SLOT_BYTES
+            nbytes = k * wal_layout.SLOT_BYTES
             try:
-                written = os.pwrite(self._fd, self._staging[: k * L.SLOT_WORDS], self._pos) if k else 0
+                written = os.pwrite(self._fd, self._staging[: k * wal_layout.SLOT_WORDS], self._pos) if k else 0
                 if written != nbytes:
                     raise OSError(0, f"short write: {written} of {nbytes} bytes")
             except OSError as e:
@@ -248,18 +248,18 @@ class WalWriter:
         encodes into the mapping itself (`procs.wal_duty`); (None, 0, 0) otherwise."""
         if self.mode != "none" or self._words is None or self._closed or self._halted is not None:
             return None, 0, 0
-        room = min(self._slots_left, max(0, self._ready - self._pos) // L.SLOT_BYTES)
+        room = min(self._slots_left, max(0, self._ready - self._pos) // wal_layout.SLOT_BYTES)
         return self._words, self._pos // 8, room
 
     def room_goal(self) -> int:
         """Mode none: the prefilled slots idle polls aim to keep ahead of the cursor (fewer
         where the segment ends sooner)."""
-        return min(self._slots_left, _PREFILL_AHEAD // L.SLOT_BYTES)
+        return min(self._slots_left, _PREFILL_AHEAD // wal_layout.SLOT_BYTES)
 
     def prefill_below(self) -> int:
         """Mode none: with fewer prefilled slots than this, an idle poll has a whole
         prefill step to do (a duty kernel hands its idle time back for it)."""
-        return self.room_goal() - _PREFILL_STEP // L.SLOT_BYTES
+        return self.room_goal() - _PREFILL_STEP // wal_layout.SLOT_BYTES
 
     def advance_mapped(self, k: int, digest) -> None:
         """Mode none: a duty kernel encoded ``k`` commands into the mapping at the cursor
@@ -293,7 +293,7 @@ class WalWriter:
 
     def _advance(self, k: int) -> None:
         """Mode none: k slots are in the page cache (stored into the mapping or pwritten)."""
-        self._pos += k * L.SLOT_BYTES
+        self._pos += k * wal_layout.SLOT_BYTES
         self._slots_left -= k
         self.next_seq += k
         self.records += k
@@ -303,9 +303,9 @@ class WalWriter:
         self._check_live()
         if self.mode == "none" or self._staged == 0:
             return self.durable_seq
-        nbytes = self._staged * L.SLOT_BYTES
+        nbytes = self._staged * wal_layout.SLOT_BYTES
         try:
-            view = self._staging[: self._staged * L.SLOT_WORDS]
+            view = self._staging[: self._staged * wal_layout.SLOT_WORDS]
             written = os.pwrite(self._fd, view, self._pos)
             if written != nbytes:
                 raise OSError(0, f"short write: {written} of {nbytes} bytes")
@@ -337,7 +337,7 @@ class WalWriter:
         """Prepare the next segment one step per idle call, so rotation rarely stalls:
         group/always zero-fill it 1 MiB a step; none sizes it sparse (ftruncate + fsync)."""
         if self._spare_fd is None:
-            self._spare_fd, self._spare_done = create_spare(os.path.join(self.directory, L.SPARE_NAME)), 0
+            self._spare_fd, self._spare_done = create_spare(os.path.join(self.directory, wal_layout.SPARE_NAME)), 0
         elif self._spare_done < self.segment_bytes:
             if self.mode == "none":
                 self._spare_done = size_spare(self._spare_fd, self.segment_bytes)
@@ -351,7 +351,7 @@ class WalWriter:
     # ---- control records -------------------------------------------------------------------
 
     def _run_payload(self, last_seq: int, digest: int) -> np.ndarray:
-        p = np.zeros(1, dtype=L.CTRL_RUN)
+        p = np.zeros(1, dtype=wal_layout.CTRL_RUN)
         p["run_id"] = np.void(self.run_id)
         p["first_seq"] = self.first_seq
         p["last_seq"] = last_seq
@@ -365,15 +365,15 @@ class WalWriter:
         self.commit()
         if self._slots_left == 0:
             self._new_segment()
-        slot = np.zeros(L.SLOT_WORDS, dtype=np.uint64)
-        K._encode_slot(slot, 0, kind, self.next_seq - 1, payload.view(np.uint64).reshape(1, 8), 0, HW)
+        slot = np.zeros(wal_layout.SLOT_WORDS, dtype=np.uint64)
+        wal_kernels._encode_slot(slot, 0, kind, self.next_seq - 1, payload.view(np.uint64).reshape(1, 8), 0, HW)
         try:
             os.pwrite(self._fd, slot, self._pos)
             if sync:
                 os.fdatasync(self._fd)
         except OSError as e:
             self._halt(f"{self._path} at offset {self._pos}: control record write failed: {e}")
-        self._pos += L.SLOT_BYTES
+        self._pos += wal_layout.SLOT_BYTES
         self._slots_left -= 1
         self._ready = max(self._ready, self._pos)
 
@@ -382,9 +382,9 @@ class WalWriter:
         self._check_live()
         if seq > self.next_seq - 1:
             raise UsageError(f"note_snapshot: seq {seq} is beyond the last appended seq {self.next_seq - 1}")
-        p = np.zeros(1, dtype=L.CTRL_SNAPSHOT)
+        p = np.zeros(1, dtype=wal_layout.CTRL_SNAPSHOT)
         p["seq"], p["time_ns"], p["state_hash"] = seq, time.time_ns(), state_hash.encode("ascii")[:48]
-        self._write_control(L.REC_SNAPSHOT, p, sync=self.mode != "none")
+        self._write_control(wal_layout.REC_SNAPSHOT, p, sync=self.mode != "none")
 
     # ---- closing ---------------------------------------------------------------------------
 
@@ -397,7 +397,7 @@ class WalWriter:
                 self.commit()
                 if seal:
                     digest = int(self._digest) & 0xFFFFFFFF
-                    self._write_control(L.REC_RUN_SEALED, self._run_payload(self.next_seq - 1, digest), sync=True)
+                    self._write_control(wal_layout.REC_RUN_SEALED, self._run_payload(self.next_seq - 1, digest), sync=True)
                 else:
                     os.fdatasync(self._fd)
                 self.durable_seq = self.next_seq - 1
@@ -405,14 +405,14 @@ class WalWriter:
                     run = self._manifest["runs"][-1]
                     run.update(sealed=True, last_seq=self.next_seq - 1, records=self.records,
                                digest=f"{digest:08x}", sealed_ns=time.time_ns())
-                    M.write(self.directory, self._manifest)
+                    manifest.write(self.directory, self._manifest)
         finally:
             self._closed = True
             self._close_segment()
             if self._spare_fd is not None:
                 os.close(self._spare_fd)
                 self._spare_fd = None
-                os.unlink(os.path.join(self.directory, L.SPARE_NAME))
+                os.unlink(os.path.join(self.directory, wal_layout.SPARE_NAME))
             os.close(self._lock_fd)
         return self.durable_seq
 

@@ -26,12 +26,13 @@ import numpy as np
 
 from shmex.matcher import Matcher
 from shmex.matcher.book import FIELDS
-from shmex.procs import layout as L
-from shmex.procs import matcher_duty as D
-from shmex.procs.ctl import Aborted, Backoff, Ctl, shares_core
+from shmex.engine import cells
+from shmex.roles import matcher_duty
+from shmex.engine.ctl import Aborted, Backoff, Ctl, shares_core
 from shmex.ring import Ring
 from shmex.schema import COMMAND, REPORT, commands
-from shmex.snapshot import recovery, store
+from shmex.recovery import recover as recovery
+from shmex.snapshot import store
 
 BATCH = 4096
 DUTY_BUDGET_NS = 20_000_000  # back to Python (heartbeat, phase, snapshot reaping) at least this often (~11 us a return)
@@ -48,7 +49,7 @@ def _warm(m: Matcher) -> None:
     scratch.process_into(c)
     scratch.state_hash()
     # the duty cycle, on scratch rings (a standby calls this before it has a role)
-    D.warm(scratch.book, scratch._out, commands(4))
+    matcher_duty.warm(scratch.book, scratch._out, commands(4))
 
 
 def _prefault(m: Matcher) -> None:
@@ -73,12 +74,12 @@ def prefault(arrays) -> None:
 
 
 class MatcherAgent:
-    def __init__(self, cfg: dict, ctl: Ctl):
-        run_id = cfg["run_id"]
+    def __init__(self, cfg, ctl: Ctl):
+        run_id = cfg.run_id
         self.cfg, self.ctl = cfg, ctl
-        P = cfg["producers"] + cfg["clients"]
-        w = cfg["wait"]["matcher"]
-        self.ins = [Ring.attach(Ring.name_for(run_id, L.in_role(k)), COMMAND, side="consumer", wait=w)
+        P = cfg.producers + cfg.clients
+        w = cfg.wait["matcher"]
+        self.ins = [Ring.attach(Ring.name_for(run_id, cells.in_role(k)), COMMAND, side="consumer", wait=w)
                     for k in range(P)]
         self.journal = Ring.attach(Ring.name_for(run_id, "journal"), COMMAND, side="producer", wait=w)
         self.out = Ring.attach(Ring.name_for(run_id, "out"), REPORT, side="producer", wait=w)
@@ -86,7 +87,7 @@ class MatcherAgent:
         self._resume(cfg, ctl)
         _warm(self.m)
         _prefault(self.m)
-        from shmex.procs.latency import hist_views, stage_row
+        from shmex.engine.latency import hist_views, stage_row
         from shmex.shm.segment import Segment
 
         self._hseg = Segment.attach(Ring.name_for(run_id, "hist"), layout="hist")
@@ -95,27 +96,27 @@ class MatcherAgent:
         del stages
         self.share = max(64, BATCH // max(P, 1))
         self._duty_arrays(P)
-        self.snap_dir = recovery.snapshot_dir(cfg["data_dir"])
-        self.snap_every = int(cfg["snapshot_every"])
-        self.snap_cores = cfg.get("snapshot_cores")   # placement.snapshot_cores
+        self.snap_dir = recovery.snapshot_dir(cfg.data_dir)
+        self.snap_every = int(cfg.snapshot_every)
+        self.snap_cores = cfg.snapshot_cores   # placement.snapshot_cores
         self.next_snap = next_snapshot_due(self.resumed.snapshot_seq, self.m.last_seq, self.snap_every)
         self.child = 0
-        ctl.store(L.MATCHER_SEQ, self.m.last_seq)
+        ctl.store(cells.MATCHER_SEQ, self.m.last_seq)
 
-    def _resume(self, cfg: dict, ctl: Ctl) -> None:
+    def _resume(self, cfg, ctl: Ctl) -> None:
         """The book and the rings as a never-crashed matcher would leave them (`resume`):
         the book at the log's end, the out ring's missing reports queued (backlog), the
         input commands the WAL already holds released."""
-        from shmex.procs import resume as R
+        from shmex.recovery import resume
 
-        r = R.resume_book(cfg, ctl, self.journal, self.out, sum(x.capacity for x in self.ins))
+        r = resume.resume_book(cfg, ctl, self.journal, self.out, sum(x.capacity for x in self.ins))
         self.m = r.matcher
         self.backlog, self.blo = (r.backlog if len(r.backlog) else None), 0
-        skipped = sum(R.skip_logged(ring, k + 1, int(r.last_pseq[k + 1]), self.buf)
+        skipped = sum(resume.skip_logged(ring, k + 1, int(r.last_pseq[k + 1]), self.buf)
                       for k, ring in enumerate(self.ins))
         self.resumed = r
-        if r.durable > ctl.load(L.RUN_BASE_SEQ) or skipped or len(r.backlog):
-            R.log(f"matcher: resumed at seq {r.durable:,} (snapshot {r.snapshot_seq:,}) in "
+        if r.durable > ctl.load(cells.RUN_BASE_SEQ) or skipped or len(r.backlog):
+            resume.log(f"matcher: resumed at seq {r.durable:,} (snapshot {r.snapshot_seq:,}) in "
                   f"{r.seconds * 1e3:.0f} ms; {len(r.backlog):,} reports re-emitted from command "
                   f"{r.reemit_from:,}; {skipped:,} logged input commands skipped")
 
@@ -142,16 +143,16 @@ class MatcherAgent:
         self.pq = np.zeros((P, qcap, 2), dtype=np.int64)   # per ring: (last seq, read position)
         self.pqi = np.zeros((P, 2), dtype=np.int64)        # per ring: FIFO head, tail
         self.got = np.zeros(P, dtype=np.int64)
-        self.ds = np.zeros(D.S_CELLS, dtype=np.int64)
+        self.ds = np.zeros(matcher_duty.S_CELLS, dtype=np.int64)
         prefault([self.pq])
-        self.pub_args = D.publisher_args(False)
+        self.pub_args = matcher_duty.publisher_args(False)
 
     def attach_publisher(self, pub) -> None:
         """Route inline from the duty cycle, on the inline publisher's arrays and state."""
         from numba.typed import List
 
         ds = self.ds
-        ds[D.S_PLO], ds[D.S_PHI], ds[D.S_OUTREL] = pub.lo, pub.hi, pub.out_rel
+        ds[matcher_duty.S_PLO], ds[matcher_duty.S_PHI], ds[matcher_duty.S_OUTREL] = pub.lo, pub.hi, pub.out_rel
         dests = pub.dests
         self.pub_args = (True, np.zeros(len(dests), np.int64), *pub.out.arrays(), pub.out.sem_addrs()[1],
                          pub.pend, pub.pend.view(np.uint64).reshape(len(pub.pend), -1), pub.dest_of,
@@ -164,37 +165,37 @@ class MatcherAgent:
     def sync_publisher(self, pub) -> None:
         """Hand the routing window back to the Python publisher (the stop path uses it)."""
         ds = self.ds
-        pub.lo, pub.hi, pub.out_rel = int(ds[D.S_PLO]), int(ds[D.S_PHI]), int(ds[D.S_OUTREL])
+        pub.lo, pub.hi, pub.out_rel = int(ds[matcher_duty.S_PLO]), int(ds[matcher_duty.S_PHI]), int(ds[matcher_duty.S_OUTREL])
 
     def duty(self, idle_ns: int, poll_ns: int) -> int:
         """One `matcher_duty.duty` call, then what it asked Python for; -> RET_*."""
         m = self.m
-        self.ds[D.S_NEXT_SNAP] = self.next_snap
+        self.ds[matcher_duty.S_NEXT_SNAP] = self.next_snap
         out = m._out
-        rc = D.duty(m.book, out, out.view(np.uint64).reshape(len(out), -1), self.buf, self.bufw,
+        rc = matcher_duty.duty(m.book, out, out.view(np.uint64).reshape(len(out), -1), self.buf, self.bufw,
                     self.in_slots, self.in_ctls, self.in_locs, self.in_sems, *self.j_arrays, *self.o_arrays,
                     self.ctl.a, self.h_to_matcher, self.pq, self.pqi, self.got, self.ds, self.share,
                     *self.pub_args, DUTY_BUDGET_NS, poll_ns, idle_ns)
-        if rc == D.RET_SNAPSHOT:
+        if rc == matcher_duty.RET_SNAPSHOT:
             self.snapshot()
-        elif rc == D.RET_GROW:
-            self._grow(int(self.ds[D.S_GROW_AT]))
+        elif rc == matcher_duty.RET_GROW:
+            self._grow(int(self.ds[matcher_duty.S_GROW_AT]))
         if self.child:
             self._reap(block=False)
         return rc
 
     def _grow(self, i: int) -> None:
         """The report buffer cannot hold command i's worst case even empty: double it."""
-        from shmex.matcher import _kernels as K
+        from shmex.matcher import _kernels as matcher_kernels
 
         m = self.m
-        need = int(K._worst_case(m.book, self.buf[i]))
+        need = int(matcher_kernels._worst_case(m.book, self.buf[i]))
         m._out = np.zeros(max(2 * len(m._out), 1 << (need - 1).bit_length()), REPORT)
 
     def finish_route(self, pub) -> None:
         """A report ring could not take its share of a routed prefix: deliver the rest the
         publisher's way (wait, or drop for a reader that is gone), then release it."""
-        ds, k = self.ds, int(self.ds[D.S_STALL_K])
+        ds, k = self.ds, int(self.ds[matcher_duty.S_STALL_K])
         pdone = self.pub_args[1]
         for d in range(len(pub.dests)):
             c, done = int(pub.counts[d]), int(pdone[d])
@@ -203,17 +204,17 @@ class MatcherAgent:
                 pub._deliver(d, c - done)
                 if not isinstance(pub.dests[d], Ring):
                     pub.dest_of[d + 1] = -1   # its reader is gone: drop (and count) from now on
-        ds[D.S_PLO] += k
-        ds[D.S_OUTREL] += k
-        ds[D.S_STALL_K] = 0
-        pub.out.release(int(ds[D.S_OUTREL]))
+        ds[matcher_duty.S_PLO] += k
+        ds[matcher_duty.S_OUTREL] += k
+        ds[matcher_duty.S_STALL_K] = 0
+        pub.out.release(int(ds[matcher_duty.S_OUTREL]))
         a = self.ctl.a
-        a[L.ROUTED] += k
+        a[cells.ROUTED] += k
         if pub.counts[-1]:
-            a[L.DROPPED] += int(pub.counts[-1])
+            a[cells.DROPPED] += int(pub.counts[-1])
 
     def release_durable(self) -> None:
-        D.release_durable(self.ctl.load(L.DURABLE_SEQ), self.in_ctls, self.in_locs, self.in_sems,
+        matcher_duty.release_durable(self.ctl.load(cells.DURABLE_SEQ), self.in_ctls, self.in_locs, self.in_sems,
                           self.pq, self.pqi)
 
     def snapshot(self) -> None:
@@ -239,9 +240,9 @@ class MatcherAgent:
             os._exit(code)
         pause = time.monotonic_ns() - t0
         a = self.ctl.a
-        a[L.SNAPSHOTS] += 1
-        if pause > a[L.SNAP_PAUSE_MAX_NS]:
-            a[L.SNAP_PAUSE_MAX_NS] = pause
+        a[cells.SNAPSHOTS] += 1
+        if pause > a[cells.SNAP_PAUSE_MAX_NS]:
+            a[cells.SNAP_PAUSE_MAX_NS] = pause
         self.child = pid
         self.next_snap = self.m.last_seq + self.snap_every
 
@@ -253,13 +254,13 @@ class MatcherAgent:
                 print(f"matcher: snapshot child exited with status {status}", file=sys.stderr, flush=True)
 
     def inputs_empty(self) -> bool:
-        return (self.backlog is None and self.ds[D.S_N] == 0
+        return (self.backlog is None and self.ds[matcher_duty.S_N] == 0
                 and all(r.published_seq == r.read_seq for r in self.ins))
 
     def wait_durable(self) -> None:
         """Wait until the WAL holds every command sequenced; release their input slots."""
         last = self.m.last_seq
-        while self.ctl.load(L.DURABLE_SEQ) < last:
+        while self.ctl.load(cells.DURABLE_SEQ) < last:
             self.ctl.check(every_ns=0)
             time.sleep(50e-6)
         self.release_durable()
@@ -273,7 +274,7 @@ class MatcherAgent:
             # would double the matcher's resident memory at the stop
             state = {name: arr for name, arr in zip(FIELDS, self.m.book)}
             store.write_state(self.snap_dir, state, last, self.m.state_hash())
-            self.ctl.a[L.SNAPSHOTS] += 1
+            self.ctl.a[cells.SNAPSHOTS] += 1
 
     def drop_views(self) -> None:
         """Drop every view of a ring mapping this agent holds (before any ring closes)."""
@@ -288,19 +289,9 @@ class MatcherAgent:
         self._hseg.close()
 
 
-def store_hash(ctl: Ctl, h: str) -> None:
-    raw = np.frombuffer(bytes.fromhex(h), dtype="<i8")
-    ctl.a[L.STATE_HASH] = raw[0]
-    ctl.a[L.STATE_HASH + 1] = raw[1]
-
-
-def load_hash(ctl_array: np.ndarray) -> str:
-    return np.asarray(ctl_array[L.STATE_HASH:L.STATE_HASH + 2], dtype="<i8").tobytes().hex()
-
-
-def loads_done(ctl: Ctl, cfg: dict) -> bool:
+def loads_done(ctl: Ctl, cfg) -> bool:
     """Every load producer has finished sending."""
-    return all(ctl.a[L.prod_base(ctl.producers, k) + L.C_SENDING_DONE] for k in range(cfg["producers"]))
+    return all(ctl.a[ctl.prod_cell(k, cells.C_SENDING_DONE)] for k in range(cfg.producers))
 
 
 def next_snapshot_due(snapshot_seq: int, last_seq: int, every: int) -> int:
@@ -328,11 +319,11 @@ def _off_the_matchers_core(cores) -> None:
               file=sys.stderr, flush=True)
 
 
-def run(cfg: dict, ctl: Ctl, me) -> int:
+def run(cfg, ctl: Ctl, me, index: int = 0) -> int:
     agent = MatcherAgent(cfg, ctl)
     pub = None
-    if cfg["publisher_inline"]:
-        from shmex.procs.publisher import PublisherAgent
+    if cfg.publisher_inline:
+        from shmex.roles.publisher import PublisherAgent
 
         pub = PublisherAgent(cfg, ctl)
         prefault([pub.pend, pub.scratch])   # routed batches would first-touch them for minutes
@@ -353,10 +344,10 @@ def run(cfg: dict, ctl: Ctl, me) -> int:
                     agent.attach_publisher(pub)
             elif not stopping:
                 rc = agent.duty(idle_ns, poll_ns)
-                w = int(agent.ds[D.S_WORK])
-                if rc == D.RET_DEST_FULL:
+                w = int(agent.ds[matcher_duty.S_WORK])
+                if rc == matcher_duty.RET_DEST_FULL:
                     agent.finish_route(pub)
-                if rc != D.RET_IDLE:         # budget spent, snapshot, growth, delivery
+                if rc != matcher_duty.RET_IDLE:         # budget spent, snapshot, growth, delivery
                     if w:
                         idle.reset()
                         me.beat()
@@ -374,15 +365,15 @@ def run(cfg: dict, ctl: Ctl, me) -> int:
                 if stopping or agent.backlog is not None:
                     continue
             ctl.check()
-            if not stopping and ctl.phase == L.PH_STOPPING and loads_done(ctl, cfg) and agent.inputs_empty():
+            if not stopping and ctl.phase == cells.PH_STOPPING and loads_done(ctl, cfg) and agent.inputs_empty():
                 # the stop chain: all durable -> MATCHER_DONE (the WAL writer seals, the
                 # publisher drains) -> the final snapshot, off the reports' path
                 stopping = True
                 if pub is not None:
                     agent.sync_publisher(pub)
                 agent.wait_durable()
-                store_hash(ctl, agent.m.state_hash())
-                ctl.store(L.MATCHER_DONE, 1)
+                ctl.store_hash(agent.m.state_hash())
+                ctl.store(cells.MATCHER_DONE, 1)
                 done = 1
             if stopping and (pub is None or pub.drained()):
                 agent.final_snapshot()
@@ -393,13 +384,85 @@ def run(cfg: dict, ctl: Ctl, me) -> int:
         pass
     finally:
         if done != 1:
-            store_hash(ctl, agent.m.state_hash())
-            ctl.store(L.MATCHER_DONE, done)
+            ctl.store_hash(agent.m.state_hash())
+            ctl.store(cells.MATCHER_DONE, done)
         agent.drop_views()
         if pub is not None:
-            ctl.store(L.PUB_DONE, 1)
+            ctl.store(cells.PUB_DONE, 1)
             pub.close()
         if agent.child:
             agent._reap(block=True)
         agent.close()
     return 0
+
+
+def warm() -> None:
+    """The matcher's kernels, its duty cycle and its restart path (WAL write and scan,
+    snapshot write and load, replay, the pseq scan), on scratch data."""
+    _warm(None)
+    _warm_matcher_start()
+    _warm_recovery()
+
+
+def _warm_matcher_start() -> None:
+    import numpy as np
+
+    from shmex.engine import latency
+    from shmex.schema import commands
+
+    buf = commands(4)
+    latency.record_since(buf["engine_ns"], 0, 0, 0, np.zeros(latency.NBUCKETS, np.int64))
+
+
+SCRATCH_PREFIX = "shmex-standby-"
+
+
+def _remove_dead_scratch(parent: str) -> None:
+    """Scratch logs of standbys killed while warming (``shmex-standby-<pid>-*``, pid gone)."""
+    import shutil
+
+    for name in os.listdir(parent):
+        if not name.startswith(SCRATCH_PREFIX):
+            continue
+        pid = name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
+def _warm_recovery() -> None:
+    """A tiny log and snapshot, written and recovered the way a restarted matcher does."""
+    import shutil
+    import tempfile
+
+    from shmex.matcher import Matcher
+    from shmex.recovery import resume
+    from shmex.schema import commands
+    from shmex.recovery import recover as recovery
+    from shmex.snapshot import store
+    from shmex.wal import WalReader
+    from shmex.wal import layout as wal_layout
+    from shmex.wal.writer import WalWriter
+
+    book = {"symbols": 1, "price_lo": 1, "price_hi": 100, "capacity": 16}
+    _remove_dead_scratch(tempfile.gettempdir())
+    tmp = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
+    try:
+        w = WalWriter(tmp, mode="none", config=book, segment_bytes=wal_layout.MIN_SEGMENT_BYTES + 64 * wal_layout.SLOT_BYTES)
+        m = Matcher(**book)
+        c = commands(4)
+        c["kind"], c["side"], c["order_type"], c["tif"] = 1, [1, 2, 1, 2], 1, 1
+        c["producer"], c["client_id"], c["price"], c["qty"] = 1, [1, 2, 3, 4], [50, 51, 52, 53], 1
+        m.process_into(c[:2])
+        w.append(c[:2])
+        w.commit()
+        store.write_snapshot(recovery.snapshot_dir(tmp), m)
+        m.process_into(c[2:])
+        w.append(c[2:])
+        w.close(seal=True)
+        r = recovery.recover(tmp, until=3)
+        for cmds in WalReader(tmp).commands(4, 4):
+            r.matcher.process_into(cmds, stamp=False)
+        r.matcher.state_hash()
+        resume.last_pseqs(tmp, 1, 4)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

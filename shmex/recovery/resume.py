@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shmex.procs import layout as L
+from shmex.engine import cells
 from shmex.schema import COMMAND, REPORT, commands
 
 MATCHER_BATCH = 4096
@@ -62,7 +62,7 @@ def wait_journal_durable(journal, ctl, timeout_s: float = 120.0) -> int:
             raise RuntimeError(f"the journal did not become durable within {timeout_s:.0f} s "
                                f"(released {journal.released_seq}, published {journal.published_seq})")
         time.sleep(0.0005)
-    return ctl.load(L.DURABLE_SEQ)
+    return ctl.load(cells.DURABLE_SEQ)
 
 
 def _record(ring, pos: int, dtype) -> np.void:
@@ -99,9 +99,9 @@ def last_pseqs(data_dir: str, lo: int, hi: int) -> np.ndarray:
     return last
 
 
-def resume_book(cfg: dict, ctl, journal, out, in_caps: int) -> Resumed:
+def resume_book(cfg, ctl, journal, out, in_caps: int) -> Resumed:
     from shmex.matcher import Matcher
-    from shmex.snapshot import recovery
+    from shmex.recovery import recover as recovery
     from shmex.wal import WalReader
 
     t0 = time.perf_counter()
@@ -109,13 +109,13 @@ def resume_book(cfg: dict, ctl, journal, out, in_caps: int) -> Resumed:
     t_durable = time.perf_counter()
     ph = {"durable_wait": (t_durable - t0) * 1e3, "snapshot_load": 0.0, "wal_replay": 0.0, "replayed": 0,
           "reemit": 0.0}
-    base = ctl.load(L.RUN_BASE_SEQ)
-    data = cfg["data_dir"]
+    base = ctl.load(cells.RUN_BASE_SEQ)
+    data = cfg.data_dir
     c, j = out_tail(out, base)
     backlog = np.zeros(0, dtype=REPORT)
     snap = 0
     if D == 0:
-        m = Matcher(**cfg["book"])
+        m = Matcher(**cfg.book)
     else:
         until = c - 1 if c <= D else None
         r = recovery.recover(data, until=until)
@@ -127,9 +127,9 @@ def resume_book(cfg: dict, ctl, journal, out, in_caps: int) -> Resumed:
                                f"(the log ends at {D})" + (f": {r.damage}" if r.damage else ""))
         m = r.matcher
         snap = r.snapshot.seq if r.snapshot else 0
-        if m.config != cfg["book"]:
+        if m.config != cfg.book:
             raise RuntimeError(f"the data directory's book is {m.config}, this launch asks for "
-                               f"{cfg['book']}: use another --data-dir or --fresh")
+                               f"{cfg.book}: use another --data-dir or --fresh")
         if until is not None:   # rebuild the reports of c..D the out ring lacks
             t_re = time.perf_counter()
             parts = []
@@ -194,10 +194,10 @@ def skip_journal(journal, wal_last: int) -> int:
 
 def sync_old_segments(directory: str, keep: int = 2) -> None:
     """fsync the newest segments a dead writer may have left in the page cache only."""
-    from shmex.wal import layout as WL
+    from shmex.wal import layout as wal_layout
 
-    names = sorted((WL.parse_segment_name(n), n) for n in os.listdir(directory)
-                   if WL.parse_segment_name(n) is not None)
+    names = sorted((wal_layout.parse_segment_name(n), n) for n in os.listdir(directory)
+                   if wal_layout.parse_segment_name(n) is not None)
     for _, name in names[-keep:]:
         try:
             fd = os.open(os.path.join(directory, name), os.O_RDONLY)

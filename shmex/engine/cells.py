@@ -19,12 +19,15 @@ processes sit on different 64-byte lines (8 cells per line)::
      41    publisher      ROUTED       reports routed
      42    publisher      DROPPED      reports to a destination nobody reads (a dead client)
      48..63 supervisor    config       producers, clients, symbols, band, capacity, go_ns,
-                          run base seq (55), restarts (56)
-     64 + 16 p            process p    READY, HEARTBEAT, DONE, PID, CPU_NS, WALL_NS, RSS
-     64 + 16 P_MAX + 32 k producer k   counters (below), written only by producer k
+                          run base seq (55), restarts (56), process slots S (57)
+     64 + 16 p            process p    READY, HEARTBEAT, DONE, PID, CPU_NS, WALL_NS, RSS;
+                                       cells 8..15 of the slot are the role's own
+     64 + 16 S + 32 k     producer k   counters (below), written only by producer k
 
-Process slots: 0 matcher, 1 walwriter, 2 publisher, 3 + k producer-k (k = 0..P-1,
-load producers first, then client slots). A producer's id on the wire is k + 1.
+Process slots follow the role registry (`registry.slot_table`): each role has its slots
+in the registry's order; the producer role has one per producer slot k = 0..P-1 (load
+producers first, then client slots). A producer's id on the wire is k + 1. Readers take
+S from CFG_PROC_SLOTS, so that a role added to the registry moves no reader's offsets.
 
 Histogram segment ``/shmex-<run>-hist``: int64[P, NBUCKETS]: row k is producer k's
 tick-to-trade counts in log-linear buckets (`latency.bucket_of`).
@@ -56,11 +59,12 @@ CFG_CAPACITY = 53
 GO_NS = 54          # monotonic ns when the load started (0 before)
 RUN_BASE_SEQ = 55   # DURABLE_SEQ when this run's WAL writer first opened the log
 RESTARTS = 56       # processes restarted by the supervisor in this run
+CFG_PROC_SLOTS = 57  # S: process slots (the registry's, for this run's config)
 
 PROC_BASE = 64
 PROC_CELLS = 16
 P_READY, P_HEARTBEAT, P_DONE, P_PID, P_CPU_NS, P_WALL_NS, P_RSS = range(7)
-SLOT_MATCHER, SLOT_WAL, SLOT_PUBLISHER, SLOT_PRODUCER0 = 0, 1, 2, 3
+P_ROLE = 8          # cells P_ROLE .. PROC_CELLS - 1 of a slot belong to its role
 
 PROD_CELLS = 32
 # producer counters (int64 indices into the producer's own block)
@@ -69,20 +73,17 @@ PROD_CELLS = 32
  C_FIRST_SENT_NS, C_LAST_ANSWER_NS, C_GENERATED, C_OTHER) = range(18)
 
 
-def procs_max(producers: int) -> int:
-    return SLOT_PRODUCER0 + producers
-
-
 def proc_cell(slot: int, field: int) -> int:
     return PROC_BASE + slot * PROC_CELLS + field
 
 
-def prod_base(producers: int, k: int) -> int:
-    return PROC_BASE + procs_max(producers) * PROC_CELLS + k * PROD_CELLS
+def prod_base(proc_slots: int, k: int) -> int:
+    """First cell of producer slot k's counters, with `proc_slots` process slots."""
+    return PROC_BASE + proc_slots * PROC_CELLS + k * PROD_CELLS
 
 
-def ctl_cells(producers: int) -> int:
-    return prod_base(producers, producers)
+def ctl_cells(proc_slots: int, producer_slots: int) -> int:
+    return prod_base(proc_slots, producer_slots)
 
 
 def in_role(k: int) -> str:

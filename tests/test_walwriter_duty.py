@@ -1,4 +1,4 @@
-"""The WAL writer's numba duty cycle (`procs/wal_duty.py`, mode none) on an in-process
+"""The WAL writer's numba duty cycle (`roles/walwriter_duty.py`, mode none) on an in-process
 journal ring and a real WalWriter: it logs exactly what the journal held, stores
 DURABLE_SEQ only for what is in the log, releases journal slots only up to it, stays
 inside the room it was offered, and stops at a seq that does not continue the log."""
@@ -8,16 +8,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shmex.procs import layout as L
-from shmex.procs import wal_duty as WD
-from shmex.procs.latency import NBUCKETS
-from shmex.ring import _kernels as RK
-from shmex.ring import layout as RL
+from shmex.engine import cells
+from shmex.roles import walwriter_duty
+from shmex.engine.latency import NBUCKETS
+from shmex.ring import _kernels as ring_kernels
+from shmex.ring import layout as ring_layout
 from shmex.ring.wait import BLOCK, HYBRID, SPIN, YIELD
 from shmex.schema import commands
-from shmex.wal.crc import HW
+from shmex.crc import HW
 from shmex.wal.reader import WalReader
-from shmex.wal.verify import verify
+from shmex.recovery.verify import verify
 from shmex.wal.writer import WalWriter
 
 BATCH = 64
@@ -30,13 +30,13 @@ class _Rig:
     def __init__(self, directory, cap=256):
         self.wal = WalWriter(directory, mode="none")
         self.slots = np.zeros((cap, 8), np.uint64)
-        self.ctl = np.zeros(RL.CTL_BYTES // 8, np.int64)
-        self.loc = np.zeros(RL.LOCAL_CELLS, np.int64)           # the WAL writer's (consumer)
-        self.pub_loc = np.zeros(RL.LOCAL_CELLS, np.int64)       # the matcher's (producer)
+        self.ctl = np.zeros(ring_layout.CTL_BYTES // 8, np.int64)
+        self.loc = np.zeros(ring_layout.LOCAL_CELLS, np.int64)           # the WAL writer's (consumer)
+        self.pub_loc = np.zeros(ring_layout.LOCAL_CELLS, np.int64)       # the matcher's (producer)
         self.buf = commands(BATCH)
-        self.st = np.zeros(WD.W_CELLS, np.int64)
+        self.st = np.zeros(walwriter_duty.W_CELLS, np.int64)
         self.dg = np.zeros(1, np.uint64)
-        self.engine = np.zeros(L.COMMITS + 8, np.int64)         # the control cells it writes
+        self.engine = np.zeros(cells.COMMITS + 8, np.int64)         # the control cells it writes
         self.h_durable = np.zeros(NBUCKETS, np.int64)
         self.dtab = np.zeros((1024, 2), np.int64)
         self.next_seq = 1
@@ -48,19 +48,19 @@ class _Rig:
         c["engine_ns"] = 1
         c["client_id"] = c["seq"] * 7
         self.next_seq = first + n
-        assert RK._publish_batch(self.slots, self.ctl, self.pub_loc, c.view(np.uint64).reshape(n, 8), False) == n
+        assert ring_kernels._publish_batch(self.slots, self.ctl, self.pub_loc, c.view(np.uint64).reshape(n, 8), False) == n
         return c
 
     def duty(self, room=None, low_room=0):
         words, pos, offered = self.wal.mapped_room()
-        self.st[WD.W_POS], self.st[WD.W_NEXT] = pos, self.wal.next_seq
-        self.st[WD.W_ROOM] = offered if room is None else room
+        self.st[walwriter_duty.W_POS], self.st[walwriter_duty.W_NEXT] = pos, self.wal.next_seq
+        self.st[walwriter_duty.W_ROOM] = offered if room is None else room
         self.dg[0] = self.wal.digest
-        rc = WD.duty(self.slots, self.ctl, self.loc, 0, self.buf.view(np.uint64).reshape(BATCH, 8),
+        rc = walwriter_duty.duty(self.slots, self.ctl, self.loc, 0, self.buf.view(np.uint64).reshape(BATCH, 8),
                      self.buf["seq"], self.buf["engine_ns"], words, self.st, self.dg, HW, self.engine,
                      self.h_durable, self.dtab, low_room, 50_000_000, 0, 200_000)
-        if self.st[WD.W_DONE]:
-            self.wal.advance_mapped(int(self.st[WD.W_DONE]), self.dg[0])
+        if self.st[walwriter_duty.W_DONE]:
+            self.wal.advance_mapped(int(self.st[walwriter_duty.W_DONE]), self.dg[0])
         return rc
 
     def prefill(self):
@@ -72,11 +72,11 @@ class _Rig:
 
     @property
     def durable(self):
-        return int(self.engine[L.DURABLE_SEQ])
+        return int(self.engine[cells.DURABLE_SEQ])
 
     @property
     def released(self):
-        return int(self.ctl[RL.C_RELEASED])
+        return int(self.ctl[ring_layout.C_RELEASED])
 
 
 def _logged(directory):
@@ -95,10 +95,10 @@ def test_logs_what_the_journal_held_and_publishes_durable(tmp_path):
     rig = _Rig(tmp_path)
     rig.prefill()
     sent = np.concatenate([rig.feed(100), rig.feed(37)])
-    assert rig.duty() == WD.RET_IDLE
+    assert rig.duty() == walwriter_duty.RET_IDLE
     assert rig.durable == 137 and rig.released == 137           # durable, then released
     assert rig.wal.durable_seq == rig.wal.appended_seq == 137
-    assert rig.engine[L.COMMITS] >= 3                           # batches of at most 64
+    assert rig.engine[cells.COMMITS] >= 3                           # batches of at most 64
     assert rig.h_durable.sum() == 137                           # stamp -> durable, per command
     assert list(rig.dtab[1:138, 0]) == list(range(1, 138))      # each seq's durable time noted
     rig.wal.close()
@@ -110,10 +110,10 @@ def test_stays_inside_the_room_it_was_offered(tmp_path):
     rig = _Rig(tmp_path)
     rig.prefill()
     rig.feed(50)
-    assert rig.duty(room=20) == WD.RET_ROOM
+    assert rig.duty(room=20) == walwriter_duty.RET_ROOM
     assert rig.durable == 20 and rig.released == 20             # the rest waits in the journal
     assert rig.wal.appended_seq == 20
-    assert rig.duty() == WD.RET_IDLE
+    assert rig.duty() == walwriter_duty.RET_IDLE
     assert rig.durable == rig.released == 50
     rig.wal.close()
     assert _clean(tmp_path)[0], _clean(tmp_path)[1]
@@ -122,8 +122,8 @@ def test_stays_inside_the_room_it_was_offered(tmp_path):
 def test_no_room_returns_before_reading(tmp_path):
     rig = _Rig(tmp_path)
     rig.feed(5)
-    assert rig.duty(room=0) == WD.RET_ROOM
-    assert rig.loc[RL.L_POS] == 0 and rig.durable == 0 and rig.released == 0
+    assert rig.duty(room=0) == walwriter_duty.RET_ROOM
+    assert rig.loc[ring_layout.L_POS] == 0 and rig.durable == 0 and rig.released == 0
 
 
 def test_asks_for_prefill_when_idle_and_low(tmp_path):
@@ -131,7 +131,7 @@ def test_asks_for_prefill_when_idle_and_low(tmp_path):
     rig.prefill()
     room = rig.wal.mapped_room()[2]
     rig.feed(10)
-    assert rig.duty(low_room=room) == WD.RET_PREFILL            # journal drained, room below the goal
+    assert rig.duty(low_room=room) == walwriter_duty.RET_PREFILL            # journal drained, room below the goal
     assert rig.durable == 10
 
 
@@ -140,8 +140,8 @@ def test_a_seq_gap_stops_before_it_and_releases_nothing_after(tmp_path):
     rig.prefill()
     rig.feed(10)
     rig.feed(5, seq_from=12)                                    # seq 11 is missing
-    assert rig.duty() == WD.RET_BAD_SEQ
-    assert rig.st[WD.W_BAD_SEQ] == 12
+    assert rig.duty() == walwriter_duty.RET_BAD_SEQ
+    assert rig.st[walwriter_duty.W_BAD_SEQ] == 12
     assert rig.wal.appended_seq == 10                           # what came before it is logged
     assert rig.durable == 0 and rig.released == 0               # that batch was not published
     rig.wal.close()
@@ -152,8 +152,8 @@ def test_a_seq_gap_stops_before_it_and_releases_nothing_after(tmp_path):
     (HYBRID, True, (0, HYBRID.spin_ns + HYBRID.yield_ns)),
     (HYBRID, False, (HYBRID.spin_ns, HYBRID.spin_ns + HYBRID.yield_ns)),
     (BLOCK, False, (BLOCK.spin_ns, BLOCK.spin_ns)),
-    (YIELD, False, (YIELD.spin_ns, WD.NEVER)),
-    (SPIN, False, (WD.NEVER, WD.NEVER)),
+    (YIELD, False, (YIELD.spin_ns, walwriter_duty.NEVER)),
+    (SPIN, False, (walwriter_duty.NEVER, walwriter_duty.NEVER)),
 ])
 def test_idle_params_follow_the_wait_strategy(strategy, shared, want):
-    assert WD.idle_params(strategy, shared) == want
+    assert walwriter_duty.idle_params(strategy, shared) == want

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 
 from shmex.errors import CannotOpen, CorruptRecord, ShmexError
 from shmex.snapshot import store
-from shmex.wal import layout as L
-from shmex.wal import manifest as M
+from shmex.wal import layout as wal_layout
+from shmex.wal import manifest
 from shmex.wal.reader import ScanEnd, WalReader
 
 
@@ -36,7 +37,7 @@ class Recovered:
 
 
 def snapshot_dir(directory) -> str:
-    return os.path.join(str(directory), L.SNAPSHOT_DIR)
+    return os.path.join(str(directory), wal_layout.SNAPSHOT_DIR)
 
 
 def recover(directory, *, until: int | None = None, use_snapshots: bool = True,
@@ -95,19 +96,19 @@ def recover(directory, *, until: int | None = None, use_snapshots: bool = True,
 
 
 def _config(directory) -> dict:
-    doc = M.read(directory)
+    doc = manifest.read(directory)
     runs = doc["runs"] if doc else []
     for run in reversed(runs):
         if isinstance(run.get("config"), dict):
             return run["config"]
-    raise CannotOpen(f"{directory}: no usable snapshot and no matcher config in {L.MANIFEST}: nothing to start from")
+    raise CannotOpen(f"{directory}: no usable snapshot and no matcher config in {wal_layout.MANIFEST}: nothing to start from")
 
 
 def _check_snapshot_marks(m, end: ScanEnd) -> list[str]:
     """A SNAPSHOT_TAKEN record at the final seq must carry the state hash we rebuilt."""
     out = []
     for c in end.controls:
-        if c.kind == L.REC_SNAPSHOT and c.last_seq == m.last_seq and c.state_hash:
+        if c.kind == wal_layout.REC_SNAPSHOT and c.last_seq == m.last_seq and c.state_hash:
             got = m.state_hash()
             if got != c.state_hash:
                 out.append(f"{c.path} at offset {c.offset}: the live engine logged state_hash "
@@ -117,51 +118,12 @@ def _check_snapshot_marks(m, end: ScanEnd) -> list[str]:
 
 # ---- shmex replay -------------------------------------------------------------------------
 
-def main(args) -> int:
-    """``shmex replay DIR [--until SEQ] [--json PATH]``: 0 ok, 1 log damaged, 2 cannot open."""
-    def progress(seq, n):
-        print(f"replay: {n:,} commands, at seq {seq:,}", file=sys.stderr, flush=True)
 
-    try:
-        r = recover(args.dir, until=args.until, progress=progress)
-    except CannotOpen as e:
-        print(f"replay: cannot open: {e}", file=sys.stderr)
-        return 2
-    except ShmexError as e:
-        print(f"replay: {e}", file=sys.stderr)
-        return 1
-    m = r.matcher
-    rate = r.records / r.replay_seconds if r.replay_seconds > 0 else 0.0
-    src = f"snapshot {r.snapshot.path} (seq {r.snapshot.seq})" if r.snapshot else "an empty book"
-    speed = (f"{r.replay_seconds:.3f} s of replay ({rate / 1e6:.2f}M commands/s)" if r.records
-             else "nothing to replay after it")
-    print(f"replayed {r.records:,} commands from {src} to seq {r.last_seq:,}: "
-          f"{speed}, {r.seconds:.3f} s in all")
-    print(f"state_hash {m.state_hash()}")
-    for e in r.refused:
-        print(f"refused snapshot: {e}")
-    if r.damage:
-        print(f"log damaged: {r.damage} -- stopped at seq {r.last_seq}")
-    for f in r.mismatch:
-        print(f"MISMATCH: {f}")
-    for f in r.findings:
-        print(f"note: {f}")
-    tops = []
-    for sym in range(m.config["symbols"]):
-        bid, ask = m.best_bid(sym), m.best_ask(sym)
-        tops.append({"symbol": sym, "best_bid": bid, "best_ask": ask})
-        if sym < 20:
-            print(f"  symbol {sym}: bid {bid if bid is not None else '-'}  ask {ask if ask is not None else '-'}")
-    if len(tops) > 20:
-        print(f"  ... {len(tops) - 20} more symbols (see --json)")
-    if args.json:
-        doc = {"last_seq": r.last_seq, "state_hash": m.state_hash(), "records": r.records,
-               "records_per_s": rate, "seconds": r.seconds, "replay_seconds": r.replay_seconds,
-               "snapshot": r.snapshot.path if r.snapshot else None,
-               "snapshot_seq": r.snapshot.seq if r.snapshot else None,
-               "damage": str(r.damage) if r.damage else None,
-               "refused": [str(e) for e in r.refused], "mismatch": r.mismatch,
-               "findings": r.findings, "top": tops}
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=1)
-    return 1 if (r.damage or r.refused or r.mismatch) else 0
+def remove_log(data_dir: str) -> None:
+    """Remove a previous log from data_dir (only files shmex writes there)."""
+    if not os.path.isdir(data_dir):
+        return
+    for name in os.listdir(data_dir):
+        if wal_layout.parse_segment_name(name) is not None or name in (wal_layout.MANIFEST, wal_layout.SPARE_NAME):
+            os.unlink(os.path.join(data_dir, name))
+    shutil.rmtree(os.path.join(data_dir, wal_layout.SNAPSHOT_DIR), ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Entry point of every engine child: ``python -m shmex.procs.child [ROLE INDEX | --standby FD]``.
+"""Entry point of every engine child: ``python -m shmex.engine.child [ROLE INDEX | --standby FD]``.
 
 One path for a first start and a warm standby (`standby.py`):
 
@@ -7,10 +7,12 @@ One path for a first start and a warm standby (`standby.py`):
    timer slack to 1 us (short sleeps stay short);
 2. a standby (``--standby FD``) imports every role and loads every role's numba kernels
    (`standby.warm_all`, in a thread at nice 19), then writes one byte to FD: ready;
-3. read the assignment, one JSON line on stdin: ``{"role", "index", "cfg", "env"}`` (the
+3. read the assignment, one JSON line on stdin (`standby.assignment`: role name and
+   module from the registry, index, slot, the EngineConfig, env additions; the
    supervisor writes it at once for a first start, whose ROLE INDEX arguments are only a
    label for ``ps``; a standby waits for it; EOF: no role wanted, exit 0);
-4. attach the control segment, run the role, record its usage.
+4. attach the control segment, run the role's ``run(cfg, ctl, me, index)``, record its
+   usage.
 
 Exit status: 0 done, 1 an error (traceback on stderr), 3 a durability fault (WAL writer).
 """
@@ -89,7 +91,7 @@ def _warm_at_low_priority() -> None:
         except OSError:
             pass
         try:
-            from shmex.procs.standby import warm_all
+            from shmex.engine.standby import warm_all
 
             warm_all()
         except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
@@ -107,7 +109,7 @@ def _read_assignment() -> dict | None:
     if not line.strip():
         return None
     a = json.loads(line)
-    for key in ("role", "index", "cfg", "env"):
+    for key in ("role", "module", "index", "slot", "cfg", "env"):
         if key not in a:
             raise SystemExit(f"child: assignment lacks {key!r}: {line[:200]!r}")
     return a
@@ -128,7 +130,7 @@ def main(argv: list[str]) -> int:
         if a is None:
             return 0
         print(f"standby (pid {os.getpid()}, warmed in {time.monotonic() - t0:.2f} s) takes the role "
-              f"{_name(a['role'], a['index'])}", file=sys.stderr, flush=True)
+              f"{a['role']} {a['index']}", file=sys.stderr, flush=True)
     elif len(argv) in (0, 2):
         a = _read_assignment()
         if a is None:
@@ -136,50 +138,38 @@ def main(argv: list[str]) -> int:
         if argv and argv != [a["role"], str(a["index"])]:
             raise SystemExit(f"child: labelled {argv}, assigned {a['role']} {a['index']}")
     else:
-        raise SystemExit(f"usage: python -m shmex.procs.child [ROLE INDEX | --standby FD] (got {argv})")
+        raise SystemExit(f"usage: python -m shmex.engine.child [ROLE INDEX | --standby FD] (got {argv})")
     os.environ.update(a["env"])
-    return run_role(a["role"], int(a["index"]), a["cfg"])
+    return run_role(a)
 
 
-def _name(role: str, index: int) -> str:
-    return role if role != "producer" else f"producer-{index}"
+def run_role(a: dict) -> int:
+    import importlib
 
+    from shmex.engine.config import EngineConfig   # numpy and numba: a standby imported them at nice 19
+    from shmex.engine.ctl import Aborted, Ctl, ProcessSlot, warm_ring_kernels
 
-def run_role(role: str, index: int, cfg: dict) -> int:
-    from shmex.procs import layout as L   # numpy and numba: a standby imported them at nice 19
-    from shmex.procs.ctl import Aborted, Ctl, ProcessSlot, warm_ring_kernels
-
-    ctl = Ctl.attach(cfg["run_id"], cfg["producers"] + cfg["clients"])
-    slot = {"matcher": L.SLOT_MATCHER, "walwriter": L.SLOT_WAL,
-            "publisher": L.SLOT_PUBLISHER}.get(role, L.SLOT_PRODUCER0 + index)
-    me = ProcessSlot(ctl, slot)
+    role, index = a["role"], int(a["index"])
+    cfg = EngineConfig.from_dict(a["cfg"])
+    ctl = Ctl.attach(cfg.run_id)
+    me = ProcessSlot(ctl, int(a["slot"]))
     warm_ring_kernels()
     rc = 1
     try:
-        if role == "matcher":
-            from shmex.procs import matcher_proc as mod
-        elif role == "walwriter":
-            from shmex.procs import walwriter as mod
-        elif role == "publisher":
-            from shmex.procs import publisher as mod
-        elif role == "producer":
-            from shmex.procs import producer as mod
-        else:
-            raise SystemExit(f"unknown role {role!r}")
-        call = (lambda: mod.run(cfg, ctl, me, index)) if role == "producer" else (lambda: mod.run(cfg, ctl, me))
+        mod = importlib.import_module(a["module"])
         prof_dir = os.environ.get("SHMEX_PROFILE")
         if prof_dir:  # developer aid: a cProfile dump per process
             import cProfile
 
             prof = cProfile.Profile()
-            rc = prof.runcall(call)
+            rc = prof.runcall(mod.run, cfg, ctl, me, index)
             prof.dump_stats(os.path.join(prof_dir, f"{role}-{index}.prof"))
         else:
-            rc = call()
+            rc = mod.run(cfg, ctl, me, index)
     except Aborted:
         rc = 0
     except BaseException:  # noqa: BLE001 - the supervisor reports the status; the trace goes to stderr
-        print(f"{_name(role, index)}: failed:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+        print(f"{role} {index}: failed:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
         rc = 1
     finally:
         me.finish()

@@ -29,7 +29,7 @@ naming it; ``max_restarts`` 0 restores stop-on-first-death. A restarted load pro
 continues its pseq from its input ring (new client ids). Children die with the
 supervisor (parent-death signal in `child.py`).
 
-Warm standby (`standby.py`, ``cfg["standby"]``, on by default): from the start (the load
+Warm standby (`standby.py`, ``cfg.standby``, on by default): from the start (the load
 waits until the first one is ready), and again after each successor reported READY, the
 supervisor keeps one spare child that has
 imported every role and loaded every kernel and waits for a role. A restart hands the
@@ -51,12 +51,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import psutil
 
-from shmex.procs import layout as L
-from shmex.procs import placement as PL
-from shmex.procs import standby as SB
-from shmex.procs.latency import hist_cells, hist_views
+from shmex.engine import cells
+from shmex.engine import placement
+from shmex.engine import registry
+from shmex.engine import standby
+from shmex.engine.latency import hist_cells, hist_views
 from shmex.ring import Ring
-from shmex.schema import COMMAND, REPORT
 from shmex.shm.registry import remove_dead_runs
 from shmex.shm.segment import Segment
 from shmex.shm.segment import unlink as shm_unlink
@@ -69,8 +69,8 @@ STANDBY_READY_TIMEOUT_S = 120   # the first standby: waited for before the load 
 
 @dataclass
 class Child:
-    name: str          # matcher, walwriter, publisher, producer-k
-    role: str
+    name: str          # the role's process name (`RoleSpec.process_name`)
+    spec: registry.RoleSpec
     index: int
     slot: int
     core: int
@@ -97,6 +97,10 @@ class Child:
     @property
     def pid(self) -> int:
         return self.popen.pid if self.popen else 0
+
+    @property
+    def role(self) -> str:
+        return self.spec.name
 
 
 @dataclass
@@ -129,6 +133,18 @@ def _runq_wait_ns(pid: int) -> int | None:
         return None
 
 
+def restart_refused(restarts: list[dict], name: str, now: float, max_restarts: int, window_s: float) -> str:
+    """Why the process `name`, dead at `now`, may not be restarted ('' if it may): it was
+    restarted `max_restarts` times within the last `window_s` seconds already. `restarts`
+    are the supervisor's restart events (``name``, ``died_s``)."""
+    if max_restarts <= 0:
+        return "died and restarts are off (--restarts 0)"
+    recent = [e for e in restarts if e["name"] == name and now - e["died_s"] <= window_s]
+    if len(recent) >= max_restarts:
+        return f"died {len(recent) + 1} times within {window_s:g} s"
+    return ""
+
+
 def describe_status(rc: int) -> str:
     if rc < 0:
         try:
@@ -139,9 +155,10 @@ def describe_status(rc: int) -> str:
 
 
 class Supervisor:
-    def __init__(self, cfg: dict, progress=None):
-        self.cfg = cfg
-        self.P = cfg["producers"] + cfg["clients"]
+    def __init__(self, cfg, progress=None):
+        self.cfg = cfg                    # EngineConfig
+        self.P = cfg.producer_slots
+        self.slots = registry.slot_table(cfg)
         self.progress = progress          # callable(sup, elapsed_s) every ~second, or None
         self.segments: list[str] = []
         self.children: list[Child] = []
@@ -149,14 +166,18 @@ class Supervisor:
         self._signals = 0
         self.restarts: list[dict] = []      # one per restart: name, pid, reason, at_seq, recovery_ms
         self._recovering: dict[str, dict] = {}
-        self.max_restarts = int(cfg.get("max_restarts", 5))
-        self.restart_window_s = float(cfg.get("restart_window_s", 60.0))
+        self.max_restarts = cfg.max_restarts
+        self.restart_window_s = cfg.restart_window_s
         self._stop_requested = False
         self.ctl = self.hist = None
-        self.use_standby = bool(cfg.get("standby", True))
-        self.standby: SB.Standby | None = None
+        self.use_standby = cfg.standby
+        self.standby: standby.Standby | None = None
         self.standby_stats = {"started": 0, "ready": 0, "taken": 0, "died": 0, "died_warming": 0}
         self._standby_failures = 0          # standbys in a row that died before they were ready
+
+    def prod_cell(self, k: int, counter: int) -> int:
+        """Index of producer slot k's `counter` (cells.C_*) in the control cells."""
+        return cells.prod_base(len(self.slots), k) + counter
 
     def request_stop(self) -> None:
         """Stop the load as if --duration were over (thread-safe: a flag the watch loop reads)."""
@@ -168,29 +189,29 @@ class Supervisor:
         if self._signal is None:
             self._signal = signum
         if self._signals > 1 and self.ctl is not None:
-            self.ctl[L.PHASE] = L.PH_ABORT   # a second signal: stop now
+            self.ctl[cells.PHASE] = cells.PH_ABORT   # a second signal: stop now
 
     # -- segments --------------------------------------------------------------------------
     def _create(self) -> None:
-        run_id, cfg = self.cfg["run_id"], self.cfg
-        seg = Segment.create(run_id, "ctl", L.ctl_cells(self.P) * 8, layout="ctl")
+        run_id, cfg = self.cfg.run_id, self.cfg
+        n = cells.ctl_cells(len(self.slots), self.P)
+        seg = Segment.create(run_id, "ctl", n * 8, layout="ctl")
         self.segments.append(seg.name)
         self._ctl_seg = seg
-        self.ctl = seg.view(0, np.int64, L.ctl_cells(self.P))
-        self.ctl[L.CFG_PRODUCERS] = cfg["producers"]
-        self.ctl[L.CFG_CLIENTS] = cfg["clients"]
-        b = cfg["book"]
-        self.ctl[L.CFG_SYMBOLS], self.ctl[L.CFG_PRICE_LO] = b["symbols"], b["price_lo"]
-        self.ctl[L.CFG_PRICE_HI], self.ctl[L.CFG_CAPACITY] = b["price_hi"], b["capacity"]
+        self.ctl = seg.view(0, np.int64, n)
+        self.ctl[cells.CFG_PROC_SLOTS] = len(self.slots)
+        self.ctl[cells.CFG_PRODUCERS] = cfg.producers
+        self.ctl[cells.CFG_CLIENTS] = cfg.clients
+        b = cfg.book
+        self.ctl[cells.CFG_SYMBOLS], self.ctl[cells.CFG_PRICE_LO] = b["symbols"], b["price_lo"]
+        self.ctl[cells.CFG_PRICE_HI], self.ctl[cells.CFG_CAPACITY] = b["price_hi"], b["capacity"]
         hseg = Segment.create(run_id, "hist", hist_cells(self.P) * 8, layout="hist")
         self.segments.append(hseg.name)
         self._hist_seg = hseg
         self.hist, self.stages, _ = hist_views(hseg, self.P)
         self._rings = []
-        specs = [("journal", COMMAND, cfg["ring_journal"]), ("out", REPORT, cfg["ring_out"])]
-        for k in range(self.P):
-            specs += [(L.in_role(k), COMMAND, cfg["ring_in"]), (L.rep_role(k), REPORT, cfg["ring_rep"])]
-        for role, dt, cap in specs:
+        rings = [r for spec in registry.roles() if spec.rings for r in spec.rings(cfg)]
+        for role, dt, cap in rings:
             r = Ring.create(run_id, role, cap, dt)
             self.segments.append(r.name)
             self._rings.append(r)
@@ -205,7 +226,7 @@ class Supervisor:
                 s.close()
         for name in self.segments:
             shm_unlink(name, missing_ok=True)
-        prefix = f"shmex-{self.cfg['run_id']}-"
+        prefix = f"shmex-{self.cfg.run_id}-"
         return sorted(e for e in os.listdir("/dev/shm") if e.startswith(prefix))
 
     # -- children --------------------------------------------------------------------------
@@ -213,13 +234,16 @@ class Supervisor:
     def _role_env(shared: bool) -> dict:
         return {"SHMEX_SHARED_CORE": "1" if shared else "0"}
 
-    def _spawn(self, ch: Child, shared: bool, cfg: dict | None = None) -> None:
+    def _spawn(self, ch: Child, shared: bool, cfg=None) -> None:
         ch.shared = shared
-        ch.popen = SB.start_child(dict(SB.child_env(), **self._role_env(shared)), label=(ch.role, ch.index))
-        SB.pin(ch.popen.pid, ch.core)
-        SB.assign(ch.popen, ch.role, ch.index, cfg or self.cfg, self._role_env(shared))
+        ch.popen = standby.start_child(dict(standby.child_env(), **self._role_env(shared)), label=(ch.role, ch.index))
+        standby.pin(ch.popen.pid, ch.core)
+        standby.assign(ch.popen, self._assignment(ch, cfg or self.cfg))
         if ch not in self.children:
             self.children.append(ch)
+
+    def _assignment(self, ch: Child, cfg) -> dict:
+        return standby.assignment(ch.spec, ch.index, ch.slot, cfg, self._role_env(ch.shared))
 
     # -- the warm standby ------------------------------------------------------------------
     def _keep_standby(self) -> None:
@@ -249,9 +273,9 @@ class Supervisor:
                       + ("replacing it" if more else "3 standbys in a row died before they were ready: "
                          "no more standbys, restarts spawn plain children"), file=sys.stderr, flush=True)
         if (self.standby is None and not self._recovering and self._standby_failures < 3
-                and self.ctl[L.PHASE] in (L.PH_STARTING, L.PH_RUNNING)):
+                and self.ctl[cells.PHASE] in (cells.PH_STARTING, cells.PH_RUNNING)):
             try:
-                self.standby = SB.Standby(SB.child_env())
+                self.standby = standby.Standby(standby.child_env())
             except OSError as e:
                 self._standby_failures += 1
                 print(f"supervisor: cannot start a standby: {e}", file=sys.stderr, flush=True)
@@ -280,13 +304,13 @@ class Supervisor:
             print(f"supervisor: no standby ready after {STANDBY_READY_TIMEOUT_S} s; the load starts "
                   f"without one (it becomes ready later)", file=sys.stderr, flush=True)
 
-    def _take_standby(self, ch: Child, cfg: dict) -> bool:
+    def _take_standby(self, ch: Child, cfg) -> bool:
         """Hand the ready standby `ch`'s role; False when none is ready (or it just died)."""
         sb = self.standby
         if sb is None or sb.poll() != "ready":
             return False
         self.standby = None
-        if not sb.take(ch.role, ch.index, ch.core, cfg, self._role_env(ch.shared)):
+        if not sb.take(ch.core, self._assignment(ch, cfg)):
             print(f"supervisor: standby pid {sb.pid} died before it could take {ch.name}",
                   file=sys.stderr, flush=True)
             self.standby_stats["died"] += 1
@@ -310,32 +334,30 @@ class Supervisor:
             dead = self._dead(expected_done)
             if dead is None:
                 return None
-            if self.max_restarts <= 0 or self.ctl[L.PHASE] == L.PH_ABORT:
+            if self.max_restarts <= 0 or not dead.spec.restart or self.ctl[cells.PHASE] == cells.PH_ABORT:
                 return dead
             rc = dead.popen.poll()
             now = time.monotonic()
-            recent = [e for e in self.restarts if e["name"] == dead.name
-                      and now - e["died_s"] <= self.restart_window_s]
-            if len(recent) >= self.max_restarts:
-                out.reason = (f"{dead.name} (pid {dead.pid}) died {len(recent) + 1} times within "
-                              f"{self.restart_window_s:g} s (last: {describe_status(rc)}); "
+            refused = restart_refused(self.restarts, dead.name, now, self.max_restarts, self.restart_window_s)
+            if refused:
+                out.reason = (f"{dead.name} (pid {dead.pid}) {refused} (last: {describe_status(rc)}); "
                               f"not restarting it again; engine stopped")
                 return dead
             self._restart(dead, rc, now)
 
     def _restart(self, ch: Child, rc: int, now: float) -> None:
         ev = {"name": ch.name, "role": ch.role, "pid": ch.pid, "reason": describe_status(rc),
-              "at_seq": int(self.ctl[L.MATCHER_SEQ]), "durable_seq": int(self.ctl[L.DURABLE_SEQ]),
+              "at_seq": int(self.ctl[cells.MATCHER_SEQ]), "durable_seq": int(self.ctl[cells.DURABLE_SEQ]),
               "died_s": now, "recovery_ms": None, "new_pid": 0, "path": "spawn", "ready_s": None}
-        base = L.proc_cell(ch.slot, 0)
-        self.ctl[base + L.P_READY] = 0
-        self.ctl[base + L.P_DONE] = 0
-        if ch.role == "publisher" or (ch.role == "matcher" and self.cfg["publisher_inline"]):
-            self.ctl[L.PUB_DONE] = 0
+        base = cells.proc_cell(ch.slot, 0)
+        self.ctl[base + cells.P_READY] = 0
+        self.ctl[base + cells.P_DONE] = 0
+        if ch.spec.on_restart:
+            ch.spec.on_restart(self.cfg, self.ctl)
         cfg = self.cfg
         ch.restarts += 1
-        if ch.role == "producer":   # fresh client ids: the old process's pool of orders is gone
-            cfg = dict(self.cfg, cid_base=int(self.cfg["cid_base"]) + (ch.restarts << 28))
+        if ch.spec.restart_cfg:
+            cfg = ch.spec.restart_cfg(self.cfg, ch.restarts)
         if self._take_standby(ch, cfg):
             ev["path"] = "standby"
             how = "the warm standby takes its place"
@@ -346,7 +368,7 @@ class Supervisor:
         ev["new_pid"] = ch.pid
         ch.sched_first = ch.sched_last = None   # the run-queue wait of the new process only
         self.restarts.append(ev)
-        self.ctl[L.RESTARTS] += 1
+        self.ctl[cells.RESTARTS] += 1
         self._recovering[ch.name] = ev
         print(f"supervisor: {ch.name} (pid {ev['pid']}) died: {ev['reason']} at seq {ev['at_seq']:,} "
               f"(durable {ev['durable_seq']:,}); {how} as pid {ch.pid} "
@@ -355,7 +377,7 @@ class Supervisor:
     def _note_recovered(self) -> None:
         for ch in self.children:
             ev = self._recovering.get(ch.name)
-            if ev is not None and self.ctl[L.proc_cell(ch.slot, L.P_READY)]:
+            if ev is not None and self.ctl[cells.proc_cell(ch.slot, cells.P_READY)]:
                 ev["ready_s"] = time.monotonic()
                 ev["recovery_ms"] = round((ev["ready_s"] - ev["died_s"]) * 1e3, 1)
                 del self._recovering[ch.name]
@@ -381,7 +403,7 @@ class Supervisor:
                 ch.cpu_s = t.user + t.system
                 ch.rss = p.memory_info().rss
                 ch.peak_rss = max(ch.peak_rss, ch.rss)
-                running = self.ctl is not None and self.ctl[L.PHASE] == L.PH_RUNNING
+                running = self.ctl is not None and self.ctl[cells.PHASE] == cells.PH_RUNNING
                 if not ch.rss_first and running:
                     ch.rss_first = ch.rss
                 if running:
@@ -395,7 +417,7 @@ class Supervisor:
 
     def _wait_ready(self, children: list[Child], deadline: float) -> Child | None:
         while True:
-            if all(self.ctl[L.proc_cell(c.slot, L.P_READY)] for c in children):
+            if all(self.ctl[cells.proc_cell(c.slot, cells.P_READY)] for c in children):
                 return None
             dead = self._dead(expected_done=False)
             if dead is not None:
@@ -405,7 +427,7 @@ class Supervisor:
             if time.monotonic() > deadline:
                 raise TimeoutError("children not ready after "
                                    f"{READY_TIMEOUT_S} s: " + ", ".join(
-                                       c.name for c in children if not self.ctl[L.proc_cell(c.slot, L.P_READY)]))
+                                       c.name for c in children if not self.ctl[cells.proc_cell(c.slot, cells.P_READY)]))
             time.sleep(0.01)
 
     # -- the run ---------------------------------------------------------------------------
@@ -420,30 +442,28 @@ class Supervisor:
         try:
             self._create()
             out.segments = list(self.segments)
-            roles = ["matcher", "walwriter"] + ([] if cfg["publisher_inline"] else ["publisher"]) + \
-                [f"producer-{k}" for k in range(cfg["producers"])]
-            place = PL.plan(roles)
-            sh = PL.shared(place)
-            out.placement = PL.describe(place)
-            cfg["snapshot_cores"] = PL.snapshot_cores(place)
-            try:  # the supervisor mostly sleeps; keep it off the matcher's core
-                if len(set(place.values())) > 1:
-                    psutil.Process().cpu_affinity([place["walwriter"]])
+            procs = registry.launched(cfg)          # placement rank order
+            place = placement.plan([p.name for p in procs])
+            sh = placement.shared(place)
+            out.placement = placement.describe(place)
+            first_core = place[procs[0].name]        # rank 0 (the matcher): a core to itself
+            cfg = self.cfg = cfg.replace(snapshot_cores=placement.snapshot_cores(place, first_core))
+            try:  # the supervisor mostly sleeps; keep it off the rank-0 role's core
+                others = sorted(set(place.values()) - {first_core})
+                if others:
+                    psutil.Process().cpu_affinity(others[:1])
             except (psutil.AccessDenied, OSError):
                 pass
             t_ready = time.monotonic()
-            wal = Child("walwriter", "walwriter", 0, L.SLOT_WAL, place["walwriter"])
-            self._spawn(wal, sh["walwriter"])
-            dead = self._wait_ready([wal], time.monotonic() + READY_TIMEOUT_S)
-            self.ctl[L.RUN_BASE_SEQ] = self.ctl[L.DURABLE_SEQ]   # where this run's log starts
+            first = [Child(p.name, p.spec, p.index, p.slot, place[p.name]) for p in procs if p.spec.starts_first]
+            rest = [Child(p.name, p.spec, p.index, p.slot, place[p.name]) for p in procs if not p.spec.starts_first]
+            for ch in first:     # the WAL writer opens the log: its end is where the book must be
+                self._spawn(ch, sh[ch.name])
+            dead = self._wait_ready(first, time.monotonic() + READY_TIMEOUT_S)
+            self.ctl[cells.RUN_BASE_SEQ] = self.ctl[cells.DURABLE_SEQ]   # where this run's log starts
             if dead is None and self._signal is None:
-                self._spawn(Child("matcher", "matcher", 0, L.SLOT_MATCHER, place["matcher"]), sh["matcher"])
-                if not cfg["publisher_inline"]:
-                    self._spawn(Child("publisher", "publisher", 0, L.SLOT_PUBLISHER, place["publisher"]),
-                                sh["publisher"])
-                for k in range(cfg["producers"]):
-                    n = f"producer-{k}"
-                    self._spawn(Child(n, "producer", k, L.SLOT_PRODUCER0 + k, place[n]), sh[n])
+                for ch in rest:
+                    self._spawn(ch, sh[ch.name])
                 self._keep_standby()      # it warms beside the others (at nice 19)
                 dead = self._wait_ready(self.children, time.monotonic() + READY_TIMEOUT_S)
                 if dead is None:
@@ -451,11 +471,11 @@ class Supervisor:
             out.warmup_s = time.monotonic() - t_ready
             if dead is None and self._signal is None:
                 out.started_ns = time.time_ns()
-                self.ctl[L.GO_NS] = time.monotonic_ns()
-                self.ctl[L.PHASE] = L.PH_RUNNING
+                self.ctl[cells.GO_NS] = time.monotonic_ns()
+                self.ctl[cells.PHASE] = cells.PH_RUNNING
                 dead = self._watch(out)
             else:
-                self.ctl[L.PHASE] = L.PH_ABORT   # nothing was sent: everyone leaves now
+                self.ctl[cells.PHASE] = cells.PH_ABORT   # nothing was sent: everyone leaves now
             if dead is not None:
                 self._fail(out, dead)
             self._finish_children(out)
@@ -483,7 +503,7 @@ class Supervisor:
         cfg = self.cfg
         t0 = time.monotonic()
         last_progress = t0
-        duration = cfg["duration"]
+        duration = cfg.duration
         while True:
             dead = self._restart_or_fail(out, expected_done=False)
             if dead is not None:
@@ -493,8 +513,8 @@ class Supervisor:
                 break
             if duration and now - t0 >= duration:
                 break
-            if cfg["producers"] and all(self.ctl[L.prod_base(self.P, k) + L.C_SENDING_DONE]
-                                        for k in range(cfg["producers"])):
+            if cfg.producers and all(self.ctl[self.prod_cell(k, cells.C_SENDING_DONE)]
+                                        for k in range(cfg.producers)):
                 break
             if now - last_progress >= 1.0:
                 last_progress = now
@@ -502,19 +522,19 @@ class Supervisor:
                 if self.progress:
                     self.progress(self, now - t0)
             time.sleep(0.02)
-        self.ctl[L.PHASE] = L.PH_STOPPING
+        self.ctl[cells.PHASE] = cells.PH_STOPPING
         # the stop chain: every child leaves by itself
         deadline = time.monotonic() + STOP_TIMEOUT_S
         while any(ch.popen.poll() is None for ch in self.children) or self._recovering:
             dead = self._restart_or_fail(out, expected_done=True)
             if dead is not None:
                 return dead
-            if self.ctl[L.PHASE] == L.PH_ABORT:   # a second signal
+            if self.ctl[cells.PHASE] == cells.PH_ABORT:   # a second signal
                 break
             if time.monotonic() > deadline:
                 out.reason = f"the stop did not finish within {STOP_TIMEOUT_S} s"
                 out.status, out.exit_code = "failed", 1
-                self.ctl[L.PHASE] = L.PH_ABORT
+                self.ctl[cells.PHASE] = cells.PH_ABORT
                 break
             now = time.monotonic()
             if now - last_progress >= 1.0:
@@ -530,10 +550,10 @@ class Supervisor:
         out.status, out.exit_code = "failed", 1
         if not out.reason:
             out.reason = f"{dead.name} (pid {dead.pid}) died: {describe_status(rc)}; engine stopped"
-        self.ctl[L.PHASE] = L.PH_ABORT
+        self.ctl[cells.PHASE] = cells.PH_ABORT
 
     def _finish_children(self, out: Outcome) -> None:
-        grace = time.monotonic() + (ABORT_GRACE_S if self.ctl[L.PHASE] == L.PH_ABORT else STOP_TIMEOUT_S)
+        grace = time.monotonic() + (ABORT_GRACE_S if self.ctl[cells.PHASE] == cells.PH_ABORT else STOP_TIMEOUT_S)
         while any(ch.popen.poll() is None for ch in self.children) and time.monotonic() < grace:
             self._sample()
             time.sleep(0.01)

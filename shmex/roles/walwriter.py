@@ -21,13 +21,13 @@ import time
 import numpy as np
 
 from shmex.errors import Halt, UsageError
-from shmex.procs import layout as L
-from shmex.procs import wal_duty as WD
-from shmex.procs.ctl import Aborted, Ctl, ProcessSlot, shares_core
+from shmex.engine import cells
+from shmex.roles import walwriter_duty
+from shmex.engine.ctl import Aborted, Ctl, ProcessSlot, shares_core
 from shmex.ring import Ring
 from shmex.ring.wait import WaitStrategy, resolve
 from shmex.schema import COMMAND, commands
-from shmex.wal.crc import HW
+from shmex.crc import HW
 from shmex.wal.writer import WalWriter
 
 BATCH = 4096
@@ -39,58 +39,58 @@ def _warm() -> None:
     """Load the encode kernel now (from numba's cache), not on the first real batch."""
     import numpy as np
 
-    from shmex.wal import _kernels as WK
-    from shmex.wal import layout as WL
-    from shmex.wal.crc import HW
+    from shmex.wal import _kernels as wal_kernels
+    from shmex.wal import layout as wal_layout
+    from shmex.crc import HW
 
     one = commands(1)
     one["seq"] = 1
-    WK._encode_commands(one.view(np.uint64).reshape(1, 8), np.zeros(2 * WL.SLOT_WORDS, np.uint64),
+    wal_kernels._encode_commands(one.view(np.uint64).reshape(1, 8), np.zeros(2 * wal_layout.SLOT_WORDS, np.uint64),
                         0, 1, 1, np.uint64(0), HW)
 
 
 def warm() -> None:
     """Load every kernel of this role (from numba's cache) on scratch arrays of the live
     types (a standby calls it before it has a role; nothing shared is touched)."""
-    from shmex.procs.latency import NBUCKETS, mark_durable
+    from shmex.engine.latency import NBUCKETS, mark_durable
 
     buf = commands(2)
     mark_durable(buf["seq"], buf["engine_ns"], 0, 0, 0, np.zeros(NBUCKETS, np.int64), np.zeros((4, 2), np.int64))
     _warm()
-    WD.warm()
+    walwriter_duty.warm()
 
 
-def run(cfg: dict, ctl: Ctl, me: ProcessSlot) -> int:
-    extra = {"segment_bytes": int(cfg["segment_bytes"])} if cfg.get("segment_bytes") else {}
+def run(cfg, ctl: Ctl, me: ProcessSlot, index: int = 0) -> int:
+    extra = {"segment_bytes": int(cfg.segment_bytes)} if cfg.segment_bytes else {}
     # a successor in a running engine (DURABLE_SEQ was stored): its predecessor died in a
     # process crash, so only the log's tail needs scanning (bounded, not O(log))
-    successor = ctl.load(L.DURABLE_SEQ) > 0
-    wal = WalWriter(cfg["data_dir"], mode=cfg["durability"], group_records=BATCH,
-                    config=cfg["book"], tail_only=successor, **extra)
-    strategy = resolve(cfg["wait"]["walwriter"])
+    successor = ctl.load(cells.DURABLE_SEQ) > 0
+    wal = WalWriter(cfg.data_dir, mode=cfg.durability, group_records=BATCH,
+                    config=cfg.book, tail_only=successor, **extra)
+    strategy = resolve(cfg.wait["walwriter"])
     kernel = wal.mode == "none"   # mode none: the duty cycle runs in numba (wal_duty)
     # with the kernel, its spin and yield phases are the strategy's; Python only blocks
-    journal = Ring.attach(Ring.name_for(cfg["run_id"], "journal"), COMMAND, side="consumer",
+    journal = Ring.attach(Ring.name_for(cfg.run_id, "journal"), COMMAND, side="consumer",
                           wait=BLOCK_ONLY if kernel and strategy.block else strategy)
-    if journal.released_seq < journal.published_seq or ctl.load(L.DURABLE_SEQ):
+    if journal.released_seq < journal.published_seq or ctl.load(cells.DURABLE_SEQ):
         # a restart (resume.py): what the dead writer left in the page cache is made
         # durable, and journal records the log already holds are skipped by seq
-        from shmex.procs.resume import log, skip_journal, sync_old_segments
+        from shmex.recovery.resume import log, skip_journal, sync_old_segments
 
-        sync_old_segments(cfg["data_dir"])
+        sync_old_segments(cfg.data_dir)
         skipped = skip_journal(journal, wal.first_seq - 1)
         log(f"walwriter: resumed at seq {wal.first_seq - 1:,}; {skipped:,} journal records "
             f"already logged skipped")
     base = journal.released_seq          # journal position of seq wal.first_seq
     first = wal.first_seq
-    ctl.store(L.DURABLE_SEQ, wal.durable_seq)
+    ctl.store(cells.DURABLE_SEQ, wal.durable_seq)
     buf = commands(BATCH)
     seqs, eng = buf["seq"], buf["engine_ns"]
-    from shmex.procs.latency import hist_views, mark_durable, stage_row
+    from shmex.engine.latency import hist_views, mark_durable, stage_row
     from shmex.shm.segment import Segment
 
-    P = cfg["producers"] + cfg["clients"]
-    hseg = Segment.attach(Ring.name_for(cfg["run_id"], "hist"), layout="hist")
+    P = cfg.producers + cfg.clients
+    hseg = Segment.attach(Ring.name_for(cfg.run_id, "hist"), layout="hist")
     t2t, stages, dtab = hist_views(hseg, P)
     h_durable = stages[stage_row(P, "to_durable")]
     del t2t, stages
@@ -102,9 +102,9 @@ def run(cfg: dict, ctl: Ctl, me: ProcessSlot) -> int:
         j_slots, j_ctl, j_loc = journal.arrays()
         j_space_sem = journal.sem_addrs()[1]   # the matcher may wait for journal space
         bufw = buf.view(np.uint64).reshape(BATCH, -1)
-        st = np.zeros(WD.W_CELLS, np.int64)
+        st = np.zeros(walwriter_duty.W_CELLS, np.int64)
         dg = np.zeros(1, np.uint64)
-        poll_ns, idle_ns = WD.idle_params(strategy, shares_core())
+        poll_ns, idle_ns = walwriter_duty.idle_params(strategy, shares_core())
         no_progress = False              # a prefill step that gained nothing: stop asking
     try:
         me.wait_go()
@@ -112,29 +112,29 @@ def run(cfg: dict, ctl: Ctl, me: ProcessSlot) -> int:
             if kernel:
                 words, pos_w, room = wal.mapped_room()
                 if room:
-                    st[WD.W_POS], st[WD.W_ROOM], st[WD.W_NEXT] = pos_w, room, wal.next_seq
+                    st[walwriter_duty.W_POS], st[walwriter_duty.W_ROOM], st[walwriter_duty.W_NEXT] = pos_w, room, wal.next_seq
                     dg[0] = wal.digest
                     low = 0 if no_progress else wal.prefill_below()
-                    rc = WD.duty(j_slots, j_ctl, j_loc, j_space_sem, bufw, seqs, eng, words, st, dg, HW,
+                    rc = walwriter_duty.duty(j_slots, j_ctl, j_loc, j_space_sem, bufw, seqs, eng, words, st, dg, HW,
                                  ctl.a, h_durable, dtab, low, DUTY_BUDGET_NS, poll_ns, idle_ns)
                     me.beat()
-                    if st[WD.W_DONE]:
-                        wal.advance_mapped(int(st[WD.W_DONE]), dg[0])
+                    if st[walwriter_duty.W_DONE]:
+                        wal.advance_mapped(int(st[walwriter_duty.W_DONE]), dg[0])
                         durable = wal.durable_seq
                         no_progress = False
-                    if rc == WD.RET_BAD_SEQ:
-                        raise UsageError(f"walwriter: a journal record carries seq {int(st[WD.W_BAD_SEQ])}, "
+                    if rc == walwriter_duty.RET_BAD_SEQ:
+                        raise UsageError(f"walwriter: a journal record carries seq {int(st[walwriter_duty.W_BAD_SEQ])}, "
                                          f"expected {wal.next_seq}: the journal does not continue the log")
-                    if rc == WD.RET_PREFILL:
+                    if rc == walwriter_duty.RET_PREFILL:
                         before = wal.mapped_room()[2]
                         wal.poll()
                         no_progress = wal.mapped_room()[2] <= before
                         continue
-                    if rc == WD.RET_BUDGET:
+                    if rc == walwriter_duty.RET_BUDGET:
                         if _turn(ctl, journal, wal, wait=False):
                             break
                         continue
-                    if rc == WD.RET_IDLE:
+                    if rc == walwriter_duty.RET_IDLE:
                         if _turn(ctl, journal, wal, wait=True):
                             break
                         continue
@@ -150,9 +150,9 @@ def run(cfg: dict, ctl: Ctl, me: ProcessSlot) -> int:
                 durable = d
                 if n:   # before the store below: a reader of seq s finds its durable time
                     mark_durable(seqs, eng, n, d, time.monotonic_ns(), h_durable, dtab)
-                ctl.store(L.DURABLE_SEQ, d)  # ORDER: after the sync returned; pairs with publisher's load
+                ctl.store(cells.DURABLE_SEQ, d)  # ORDER: after the sync returned; pairs with publisher's load
                 journal.release(base + d - first + 1)
-                ctl.a[L.COMMITS] += 1
+                ctl.a[cells.COMMITS] += 1
             me.beat()
             if n:
                 continue
@@ -164,7 +164,7 @@ def run(cfg: dict, ctl: Ctl, me: ProcessSlot) -> int:
             wal.append(buf[:n])
     except Halt as e:
         print(f"walwriter: durability fault, stopping: {e}", file=sys.stderr, flush=True)
-        ctl.store(L.WAL_DONE, 3)
+        ctl.store(cells.WAL_DONE, 3)
         return 3
     finally:
         if kernel:
@@ -172,7 +172,7 @@ def run(cfg: dict, ctl: Ctl, me: ProcessSlot) -> int:
         if wal.halted is None:
             d = wal.close(seal=True)
             sealed = True
-            ctl.store(L.DURABLE_SEQ, d)
+            ctl.store(cells.DURABLE_SEQ, d)
             # only what the log holds: records read after a bad seq stay for a successor
             upto = min(journal.read_seq, base + d - first + 1)
             if upto > journal.released_seq:
@@ -180,7 +180,7 @@ def run(cfg: dict, ctl: Ctl, me: ProcessSlot) -> int:
         journal.close()
         h_durable = dtab = None
         hseg.close()
-    ctl.store(L.WAL_DONE, 1 if sealed else 2)
+    ctl.store(cells.WAL_DONE, 1 if sealed else 2)
     return 0
 
 
@@ -188,10 +188,10 @@ def _turn(ctl: Ctl, journal: Ring, wal: WalWriter, *, wait: bool) -> bool:
     """Between batches: True when the run is over (the matcher is done and everything it
     journaled was read); else check on the supervisor and, if `wait`, spend the idle
     time preparing the log (`WalWriter.poll`) and block until the journal has more."""
-    if ctl.load(L.MATCHER_DONE) and journal.published_seq == journal.read_seq:
+    if ctl.load(cells.MATCHER_DONE) and journal.published_seq == journal.read_seq:
         return True
     ctl.check()
-    if ctl.phase == L.PH_ABORT:
+    if ctl.phase == cells.PH_ABORT:
         raise Aborted("abort")
     if wait:
         wal.poll()

@@ -30,14 +30,15 @@ def usable_cores() -> list[int]:
 
 
 def plan(roles: list[str], cores: list[int] | None = None) -> dict[str, int]:
-    """{role: core}. `roles` starts with 'matcher', 'walwriter', and maybe 'publisher'."""
+    """{process: core}. `roles` are process names in the registry's placement rank order
+    (rank 0, the matcher, first; then the WAL writer)."""
     cores = cores or usable_cores()
     if len(cores) >= len(roles):
         return {r: cores[i] for i, r in enumerate(roles)}
     if len(cores) == 1:
         return {r: cores[0] for r in roles}
-    out = {"matcher": cores[0], "walwriter": cores[1]}
-    rest = [r for r in roles if r not in out]
+    out = {roles[0]: cores[0], roles[1]: cores[1]}
+    rest = roles[2:]
     spread = cores[1:]
     for i, r in enumerate(rest):
         out[r] = spread[(i + 1) % len(spread)] if len(spread) > 1 else spread[0]
@@ -59,9 +60,9 @@ def describe(placement: dict[str, int]) -> str:
     return "; ".join(f"core {c}: {', '.join(rs)}" for c, rs in sorted(by.items()))
 
 
-def snapshot_cores(placement: dict[str, int], cores: list[int] | None = None) -> list[int]:
+def snapshot_cores(placement: dict[str, int], matcher_core: int, cores: list[int] | None = None) -> list[int]:
     """Where the matcher's forked snapshot writer may run: the usable cores no role has,
     else every usable core but the matcher's, else the matcher's own (one core)."""
     cores = cores or usable_cores()
     spare = [c for c in cores if c not in placement.values()]
-    return spare or [c for c in cores if c != placement["matcher"]] or [placement["matcher"]]
+    return spare or [c for c in cores if c != matcher_core] or [matcher_core]

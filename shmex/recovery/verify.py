@@ -14,13 +14,13 @@ import sys
 from dataclasses import asdict, dataclass
 
 from shmex.errors import CannotOpen, CorruptRecord
-from shmex.wal import layout as L
-from shmex.wal import manifest as M
+from shmex.wal import layout as wal_layout
+from shmex.wal import manifest
 from shmex.wal.reader import WalReader
 
 # Errors that bytes from a damaged file could still provoke deep in a decoder; verify turns
 # them into a finding instead of a traceback (never a bare except: a bug elsewhere still shows).
-_DECODE_ERRORS = (ValueError, IndexError, KeyError, TypeError, OverflowError, MemoryError, EOFError)
+DECODE_ERRORS = (ValueError, IndexError, KeyError, TypeError, OverflowError, MemoryError, EOFError)
 
 
 @dataclass
@@ -67,16 +67,16 @@ def verify(directory) -> Report:
     rep = Report(directory=directory, findings=[])
     reader = WalReader(directory)
     try:
-        doc = M.read(directory)
+        doc = manifest.read(directory)
     except CorruptRecord as e:
         rep.findings.append(_corrupt(e))
         doc = None
-    snaps_dir = os.path.join(directory, L.SNAPSHOT_DIR)
+    snaps_dir = os.path.join(directory, wal_layout.SNAPSHOT_DIR)
     if doc is None and not reader.segments and not os.path.isdir(snaps_dir):
         if not rep.findings:
-            raise CannotOpen(f"{directory}: not a shmex log directory (no {L.MANIFEST}, no segments)")
+            raise CannotOpen(f"{directory}: not a shmex log directory (no {wal_layout.MANIFEST}, no segments)")
     if doc is None and reader.segments and not rep.findings:
-        rep.findings.append(Finding("corrupt", M.path_of(directory), None, None, "manifest is missing"))
+        rep.findings.append(Finding("corrupt", manifest.path_of(directory), None, None, "manifest is missing"))
     _check_log(reader, rep)
     _check_runs(doc, reader, rep)
     _check_snapshots(snaps_dir, reader, rep)
@@ -96,7 +96,7 @@ def _check_log(reader: WalReader, rep: Report) -> None:
         rep.findings.append(Finding("note", end.damage.path, None, None,
                                     f"records up to seq {end.last_seq} are intact; recovery stops there"))
     for name in sorted(os.listdir(reader.directory)):
-        if name == L.SPARE_NAME or name.endswith(".tmp"):
+        if name == wal_layout.SPARE_NAME or name.endswith(".tmp"):
             rep.findings.append(Finding("note", os.path.join(reader.directory, name), None, None,
                                         "leftover temporary file (a writer was running or crashed)"))
 
@@ -104,9 +104,9 @@ def _check_log(reader: WalReader, rep: Report) -> None:
 def _check_runs(doc, reader: WalReader, rep: Report) -> None:
     if doc is None:
         return
-    mpath = M.path_of(reader.directory)
-    starts = {c.run_id: c for c in reader.end.controls if c.kind == L.REC_RUN_START}
-    seals = {c.run_id: c for c in reader.end.controls if c.kind == L.REC_RUN_SEALED}
+    mpath = manifest.path_of(reader.directory)
+    starts = {c.run_id: c for c in reader.end.controls if c.kind == wal_layout.REC_RUN_START}
+    seals = {c.run_id: c for c in reader.end.controls if c.kind == wal_layout.REC_RUN_SEALED}
     for c in seals.values():
         if c.computed_digest is not None and c.computed_digest != c.digest:
             rep.findings.append(Finding("corrupt", c.path, c.offset, c.seq,
@@ -159,7 +159,7 @@ def _check_runs(doc, reader: WalReader, rep: Report) -> None:
 def _check_snapshots(snaps_dir, reader: WalReader, rep: Report) -> None:
     from shmex.snapshot import store
 
-    logged = {c.last_seq: c for c in reader.end.controls if c.kind == L.REC_SNAPSHOT}
+    logged = {c.last_seq: c for c in reader.end.controls if c.kind == wal_layout.REC_SNAPSHOT}
     for seq, path in store.list_snapshots(snaps_dir):
         rep.snapshots += 1
         try:
@@ -181,34 +181,3 @@ def _check_snapshots(snaps_dir, reader: WalReader, rep: Report) -> None:
         if mark is not None and mark.state_hash and mark.state_hash != info.state_hash:
             rep.findings.append(Finding("corrupt", path, 64, info.seq,
                                         f"state_hash {info.state_hash} differs from the one logged at {mark.path} offset {mark.offset}: {mark.state_hash}"))
-
-
-def main(args) -> int:
-    try:
-        rep = verify(args.dir)
-    except CannotOpen as e:
-        print(f"verify: cannot open: {e}", file=sys.stderr)
-        _write_json(args, {"directory": args.dir, "exit": 2, "error": str(e)})
-        return 2
-    except (CorruptRecord, OSError) + _DECODE_ERRORS as e:
-        print(f"CORRUPT: {args.dir}: {type(e).__name__}: {e}")
-        _write_json(args, {"directory": args.dir, "exit": 1, "error": f"{type(e).__name__}: {e}"})
-        return 1
-    for f in rep.findings:
-        print(f)
-    span = f"seqs {rep.first_seq}..{rep.last_seq}" if rep.first_seq is not None else "no commands"
-    status = "CORRUPT" if rep.corrupt else "clean"
-    print(f"{rep.directory}: {rep.records:,} commands ({span}) in {rep.segments} segments, "
-          f"{rep.runs} runs, {rep.snapshots} snapshots: {status}")
-    code = 1 if rep.corrupt else 0
-    doc = asdict(rep)
-    doc["findings"] = [asdict(f) for f in rep.findings]
-    doc["exit"] = code
-    _write_json(args, doc)
-    return code
-
-
-def _write_json(args, doc) -> None:
-    if getattr(args, "json", None):
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=1)

@@ -19,9 +19,9 @@ import time
 
 import numpy as np
 
-from shmex.procs import layout as L
-from shmex.procs import loadgen as G
-from shmex.procs.ctl import Aborted, Ctl
+from shmex.engine import cells
+from shmex.roles import producer_duty
+from shmex.engine.ctl import Aborted, Ctl
 from shmex.ring import Ring
 from shmex.schema import COMMAND, REPORT, commands, reports
 from shmex.shm.segment import Segment
@@ -31,14 +31,14 @@ RBATCH = 8192
 DUTY_BUDGET_NS = 20_000_000  # back to Python (heartbeat, phase, supervisor) at least this often (a return costs ~10 us)
 
 
-def run(cfg: dict, ctl: Ctl, me, k: int) -> int:
-    run_id = cfg["run_id"]
-    P = cfg["producers"] + cfg["clients"]
-    w = cfg["wait"]["producer"]
-    inr = Ring.attach(Ring.name_for(run_id, L.in_role(k)), COMMAND, side="producer", wait=w)
-    rep = Ring.attach(Ring.name_for(run_id, L.rep_role(k)), REPORT, side="consumer", wait=w)
+def run(cfg, ctl: Ctl, me, k: int) -> int:
+    run_id = cfg.run_id
+    P = cfg.producers + cfg.clients
+    w = cfg.wait["producer"]
+    inr = Ring.attach(Ring.name_for(run_id, cells.in_role(k)), COMMAND, side="producer", wait=w)
+    rep = Ring.attach(Ring.name_for(run_id, cells.rep_role(k)), REPORT, side="consumer", wait=w)
     hseg = Segment.attach(Ring.name_for(run_id, "hist"), layout="hist")
-    from shmex.procs.latency import hist_views, stage_row
+    from shmex.engine.latency import hist_views, stage_row
 
     t2t, stages, dtab = hist_views(hseg, P)
     hist = t2t[k]
@@ -46,78 +46,78 @@ def run(cfg: dict, ctl: Ctl, me, k: int) -> int:
     h_report = stages[stage_row(P, "to_report", k)]
     del t2t, stages
     cnt = ctl.producer_block(k)
-    orders = int(cfg["orders_per_producer"][k])        # -1: until told to stop
-    rate = float(cfg["rate"] or 0.0) / max(cfg["producers"], 1)
+    orders = int(cfg.orders_per_producer[k])        # -1: until told to stop
+    rate = float(cfg.rate or 0.0) / max(cfg.producers, 1)
     period = int(round(1e9 / rate)) if rate > 0 else 0
     producer_id = k + 1
-    st = np.zeros(G.STATE_CELLS, dtype=np.int64)
-    st[G.S_NEXT_CID] = 1
-    st[G.S_NEXT_PSEQ] = 1
-    pool_cid = np.zeros(G.POOL, dtype=np.uint64)
-    pool_sym = np.zeros(G.POOL, dtype=np.uint32)
+    st = np.zeros(producer_duty.STATE_CELLS, dtype=np.int64)
+    st[producer_duty.S_NEXT_CID] = 1
+    st[producer_duty.S_NEXT_PSEQ] = 1
+    pool_cid = np.zeros(producer_duty.POOL, dtype=np.uint64)
+    pool_sym = np.zeros(producer_duty.POOL, dtype=np.uint32)
     buf = commands(BATCH)
     rbuf = reports(RBATCH)
     warm()    # every kernel on scratch state (the real state starts untouched)
-    G.seed_rng(int(cfg["seed"]) * 1000 + k)
+    producer_duty.seed_rng(int(cfg.seed) * 1000 + k)
     me.ready()
-    cid_base = int(cfg["cid_base"])
-    nsym = int(cfg["symbols"])
+    cid_base = int(cfg.cid_base)
+    nsym = int(cfg.symbols)
     lo = hi = 0
     generated = 0
     sending = True
     resume = inr.published_seq          # a restarted producer goes on where its predecessor stopped
     if resume:
-        st[G.S_NEXT_PSEQ] = resume + 1
+        st[producer_duty.S_NEXT_PSEQ] = resume + 1
         generated = resume
-        cnt[L.C_SENT] = resume
+        cnt[cells.C_SENT] = resume
     try:
         me.wait_go()
         t0 = time.monotonic_ns()
-        if resume and cnt[L.C_FIRST_SENT_NS]:
-            t0 = int(cnt[L.C_FIRST_SENT_NS])   # the same open-loop schedule as before the restart
-        cnt[L.C_FIRST_SENT_NS] = t0
-        ds = np.zeros(G.DUTY_CELLS, dtype=np.int64)
-        ds[G.D_GENERATED] = generated
-        ds[G.D_SENDING] = 1
+        if resume and cnt[cells.C_FIRST_SENT_NS]:
+            t0 = int(cnt[cells.C_FIRST_SENT_NS])   # the same open-loop schedule as before the restart
+        cnt[cells.C_FIRST_SENT_NS] = t0
+        ds = np.zeros(producer_duty.DUTY_CELLS, dtype=np.int64)
+        ds[producer_duty.D_GENERATED] = generated
+        ds[producer_duty.D_SENDING] = 1
         bufw = buf.view(np.uint64).reshape(len(buf), -1)
         rbufw = rbuf.view(np.uint64).reshape(len(rbuf), -1)
         in_slots, in_ctl, in_loc = inr.arrays()
         rep_slots, rep_ctl, rep_loc = rep.arrays()
         try:
             while True:
-                rc = G.duty(buf, bufw, rbuf, rbufw, in_slots, in_ctl, in_loc, rep_slots, rep_ctl,
+                rc = producer_duty.duty(buf, bufw, rbuf, rbufw, in_slots, in_ctl, in_loc, rep_slots, rep_ctl,
                             rep_loc, ds, st, pool_cid, pool_sym, producer_id, nsym, cid_base, t0,
                             period, orders, cnt, hist, h_queue, h_report, dtab, DUTY_BUDGET_NS)
                 me.beat()
-                if rc == G.RET_POST:         # a peer blocked on a semaphore: wake it
+                if rc == producer_duty.RET_POST:         # a peer blocked on a semaphore: wake it
                     inr.publish(buf[:0], wait=False)
                     rep.consume(rbuf[:0])
                     continue
                 # the stop: generated orders the ring has not taken yet (lo < hi at full
                 # speed, nearly always) are dropped, never submitted: waiting for lo == hi
                 # at a duty return could wait forever while the ring stays full
-                if ds[G.D_SENDING] and (rc == G.RET_DONE or ctl.phase >= L.PH_STOPPING):
-                    ds[G.D_SENDING] = 0
-                    ds[G.D_LO] = ds[G.D_HI]
-                    ctl.store(L.prod_base(ctl.producers, k) + L.C_SENDING_DONE, 1)
+                if ds[producer_duty.D_SENDING] and (rc == producer_duty.RET_DONE or ctl.phase >= cells.PH_STOPPING):
+                    ds[producer_duty.D_SENDING] = 0
+                    ds[producer_duty.D_LO] = ds[producer_duty.D_HI]
+                    ctl.store(ctl.prod_cell(k, cells.C_SENDING_DONE), 1)
                 ctl.check()
-                if not ds[G.D_SENDING] and ctl.load(L.PUB_DONE) and rep.published_seq == rep.read_seq:
+                if not ds[producer_duty.D_SENDING] and ctl.load(cells.PUB_DONE) and rep.published_seq == rep.read_seq:
                     break
                 # idle: sleep on the report ring until a report comes or the next order is due
-                if rc == G.RET_SLEEP:
-                    wait_ns = ds[G.D_GENERATED] * period + t0 - time.monotonic_ns()
+                if rc == producer_duty.RET_SLEEP:
+                    wait_ns = ds[producer_duty.D_GENERATED] * period + t0 - time.monotonic_ns()
                     if wait_ns > 0:          # wake a little early (timer slack is 1 us)
                         rep.wait_readable(1, timeout_s=min(wait_ns - 20_000, 20_000_000) / 1e9)
-                elif rc == G.RET_FULL:
+                elif rc == producer_duty.RET_FULL:
                     rep.wait_readable(1, timeout_s=0.0002)   # input ring full: the engine is busy
-                elif rc == G.RET_IDLE:
+                elif rc == producer_duty.RET_IDLE:
                     rep.wait_readable(1, timeout_s=0.02)
         finally:
             del in_slots, in_ctl, in_loc, rep_slots, rep_ctl, rep_loc
     except Aborted:
         pass
     finally:
-        ctl.store(L.prod_base(ctl.producers, k) + L.C_SENDING_DONE, 1)
+        ctl.store(ctl.prod_cell(k, cells.C_SENDING_DONE), 1)
         del hist, cnt, h_queue, h_report, dtab
         inr.close()
         rep.close()
@@ -128,33 +128,33 @@ def run(cfg: dict, ctl: Ctl, me, k: int) -> int:
 def warm() -> None:
     """Load every kernel of this role (from numba's cache) on scratch state of the live
     types (a standby calls it before it has a role; nothing shared is touched)."""
-    from shmex.procs.latency import NBUCKETS
+    from shmex.engine.latency import NBUCKETS
 
     buf, rbuf = commands(BATCH), reports(RBATCH)
     hist = np.zeros(NBUCKETS, dtype=np.int64)
-    cnt = np.zeros(L.PROD_CELLS, dtype=np.int64)
+    cnt = np.zeros(cells.PROD_CELLS, dtype=np.int64)
     dtab = np.zeros((4, 2), dtype=np.int64)
-    st = np.zeros(G.STATE_CELLS, dtype=np.int64)
-    st[G.S_NEXT_CID] = 1
-    st[G.S_NEXT_PSEQ] = 1
-    G.gen_batch(commands(1), 1, st, np.zeros(G.POOL, dtype=np.uint64), np.zeros(G.POOL, dtype=np.uint32),
+    st = np.zeros(producer_duty.STATE_CELLS, dtype=np.int64)
+    st[producer_duty.S_NEXT_CID] = 1
+    st[producer_duty.S_NEXT_PSEQ] = 1
+    producer_duty.gen_batch(commands(1), 1, st, np.zeros(producer_duty.POOL, dtype=np.uint64), np.zeros(producer_duty.POOL, dtype=np.uint32),
                 1, 1, 0, 0, 0, 0)
-    G.scan_reports_staged(rbuf, 0, 0, cnt, hist, hist.copy(), dtab)
-    G.stamp_sent(buf, 0, 0, 0)
-    G.note_sent(buf, 0, 0, 0, hist)
+    producer_duty.scan_reports_staged(rbuf, 0, 0, cnt, hist, hist.copy(), dtab)
+    producer_duty.stamp_sent(buf, 0, 0, 0)
+    producer_duty.note_sent(buf, 0, 0, 0, hist)
     _warm_duty(buf, rbuf, hist, dtab, cnt)
 
 
 def _warm_duty(buf, rbuf, hist, dtab, cnt) -> None:
     """Load `duty` (from numba's cache) on scratch rings: nothing shared is touched."""
-    from shmex.ring import layout as RL
+    from shmex.ring import layout as ring_layout
 
     slots = np.zeros((4, 8), dtype=np.uint64)
-    rctl = np.zeros(RL.CTL_BYTES // 8, dtype=np.int64)
-    loc = np.zeros(RL.LOCAL_CELLS, dtype=np.int64)
-    ds = np.zeros(G.DUTY_CELLS, dtype=np.int64)
-    G.duty(buf, buf.view(np.uint64).reshape(len(buf), -1), rbuf, rbuf.view(np.uint64).reshape(len(rbuf), -1),
-           slots, rctl, loc, slots.copy(), rctl.copy(), loc.copy(), ds, np.zeros(G.STATE_CELLS, np.int64),
-           np.zeros(G.POOL, np.uint64), np.zeros(G.POOL, np.uint32), 1, 1, 0, 0, 0, 0,
+    rctl = np.zeros(ring_layout.CTL_BYTES // 8, dtype=np.int64)
+    loc = np.zeros(ring_layout.LOCAL_CELLS, dtype=np.int64)
+    ds = np.zeros(producer_duty.DUTY_CELLS, dtype=np.int64)
+    producer_duty.duty(buf, buf.view(np.uint64).reshape(len(buf), -1), rbuf, rbuf.view(np.uint64).reshape(len(rbuf), -1),
+           slots, rctl, loc, slots.copy(), rctl.copy(), loc.copy(), ds, np.zeros(producer_duty.STATE_CELLS, np.int64),
+           np.zeros(producer_duty.POOL, np.uint64), np.zeros(producer_duty.POOL, np.uint32), 1, 1, 0, 0, 0, 0,
            np.zeros_like(cnt), np.zeros_like(hist), np.zeros_like(hist), np.zeros_like(hist),
            np.zeros_like(dtab[:4]), 0)

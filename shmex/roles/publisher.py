@@ -19,9 +19,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from shmex.procs import layout as L
+from shmex.engine import cells
 from shmex.errors import RingFull
-from shmex.procs.ctl import Aborted, Ctl
+from shmex.engine.ctl import Aborted, Ctl
 from shmex.ring import Ring
 from shmex.schema import REPORT, reports
 
@@ -54,14 +54,14 @@ def _route_prefix(pend, lo, hi, durable, dest_of, scratch, counts):
 
 
 class PublisherAgent:
-    def __init__(self, cfg: dict, ctl: Ctl):
-        run_id = cfg["run_id"]
-        P = cfg["producers"] + cfg["clients"]
+    def __init__(self, cfg, ctl: Ctl):
+        run_id = cfg.run_id
+        P = cfg.producers + cfg.clients
         self.ctl = ctl
         self.out = Ring.attach(Ring.name_for(run_id, "out"), REPORT, side="consumer",
-                               wait=cfg["wait"]["publisher"])
-        self.dests = [Ring.attach(Ring.name_for(run_id, L.rep_role(k)), REPORT, side="producer",
-                                  wait=cfg["wait"]["publisher"]) for k in range(P)]
+                               wait=cfg.wait["publisher"])
+        self.dests = [Ring.attach(Ring.name_for(run_id, cells.rep_role(k)), REPORT, side="producer",
+                                  wait=cfg.wait["publisher"]) for k in range(P)]
         self.dest_of = np.full(P + 2, -1, dtype=np.int64)
         self.dest_of[1:P + 1] = np.arange(P)      # producer id k + 1 -> report ring k
         self.dest_of[P + 1] = -2                  # already delivered: skip silently
@@ -73,7 +73,7 @@ class PublisherAgent:
         self._gone: list[Ring] = []
         self._warm()
         # a restart: what the out ring still holds may have been routed by the dead publisher
-        from shmex.procs.resume import log, skip_delivered
+        from shmex.recovery.resume import log, skip_delivered
 
         self.hi = self.out.consume(self.pend, release=False)
         self.resent_skipped = skip_delivered(self.pend, self.hi, self.dests, P + 1)
@@ -96,7 +96,7 @@ class PublisherAgent:
             self.hi += self.out.consume(self.pend[self.hi:], release=False)
         if self.lo == self.hi:
             return 0
-        durable = self.ctl.load(L.DURABLE_SEQ)
+        durable = self.ctl.load(cells.DURABLE_SEQ)
         k = _route_prefix(self.pend, self.lo, self.hi, durable, self.dest_of, self.scratch, self.counts)
         if k == 0:
             return 0
@@ -109,9 +109,9 @@ class PublisherAgent:
         self.out_rel += k
         self.out.release(self.out_rel)
         a = self.ctl.a
-        a[L.ROUTED] += k
+        a[cells.ROUTED] += k
         if dropped:
-            a[L.DROPPED] += dropped
+            a[cells.DROPPED] += dropped
         return k
 
     def _deliver(self, d: int, c: int) -> None:
@@ -124,7 +124,7 @@ class PublisherAgent:
             except RingFull as e:
                 done += e.published
                 if not ring.peer_alive():            # nobody will ever read these
-                    self.ctl.a[L.DROPPED] += c - done
+                    self.ctl.a[cells.DROPPED] += c - done
                     self._gone.append(ring)
                     self.dests[d] = _Dropping()
                     return
@@ -159,8 +159,8 @@ def warm() -> None:
                   np.zeros(2, dtype=np.int64))
 
 
-def run(cfg: dict, ctl: Ctl, me) -> int:
-    from shmex.procs.ctl import Backoff, shares_core
+def run(cfg, ctl: Ctl, me, index: int = 0) -> int:
+    from shmex.engine.ctl import Backoff, shares_core
 
     agent = PublisherAgent(cfg, ctl)
     me.ready()
@@ -172,7 +172,7 @@ def run(cfg: dict, ctl: Ctl, me) -> int:
                 idle.reset()
                 me.beat()
                 continue
-            if ctl.load(L.MATCHER_DONE) and agent.drained():
+            if ctl.load(cells.MATCHER_DONE) and agent.drained():
                 break
             ctl.check()
             if agent.lo == agent.hi:
@@ -182,6 +182,6 @@ def run(cfg: dict, ctl: Ctl, me) -> int:
     except Aborted:
         pass
     finally:
-        ctl.store(L.PUB_DONE, 1)
+        ctl.store(cells.PUB_DONE, 1)
         agent.close()
     return 0

@@ -19,8 +19,8 @@ import time
 import numpy as np
 
 from shmex.errors import RingFull, ShmexError
-from shmex.procs import layout as L
-from shmex.ring import _kernels as RK
+from shmex.engine import cells
+from shmex.ring import _kernels as ring_kernels
 from shmex.shm.segment import Segment
 
 
@@ -31,28 +31,30 @@ class Aborted(ShmexError):
 class Ctl:
     """A process's handle on the control segment."""
 
-    def __init__(self, seg: Segment, producers: int):
+    def __init__(self, seg: Segment):
         self.seg = seg
-        self.producers = producers
-        self.a = seg.view(0, np.int64, L.ctl_cells(producers))
+        head = seg.view(0, np.int64, cells.PROC_BASE)
+        self.proc_slots = int(head[cells.CFG_PROC_SLOTS])
+        self.producers = int(head[cells.CFG_PRODUCERS]) + int(head[cells.CFG_CLIENTS])   # producer slots
+        self.a = seg.view(0, np.int64, cells.ctl_cells(self.proc_slots, self.producers))
         self._ppid = os.getppid()
         self._checked_ns = 0
 
     @classmethod
-    def attach(cls, run_id: str, producers: int) -> "Ctl":
+    def attach(cls, run_id: str) -> "Ctl":
         from shmex.shm.names import segment_name
 
-        return cls(Segment.attach(segment_name(run_id, "ctl"), layout="ctl"), producers)
+        return cls(Segment.attach(segment_name(run_id, "ctl"), layout="ctl"))
 
     def load(self, i: int) -> int:
-        return int(RK._load(self.a, i))
+        return int(ring_kernels._load(self.a, i))
 
     def store(self, i: int, v: int) -> None:
-        RK._store(self.a, i, int(v))
+        ring_kernels._store(self.a, i, int(v))
 
     @property
     def phase(self) -> int:
-        return self.load(L.PHASE)
+        return self.load(cells.PHASE)
 
     def check(self, *, every_ns: int = 50_000_000) -> None:
         """Raise Aborted if the run was aborted or the parent (the supervisor) is gone."""
@@ -60,14 +62,24 @@ class Ctl:
         if now - self._checked_ns < every_ns:
             return
         self._checked_ns = now
-        if self.phase == L.PH_ABORT:
+        if self.phase == cells.PH_ABORT:
             raise Aborted("the supervisor aborted the run")
         if os.getppid() != self._ppid:
             raise Aborted("the supervisor is gone")
 
+    def store_hash(self, h: str) -> None:
+        """The matcher's final state_hash (hex of 16 bytes) into STATE_HASH."""
+        raw = np.frombuffer(bytes.fromhex(h), dtype="<i8")
+        self.a[cells.STATE_HASH] = raw[0]
+        self.a[cells.STATE_HASH + 1] = raw[1]
+
     def producer_block(self, k: int) -> np.ndarray:
-        b = L.prod_base(self.producers, k)
-        return self.a[b:b + L.PROD_CELLS]
+        b = cells.prod_base(self.proc_slots, k)
+        return self.a[b:b + cells.PROD_CELLS]
+
+    def prod_cell(self, k: int, counter: int) -> int:
+        """Index of producer slot k's `counter` (cells.C_*) in the control cells."""
+        return cells.prod_base(self.proc_slots, k) + counter
 
     def close(self) -> None:
         self.a = None
@@ -82,18 +94,18 @@ class ProcessSlot:
         self._beats = 0
         self._cpu0 = time.process_time_ns()
         self._wall0 = time.monotonic_ns()
-        ctl.store(L.proc_cell(slot, L.P_PID), os.getpid())
+        ctl.store(cells.proc_cell(slot, cells.P_PID), os.getpid())
 
     def ready(self) -> None:
-        self.ctl.store(L.proc_cell(self.slot, L.P_READY), 1)
+        self.ctl.store(cells.proc_cell(self.slot, cells.P_READY), 1)
 
     def wait_go(self) -> None:
         """Block until the supervisor starts the run (or aborts it)."""
         while True:
             ph = self.ctl.phase
-            if ph == L.PH_ABORT:
+            if ph == cells.PH_ABORT:
                 raise Aborted("aborted before the start")
-            if ph != L.PH_STARTING:
+            if ph != cells.PH_STARTING:
                 break
             self.ctl.check(every_ns=0)
             time.sleep(0.002)
@@ -102,15 +114,15 @@ class ProcessSlot:
 
     def beat(self) -> None:
         self._beats += 1
-        self.ctl.a[L.proc_cell(self.slot, L.P_HEARTBEAT)] = self._beats  # plain: informational
+        self.ctl.a[cells.proc_cell(self.slot, cells.P_HEARTBEAT)] = self._beats  # plain: informational
 
     def finish(self) -> None:
         """Record CPU time, wall time since the start, and peak RSS; then DONE."""
         c = self.ctl
-        c.store(L.proc_cell(self.slot, L.P_CPU_NS), time.process_time_ns() - self._cpu0)
-        c.store(L.proc_cell(self.slot, L.P_WALL_NS), time.monotonic_ns() - self._wall0)
-        c.store(L.proc_cell(self.slot, L.P_RSS), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-        c.store(L.proc_cell(self.slot, L.P_DONE), 1)
+        c.store(cells.proc_cell(self.slot, cells.P_CPU_NS), time.process_time_ns() - self._cpu0)
+        c.store(cells.proc_cell(self.slot, cells.P_WALL_NS), time.monotonic_ns() - self._wall0)
+        c.store(cells.proc_cell(self.slot, cells.P_RSS), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        c.store(cells.proc_cell(self.slot, cells.P_DONE), 1)
 
 
 def publish_all(ring, records: np.ndarray, ctl: Ctl) -> None:
@@ -160,20 +172,25 @@ def shares_core() -> bool:
 def warm_ring_kernels() -> None:
     """Load every ring kernel (from numba's cache) on scratch arrays of the live types, so
     that the first real batch does not pay for it; touches no shared cursor."""
-    from shmex.ring import layout as RL
+    from shmex.ring import layout as ring_layout
 
-    ctl = np.zeros(RL.CTL_BYTES // 8, dtype=np.int64)
-    loc = np.zeros(RL.LOCAL_CELLS, dtype=np.int64)
+    ctl = np.zeros(ring_layout.CTL_BYTES // 8, dtype=np.int64)
+    loc = np.zeros(ring_layout.LOCAL_CELLS, dtype=np.int64)
     slots = np.zeros((4, 8), dtype=np.uint64)
     rec = np.zeros((1, 8), dtype=np.uint64)
-    RK._publish_batch(slots, ctl, loc, rec, True)
+    ring_kernels._publish_batch(slots, ctl, loc, rec, True)
     loc[:] = 0
-    RK._consume_batch(slots, ctl, loc, rec, False, True)
-    RK._consume_batch(slots, ctl, loc, rec, True, True)
-    RK._release_upto(ctl, loc, 0, True)
-    RK._available(ctl, loc)
-    RK._free(ctl, loc, 4)
-    RK._arm(ctl, RL.C_CONS_WAITING)
-    RK._disarm(ctl, RL.C_CONS_WAITING)
-    RK._load(ctl, 0)
-    RK._store(ctl, 0, 0)
+    ring_kernels._consume_batch(slots, ctl, loc, rec, False, True)
+    ring_kernels._consume_batch(slots, ctl, loc, rec, True, True)
+    ring_kernels._release_upto(ctl, loc, 0, True)
+    ring_kernels._available(ctl, loc)
+    ring_kernels._free(ctl, loc, 4)
+    ring_kernels._arm(ctl, ring_layout.C_CONS_WAITING)
+    ring_kernels._disarm(ctl, ring_layout.C_CONS_WAITING)
+    ring_kernels._load(ctl, 0)
+    ring_kernels._store(ctl, 0, 0)
+
+
+def load_hash(ctl_array: np.ndarray) -> str:
+    """The state_hash the matcher stored (`Ctl.store_hash`), from a control-cell array."""
+    return np.asarray(ctl_array[cells.STATE_HASH:cells.STATE_HASH + 2], dtype="<i8").tobytes().hex()

@@ -23,13 +23,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from shmex.matcher import _kernels as MK
+from shmex.matcher import _kernels as matcher_kernels
 from shmex.matcher.book import M_LAST_SEQ
-from shmex.procs import layout as L
-from shmex.procs._sys import mono_ns, post_if_woken as _wake, sched_yield
-from shmex.procs.latency import bucket_of
-from shmex.procs.publisher import PENDING, _route_prefix
-from shmex.ring import _kernels as RK
+from shmex.engine import cells
+from shmex.engine._sys import mono_ns, post_if_woken as _wake, sched_yield
+from shmex.engine.latency import bucket_of
+from shmex.roles.publisher import PENDING, _route_prefix
+from shmex.ring import _kernels as ring_kernels
 from shmex.ring.atomics import load_acquire, store_release
 from shmex.ring.layout import C_DATA_POSTS, C_SPACE_POSTS, L_POS
 
@@ -69,7 +69,7 @@ def release_durable(durable, in_ctls, in_locs, in_sems, pq, pqi):
         if pos >= 0:
             pqi[k, 0] = h
             loc = in_locs[k]
-            RK._release_upto(in_ctls[k], loc, pos, True)
+            ring_kernels._release_upto(in_ctls[k], loc, pos, True)
             _wake(in_ctls[k], loc, in_sems[k], C_SPACE_POSTS)
             freed += 1
     return freed
@@ -89,7 +89,7 @@ def _read_batch(bufw, in_slots, in_ctls, in_locs, ds, got, share):
         lim = min(nb, n + share)
         g = 0
         if lim > n:
-            g = RK._consume_batch(in_slots[k], in_ctls[k], in_locs[k], bufw[n:lim], False, True)
+            g = ring_kernels._consume_batch(in_slots[k], in_ctls[k], in_locs[k], bufw[n:lim], False, True)
         got[k] = g
         n += g
         if n == lim:
@@ -99,7 +99,7 @@ def _read_batch(bufw, in_slots, in_ctls, in_locs, ds, got, share):
             if n >= nb:
                 break
             k = (start + j) % P
-            g = RK._consume_batch(in_slots[k], in_ctls[k], in_locs[k], bufw[n:], False, True)
+            g = ring_kernels._consume_batch(in_slots[k], in_ctls[k], in_locs[k], bufw[n:], False, True)
             got[k] += g
             n += g
     ds[S_START] = (start + 1) % P
@@ -124,13 +124,13 @@ def _route(ctl, ds, pdone, p_slots, p_ctl, p_loc, p_sem, pend, pendw, dest_of, s
         lo = 0
         hi = k
     if hi < pendw.shape[0]:
-        hi += RK._consume_batch(p_slots, p_ctl, p_loc, pendw[hi:], False, True)
+        hi += ring_kernels._consume_batch(p_slots, p_ctl, p_loc, pendw[hi:], False, True)
     ds[S_PLO] = lo
     ds[S_PHI] = hi
     if lo == hi:
         return 0
     # ORDER: acquire DURABLE_SEQ: pairs with the WAL writer's release store after its flush
-    durable = load_acquire(ctl, L.DURABLE_SEQ)
+    durable = load_acquire(ctl, cells.DURABLE_SEQ)
     k = _route_prefix(pend, lo, hi, durable, dest_of, scratch, counts)
     if k == 0:
         return 0
@@ -140,7 +140,7 @@ def _route(ctl, ds, pdone, p_slots, p_ctl, p_loc, p_sem, pend, pendw, dest_of, s
         c = counts[d]
         s = 0
         if c:
-            s = RK._publish_range(d_slots[d], d_ctls[d], d_locs[d], scratchw[d], 0, c, True)
+            s = ring_kernels._publish_range(d_slots[d], d_ctls[d], d_locs[d], scratchw[d], 0, c, True)
             _wake(d_ctls[d], d_locs[d], d_sems[d], C_DATA_POSTS)
         pdone[d] = s
         if s < c:
@@ -150,11 +150,11 @@ def _route(ctl, ds, pdone, p_slots, p_ctl, p_loc, p_sem, pend, pendw, dest_of, s
         return -1
     ds[S_PLO] = lo + k
     ds[S_OUTREL] += k
-    RK._release_upto(p_ctl, p_loc, ds[S_OUTREL], True)
+    ring_kernels._release_upto(p_ctl, p_loc, ds[S_OUTREL], True)
     _wake(p_ctl, p_loc, p_sem, C_SPACE_POSTS)
-    ctl[L.ROUTED] += k               # plain: this process is the only writer
+    ctl[cells.ROUTED] += k               # plain: this process is the only writer
     if counts[nd]:
-        ctl[L.DROPPED] += counts[nd]
+        ctl[cells.DROPPED] += counts[nd]
     return k
 
 
@@ -199,8 +199,8 @@ def duty(b, out, outw, buf, bufw, in_slots, in_ctls, in_locs, in_sems, j_slots, 
         if n:
             i = ds[S_I]
             if i < n and ds[S_OPUB] == ds[S_NREP]:     # the report buffer is free: match on
-                i2, nrep, st = MK._run(b, buf, i, n, out, 0, True, ds[S_STAMP])
-                if i2 == i and st == MK.ST_OUT_FULL:
+                i2, nrep, st = matcher_kernels._run(b, buf, i, n, out, 0, True, ds[S_STAMP])
+                if i2 == i and st == matcher_kernels.ST_OUT_FULL:
                     ds[S_GROW_AT] = i
                     ds[S_WORK] = total + work
                     return RET_GROW
@@ -210,13 +210,13 @@ def duty(b, out, outw, buf, bufw, in_slots, in_ctls, in_locs, in_sems, j_slots, 
                 i = i2
             jp = ds[S_JPUB]
             if jp < i:
-                s = RK._publish_range(j_slots, j_ctl, j_loc, bufw, jp, i, True)
+                s = ring_kernels._publish_range(j_slots, j_ctl, j_loc, bufw, jp, i, True)
                 _wake(j_ctl, j_loc, j_sem, C_DATA_POSTS)
                 ds[S_JPUB] = jp + s
                 work += s
             op = ds[S_OPUB]
             if op < ds[S_NREP]:
-                s = RK._publish_range(o_slots, o_ctl, o_loc, outw, op, ds[S_NREP], True)
+                s = ring_kernels._publish_range(o_slots, o_ctl, o_loc, outw, op, ds[S_NREP], True)
                 _wake(o_ctl, o_loc, o_sem, C_DATA_POSTS)
                 ds[S_OPUB] = op + s
                 work += s
@@ -224,14 +224,14 @@ def duty(b, out, outw, buf, bufw, in_slots, in_ctls, in_locs, in_sems, j_slots, 
                 last = b.meta[M_LAST_SEQ]
                 # ORDER: release MATCHER_SEQ: after the batch went to the journal; pairs
                 # with the supervisor's and resume's acquire loads
-                store_release(ctl, L.MATCHER_SEQ, last)
-                ctl[L.BATCHES] += 1          # plain: this process is the only writer
+                store_release(ctl, cells.MATCHER_SEQ, last)
+                ctl[cells.BATCHES] += 1          # plain: this process is the only writer
                 ds[S_N] = 0
                 if 0 < ds[S_NEXT_SNAP] <= last:
                     ds[S_WORK] = total + work
                     return RET_SNAPSHOT
         # ORDER: acquire DURABLE_SEQ: pairs with the WAL writer's release store after its flush
-        release_durable(load_acquire(ctl, L.DURABLE_SEQ), in_ctls, in_locs, in_sems, pq, pqi)
+        release_durable(load_acquire(ctl, cells.DURABLE_SEQ), in_ctls, in_locs, in_sems, pq, pqi)
         if has_pub:
             r = _route(ctl, ds, pdone, p_slots, p_ctl, p_loc, p_sem, pend, pendw, dest_of, scratch,
                        scratchw, counts, d_slots, d_ctls, d_locs, d_sems)
@@ -258,10 +258,10 @@ def duty(b, out, outw, buf, bufw, in_slots, in_ctls, in_locs, in_sems, j_slots, 
 
 
 def _scratch_ring():
-    from shmex.ring import layout as RL
+    from shmex.ring import layout as ring_layout
 
-    return (np.zeros((4, 8), np.uint64), np.zeros(RL.CTL_BYTES // 8, np.int64),
-            np.zeros(RL.LOCAL_CELLS, np.int64))
+    return (np.zeros((4, 8), np.uint64), np.zeros(ring_layout.CTL_BYTES // 8, np.int64),
+            np.zeros(ring_layout.LOCAL_CELLS, np.int64))
 
 
 def publisher_args(has_pub: bool, nd: int = 1) -> tuple:

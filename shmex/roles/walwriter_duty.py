@@ -25,14 +25,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from shmex.procs import layout as L
-from shmex.procs._sys import mono_ns, post_if_woken, sched_yield
-from shmex.procs.latency import mark_durable
-from shmex.ring import _kernels as RK
+from shmex.engine import cells
+from shmex.engine._sys import mono_ns, post_if_woken, sched_yield
+from shmex.engine.latency import mark_durable
+from shmex.ring import _kernels as ring_kernels
 from shmex.ring.atomics import store_release
 from shmex.ring.layout import C_SPACE_POSTS, L_POS
 from shmex.ring.wait import FOREVER
-from shmex.wal import _kernels as WK
+from shmex.wal import _kernels as wal_kernels
 from shmex.wal.layout import SLOT_WORDS
 
 # state cells (int64, private to the WAL writer), set by Python before each call
@@ -62,10 +62,10 @@ def duty(j_slots, j_ctl, j_loc, j_sem, bufw, seqs, eng, words, st, dg, hw, ctl, 
         room = st[W_ROOM]
         if room <= 0:
             return RET_ROOM
-        n = RK._consume_batch(j_slots, j_ctl, j_loc, bufw[:min(room, cap)], False, True)
+        n = ring_kernels._consume_batch(j_slots, j_ctl, j_loc, bufw[:min(room, cap)], False, True)
         now = mono_ns()
         if n:
-            k, d, bad = WK._encode_commands(bufw, words, st[W_POS], n, st[W_NEXT], dg[0], hw)
+            k, d, bad = wal_kernels._encode_commands(bufw, words, st[W_POS], n, st[W_NEXT], dg[0], hw)
             dg[0] = d
             st[W_POS] += k * SLOT_WORDS
             st[W_ROOM] = room - k
@@ -80,11 +80,11 @@ def duty(j_slots, j_ctl, j_loc, j_sem, bufw, seqs, eng, words, st, dg, hw, ctl, 
             mark_durable(seqs, eng, n, durable, t, h_durable, dtab)
             # ORDER: release DURABLE_SEQ: the records are in the page cache (mode none's
             # promise) and the durable table is written; pairs with the matcher's acquire
-            store_release(ctl, L.DURABLE_SEQ, durable)
+            store_release(ctl, cells.DURABLE_SEQ, durable)
             # the journal's slots only after the store: a successor finds them otherwise
-            RK._release_upto(j_ctl, j_loc, j_loc[L_POS], True)
+            ring_kernels._release_upto(j_ctl, j_loc, j_loc[L_POS], True)
             post_if_woken(j_ctl, j_loc, j_sem, C_SPACE_POSTS)
-            ctl[L.COMMITS] += 1             # plain: this process is the only writer
+            ctl[cells.COMMITS] += 1             # plain: this process is the only writer
             idle_since = 0
             if t - start >= budget_ns:
                 return RET_BUDGET
@@ -117,20 +117,20 @@ def idle_params(strategy, shared: bool) -> tuple[int, int]:
 def warm() -> None:
     """Load `duty` (from numba's cache) on scratch arrays of the live types; nothing shared
     is touched."""
-    from shmex.procs.latency import NBUCKETS
-    from shmex.ring import layout as RL
+    from shmex.engine.latency import NBUCKETS
+    from shmex.ring import layout as ring_layout
     from shmex.schema import commands
-    from shmex.wal.crc import HW
+    from shmex.crc import HW
 
     buf = commands(4)
     buf["seq"] = np.arange(1, 5)
     jslots = buf.view(np.uint64).reshape(4, 8).copy()
-    jctl = np.zeros(RL.CTL_BYTES // 8, np.int64)
-    jctl[RL.C_PUB] = 4
-    jloc = np.zeros(RL.LOCAL_CELLS, np.int64)
+    jctl = np.zeros(ring_layout.CTL_BYTES // 8, np.int64)
+    jctl[ring_layout.C_PUB] = 4
+    jloc = np.zeros(ring_layout.LOCAL_CELLS, np.int64)
     st = np.zeros(W_CELLS, np.int64)
     st[W_ROOM], st[W_NEXT] = 4, 1
     duty(jslots, jctl, jloc, 0, buf.view(np.uint64).reshape(4, 8), buf["seq"], buf["engine_ns"],
          np.zeros(4 * SLOT_WORDS, np.uint64), st, np.zeros(1, np.uint64), HW,
-         np.zeros(max(L.DURABLE_SEQ, L.COMMITS) + 1, np.int64), np.zeros(NBUCKETS, np.int64),
+         np.zeros(max(cells.DURABLE_SEQ, cells.COMMITS) + 1, np.int64), np.zeros(NBUCKETS, np.int64),
          np.zeros((4, 2), np.int64), 0, 0, 0, 0)

@@ -22,28 +22,22 @@ from numba import njit
 
 from shmex.schema import (BUY, GTC, K_CANCEL, K_NEW, LIMIT, R_ACK, R_CANCELED, R_EXPIRED, R_FILL,
                           R_REJECTED, R_REPLACED, SELL, TAKER)
-from shmex.procs._sys import mono_ns, sched_yield
-from shmex.procs.latency import bucket_of
-from shmex.ring import _kernels as RK
-from shmex.ring import layout as RL
-from shmex.procs.layout import (C_ACKS, C_ANSWERED, C_SENT, C_CANCELED, C_EXPIRED, C_FILLS_MAKER,
+from shmex.engine._sys import mono_ns, sched_yield
+from shmex.engine.latency import bucket_of
+from shmex.ring import _kernels as ring_kernels
+from shmex.ring import layout as ring_layout
+from shmex.engine.cells import (C_ACKS, C_ANSWERED, C_SENT, C_CANCELED, C_EXPIRED, C_FILLS_MAKER,
                                 C_FILLS_TAKER, C_LAST_ANSWER_NS, C_LAST_ANSWERED, C_QTY_MAKER,
                                 C_QTY_TAKER, C_REJECTS, C_REPLACED, C_REPORTS)
 
-PRICE_LO, PRICE_HI, MID = 1, 20_000, 10_000
-SYMBOL_STEP = 50
+from shmex.engine.config import MID, SYMBOL_STEP
+
 POOL = 4096
 PASSIVE_PCT, CANCEL_PCT = 55, 25
 
 # generator state cells (a private int64 array per producer)
 S_NEXT_CID, S_NEXT_PSEQ, S_POOL_N, S_POOL_POS = range(4)
 STATE_CELLS = 8
-
-
-def book_config(symbols: int, capacity: int) -> dict:
-    """The matcher configuration the generator is meant for."""
-    hi = max(PRICE_HI, MID + SYMBOL_STEP * symbols + 1000)
-    return dict(symbols=symbols, price_lo=PRICE_LO, price_hi=hi, capacity=capacity)
 
 
 @njit(cache=True, nogil=True)
@@ -231,19 +225,19 @@ def duty(buf, bufw, rbuf, rbufw, in_slots, in_ctl, in_loc, rep_slots, rep_ctl, r
             if lo < hi:
                 t = mono_ns()
                 stamp_sent(buf, lo, hi, t)
-                s = RK._publish_range(in_slots, in_ctl, in_loc, bufw, lo, hi, True)
+                s = ring_kernels._publish_range(in_slots, in_ctl, in_loc, bufw, lo, hi, True)
                 note_sent(buf, lo, lo + s, t, h_queue)
                 lo += s
                 cnt[C_SENT] += s
                 work += s
             ds[D_LO] = lo
             ds[D_HI] = hi
-        r = RK._consume_batch(rep_slots, rep_ctl, rep_loc, rbufw, False, True)
+        r = ring_kernels._consume_batch(rep_slots, rep_ctl, rep_loc, rbufw, False, True)
         if r:
             scan_reports_staged(rbuf, r, mono_ns(), cnt, hist, h_report, dtab)
-            RK._release_upto(rep_ctl, rep_loc, rep_loc[RL.L_POS], True)   # counted: release
+            ring_kernels._release_upto(rep_ctl, rep_loc, rep_loc[ring_layout.L_POS], True)   # counted: release
             work += r
-        if in_loc[RL.L_WAKE] or rep_loc[RL.L_WAKE]:
+        if in_loc[ring_layout.L_WAKE] or rep_loc[ring_layout.L_WAKE]:
             return RET_POST
         if ds[D_SENDING] and lo == hi and orders >= 0 and ds[D_GENERATED] >= orders:
             return RET_DONE

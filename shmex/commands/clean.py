@@ -12,8 +12,12 @@ import sys
 from shmex.shm.registry import list_runs, remove_dead_runs
 
 
+def add_arguments(p) -> None:
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed")
+
+
 def main(args: argparse.Namespace) -> int:
-    dry_run = bool(getattr(args, "dry_run", False))
+    dry_run = bool(args.dry_run)
     kept = [r for r in list_runs() if r.alive]
     removed = remove_dead_runs(dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"

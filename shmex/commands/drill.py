@@ -10,12 +10,15 @@ WAL (``acked_lost``, and no (producer, pseq) logged twice: ``duplicates_applied`
 producer got a report for each command it submitted; (4) ``shmex verify`` passes;
 (5) no shared-memory segment leaked. Exit 0 when all pass, 1 otherwise, 2 bad usage.
 
-Targets are picked from a fresh random permutation of ``--targets`` per round, so K >=
-number of targets kills each at least once. Kills are by pid (the supervisor's Popen),
+Targets come from the role registry (each role names its drill targets and their fault:
+a plain SIGKILL, a SIGKILL while the process's fork runs, a SIGKILL after a torn write), plus
+``standby``. They are picked from a fresh random permutation of ``--targets`` per round, so
+K >= number of targets kills each at least once. Kills are by pid (the supervisor's Popen),
 never by name. ``producer`` kills one load producer: the supervisor restarts it and the
 new process continues its pseq from its input ring (new client ids); the other
 producers are not touched. ``snapshot`` kills the matcher while its forked snapshot
-writer is running (falls back to any moment after 5 s). ``torn`` stops the WAL writer
+writer is running (falls back to any moment after 5 s). ``walwriter`` (alias ``wal``)
+kills the WAL writer. ``torn`` stops the WAL writer
 (SIGSTOP), writes a torn record (garbage that fails its CRC) right after the last intact
 record of the log, then SIGKILLs it: its successor must cut that tail and go on.
 ``standby`` kills the supervisor's warm standby (`standby.py`): it must be replaced.
@@ -48,21 +51,26 @@ import tempfile
 import threading
 import time
 
+from shmex.engine import cells, registry
 
-TARGETS = ("matcher", "wal", "publisher", "producer", "snapshot", "torn", "standby")
+
+STANDBY = "standby"       # the supervisor's warm spare: not a role, a drill target of its own
 STANDBY_WAIT_S = 120.0   # ~3 s here; generous for a loaded CI box (nice 19 warm-up)
 SAMPLE_S = 0.01            # throughput sampling period
 WINDOW_S = 0.25            # throughput window
 BEFORE_S = 2.0             # pre-kill level: the windows in this span before the kill
 BACK_FRACTION = 0.9        # "back": a window at >= this fraction of the pre-kill level
-_NAME = {"wal": "walwriter"}
+
+
+def targets() -> list[str]:
+    return list(registry.drill_targets()) + [STANDBY]
 
 
 def add_arguments(p) -> None:
     p.add_argument("--kills", type=int, default=10, metavar="K")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--targets", default="matcher,wal,publisher,producer",
-                   help=f"comma list of {', '.join(TARGETS)}")
+    p.add_argument("--targets", default="matcher,walwriter,publisher,producer",
+                   help=f"comma list of {', '.join(targets())}")
     p.add_argument("--orders", type=int, default=200_000, metavar="M",
                    help="orders at least (the load goes on until every kill has recovered)")
     p.add_argument("--rate", type=float, default=40_000, help="offered orders/s over all producers")
@@ -82,19 +90,20 @@ def add_arguments(p) -> None:
     p.add_argument("--quiet", action="store_true")
 
 
-def _config(args) -> dict:
-    from shmex.procs.launch import build_config
+def _config(args):
+    """The drill's engine: its own load and restart window, and every process a target needs."""
+    from shmex.engine.config import EngineConfig
 
-    ns = argparse.Namespace(producers=args.producers, clients=0, symbols=4, orders=args.orders,
-                            duration=None, rate=args.rate, name=None, data_dir=args.data_dir,
-                            wait=None, durability=args.durability, seed=args.seed,
-                            snapshot_every=args.snapshot_every, capacity=1 << 20,
-                            publisher="process" if "publisher" in args.target_list else "inline",
+    ns = argparse.Namespace(producers=args.producers, clients=0, symbols=4, orders=None, duration=None,
+                            rate=args.rate, name=None, data_dir=args.data_dir, wait=None,
+                            durability=args.durability, seed=args.seed,
+                            snapshot_every=args.snapshot_every, capacity=1 << 20, publisher=None,
                             restarts=5, restart_window=10.0,   # a crash loop stops the drill
                             segment_bytes=args.segment_bytes, no_standby=args.no_standby)
-    cfg = build_config(ns)
-    cfg["orders_per_producer"] = [-1] * args.producers   # the drill says when to stop
-    cfg["orders"] = None
+    cfg = EngineConfig.from_args(ns).replace(orders=None)   # the drill says when to stop
+    wanted = [registry.drill_targets()[t][0] for t in args.target_list if t != STANDBY]
+    if any(spec.processes(cfg) == 0 for spec in wanted):     # e.g. the publisher, inline by default
+        cfg = cfg.replace(publisher_inline=False)
     return cfg
 
 
@@ -112,15 +121,11 @@ class Killer(threading.Thread):
         return int(c[i]) if c is not None else 0
 
     def _sent(self) -> int:
-        from shmex.procs import layout as L
-
-        c, P = self.sup.ctl, self.sup.P
-        return sum(int(c[L.prod_base(P, k) + L.C_SENT]) for k in range(self.sup.cfg["producers"]))
+        c = self.sup.ctl
+        return sum(int(c[self.sup.prod_cell(k, cells.C_SENT)]) for k in range(self.sup.cfg.producers))
 
     def _alive(self) -> bool:
-        from shmex.procs import layout as L
-
-        return not self.stop_flag and self.sup.ctl is not None and self._ctl(L.PHASE) in (L.PH_STARTING, L.PH_RUNNING)
+        return not self.stop_flag and self.sup.ctl is not None and self._ctl(cells.PHASE) in (cells.PH_STARTING, cells.PH_RUNNING)
 
     def run(self) -> None:
         try:
@@ -131,10 +136,8 @@ class Killer(threading.Thread):
             self.sup.request_stop()
 
     def _run(self) -> None:
-        from shmex.procs import layout as L
-
-        while self.sup.ctl is None or self._ctl(L.PHASE) == L.PH_STARTING:
-            if self.stop_flag or (self.sup.ctl is not None and self._ctl(L.PHASE) >= L.PH_STOPPING):
+        while self.sup.ctl is None or self._ctl(cells.PHASE) == cells.PH_STARTING:
+            if self.stop_flag or (self.sup.ctl is not None and self._ctl(cells.PHASE) >= cells.PH_STOPPING):
                 return
             time.sleep(0.05)
         order: list[str] = []
@@ -144,12 +147,12 @@ class Killer(threading.Thread):
                 self.rng.shuffle(order)
             target = order.pop()
             time.sleep(self.rng.uniform(*self.args.gap))
-            if self.sup.use_standby and (target == "standby" or not self.args.no_wait_standby):
+            if self.sup.use_standby and (target == STANDBY or not self.args.no_wait_standby):
                 self._wait_standby()
             if not self._alive():
                 self.error = f"the engine stopped before kill {i + 1}"
                 return
-            if target == "standby":
+            if target == STANDBY:
                 k = self._kill_standby()
                 if k is None:
                     return
@@ -157,15 +160,15 @@ class Killer(threading.Thread):
                 self.log(f"drill: kill {i + 1}/{self.args.kills}: standby (pid {k['pid']}): replaced by pid "
                          f"{k['new_pid']}, ready in {k['recovery_ms']:.0f} ms")
                 continue
-            ch = self._pick(target)
+            ch, fault = self._pick(target)
             sb = self.sup.standby
             sb_pid = sb.pid if sb is not None and sb.ready else 0
-            if target == "snapshot":
+            if fault == registry.KILL_IN_FORK:
                 self._wait_snapshot_child(ch)
-            elif target == "torn":
+            elif fault == registry.KILL_TEAR_WAL:
                 ch.popen.send_signal(signal.SIGSTOP)
                 self._tear_tail()
-            at_seq = self._ctl(L.MATCHER_SEQ)
+            at_seq = self._ctl(cells.MATCHER_SEQ)
             pid = ch.pid
             n_before = len(self.sup.restarts)
             ch.popen.send_signal(signal.SIGKILL)    # by pid, through our Popen (never a reused pid)
@@ -196,20 +199,18 @@ class Killer(threading.Thread):
 
     def _kill_standby(self) -> dict | None:
         """SIGKILL the ready standby; wait until a new one is ready."""
-        from shmex.procs import layout as L
-
         sb = self.sup.standby
         if sb is None or not sb.ready:
             self.error = f"no ready standby to kill within {STANDBY_WAIT_S:.0f} s"
             return None
-        pid, at_seq = sb.pid, self._ctl(L.MATCHER_SEQ)
+        pid, at_seq = sb.pid, self._ctl(cells.MATCHER_SEQ)
         sb.popen.send_signal(signal.SIGKILL)
         t_kill = time.monotonic()
         deadline = t_kill + 120.0
         while time.monotonic() < deadline:
             new = self.sup.standby
             if new is not None and new.pid != pid and new.ready:
-                return {"target": "standby", "process": "standby", "pid": pid, "at_seq": at_seq,
+                return {"target": STANDBY, "process": STANDBY, "pid": pid, "at_seq": at_seq,
                         "recovery_ms": round((new.ready_s - t_kill) * 1e3, 1), "path": "replaced",
                         "new_pid": new.pid, "standby_pid": pid, "t_kill": t_kill, "t_ready": None}
             if not self._alive():
@@ -222,19 +223,19 @@ class Killer(threading.Thread):
     def _tear_tail(self) -> None:
         """Write a torn record after the log's last intact record (the writer is stopped)."""
         from shmex.wal import WalReader
-        from shmex.wal import layout as WL
+        from shmex.wal import layout as wal_layout
 
         time.sleep(0.005)
-        r = WalReader(self.sup.cfg["data_dir"])
+        r = WalReader(self.sup.cfg.data_dir)
         for _ in r.commands():
             pass
         end = r.end
         if not end.path or end.damage is not None:
             return
         size = os.path.getsize(end.path)
-        if end.offset + WL.SLOT_BYTES > size:
+        if end.offset + wal_layout.SLOT_BYTES > size:
             return                                   # the segment is full: nothing to tear
-        junk = bytes(self.rng.randrange(1, 256) for _ in range(WL.SLOT_BYTES // 2))
+        junk = bytes(self.rng.randrange(1, 256) for _ in range(wal_layout.SLOT_BYTES // 2))
         fd = os.open(end.path, os.O_WRONLY)
         try:
             os.pwrite(fd, junk, end.offset)          # half a record: a torn write
@@ -243,11 +244,9 @@ class Killer(threading.Thread):
         self.torn += 1
 
     def _pick(self, target: str):
-        if target == "producer":
-            cands = [c for c in self.sup.children if c.role == "producer"]
-            return self.rng.choice(cands)
-        name = {"snapshot": "matcher", "torn": "walwriter"}.get(target, _NAME.get(target, target))
-        return next(c for c in self.sup.children if c.name == name)
+        """-> (one of the target role's processes, at random; the fault kind)."""
+        spec, fault = registry.drill_targets()[target]
+        return self.rng.choice([c for c in self.sup.children if c.role == spec.name]), fault
 
     def _wait_snapshot_child(self, ch, timeout_s: float = 5.0) -> None:
         import psutil
@@ -288,8 +287,7 @@ class Sampler(threading.Thread):
 
     def run(self) -> None:
         from shmex.errors import ShmexError
-        from shmex.procs import layout as L
-        from shmex.procs.ctl import Ctl
+        from shmex.engine.ctl import Ctl
 
         while self.sup.ctl is None:
             if self.stop_flag:
@@ -297,18 +295,18 @@ class Sampler(threading.Thread):
             time.sleep(0.01)
         cfg = self.sup.cfg
         try:
-            ctl = Ctl.attach(cfg["run_id"], self.sup.P)
+            ctl = Ctl.attach(cfg.run_id)
         except (ShmexError, OSError):
             return          # the run is over already
         a = ctl.a
-        cells = [L.prod_base(self.sup.P, k) + L.C_ANSWERED for k in range(cfg["producers"])]
+        answered = [ctl.prod_cell(k, cells.C_ANSWERED) for k in range(cfg.producers)]
         try:
             while not self.stop_flag:
-                ph = int(a[L.PHASE])
-                if ph == L.PH_RUNNING:
+                ph = int(a[cells.PHASE])
+                if ph == cells.PH_RUNNING:
                     self.t.append(time.monotonic())
-                    self.n.append(int(sum(int(a[c]) for c in cells)))
-                elif ph > L.PH_RUNNING:
+                    self.n.append(int(sum(int(a[c]) for c in answered)))
+                elif ph > cells.PH_RUNNING:
                     break
                 time.sleep(SAMPLE_S)
         finally:
@@ -373,23 +371,22 @@ def _percentiles(xs: list[float]) -> dict:
 
 def main(args) -> int:
     args.target_list = [t.strip() for t in args.targets.split(",") if t.strip()]
-    bad = [t for t in args.target_list if t not in TARGETS]
-    if "standby" in args.target_list and args.no_standby:
+    bad = [t for t in args.target_list if t not in targets()]
+    if STANDBY in args.target_list and args.no_standby:
         print("drill: --targets standby needs the standby (drop --no-standby)", file=sys.stderr)
         return 2
     if bad or not args.target_list or args.kills < 0 or args.producers < 1:
-        print(f"drill: --targets {args.targets!r}: want a comma list of {', '.join(TARGETS)}; "
+        print(f"drill: --targets {args.targets!r}: want a comma list of {', '.join(targets())}; "
               f"--kills >= 0; --producers >= 1", file=sys.stderr)
         return 2
     tmp = None
     if args.data_dir is None:
         tmp = tempfile.mkdtemp(prefix="shmex-drill-")
         args.data_dir = tmp
-    from shmex.procs import layout as L
-    from shmex.bench.machine import describe
-    from shmex.procs.launch import _fresh
-    from shmex.procs.matcher_proc import load_hash
-    from shmex.procs.supervisor import Supervisor
+    from shmex.engine.machine import describe
+    from shmex.recovery.recover import remove_log
+    from shmex.engine.ctl import load_hash
+    from shmex.engine.supervisor import Supervisor
     from shmex.shm.names import PREFIX, SHM_DIR
 
     def log(msg):
@@ -398,11 +395,11 @@ def main(args) -> int:
 
     try:
         cfg = _config(args)
-        _fresh(cfg["data_dir"])
-        os.makedirs(cfg["data_dir"], exist_ok=True)
-        log(f"drill: run {cfg['run_id']}, {args.kills} kills of {','.join(args.target_list)}, seed {args.seed}, "
+        remove_log(cfg.data_dir)
+        os.makedirs(cfg.data_dir, exist_ok=True)
+        log(f"drill: run {cfg.run_id}, {args.kills} kills of {','.join(args.target_list)}, seed {args.seed}, "
             f">= {args.orders:,} orders at {args.rate:,.0f}/s, {args.producers} producers, durability "
-            f"{args.durability}, data {cfg['data_dir']}; warming up...")
+            f"{args.durability}, data {cfg.data_dir}; warming up...")
         sup = Supervisor(cfg)
         killer = Killer(sup, args, random.Random(args.seed), log)
         sampler = Sampler(sup)
@@ -435,9 +432,9 @@ def main(args) -> int:
 def _check(cfg, out, killer, args, wall, load_hash, L, PREFIX, SHM_DIR) -> dict:
     import numpy as np
 
-    from shmex.snapshot import recovery
+    from shmex.recovery import recover as recovery
 
-    data = cfg["data_dir"]
+    data = cfg.data_dir
     ctl = out.ctl
     problems: list[str] = []
     if out.status != "ok":
@@ -446,8 +443,8 @@ def _check(cfg, out, killer, args, wall, load_hash, L, PREFIX, SHM_DIR) -> dict:
         problems.append(killer.error)
     if len(killer.kills) < args.kills:
         problems.append(f"only {len(killer.kills)} of {args.kills} kills were done")
-    P = cfg["producers"] + cfg["clients"]
-    base = int(ctl[L.RUN_BASE_SEQ]) if ctl is not None else 0
+    P = cfg.producers + cfg.clients
+    base = int(ctl[cells.RUN_BASE_SEQ]) if ctl is not None else 0
     prods, pseqs = _wal_pairs(data, base)
     key = prods * (1 << 40) + pseqs
     uniq = np.unique(key)
@@ -455,11 +452,11 @@ def _check(cfg, out, killer, args, wall, load_hash, L, PREFIX, SHM_DIR) -> dict:
     acked_lost = 0
     unanswered = 0
     per_producer = []
-    for k in range(cfg["producers"]):
-        b = L.prod_base(P, k)
-        sent = int(ctl[b + L.C_SENT]) if ctl is not None else 0
-        answered = int(ctl[b + L.C_ANSWERED]) if ctl is not None else 0
-        last_ans = int(ctl[b + L.C_LAST_ANSWERED]) if ctl is not None else 0
+    for k in range(cfg.producers):
+        b = cells.prod_base(int(ctl[cells.CFG_PROC_SLOTS]), k) if ctl is not None else 0
+        sent = int(ctl[b + cells.C_SENT]) if ctl is not None else 0
+        answered = int(ctl[b + cells.C_ANSWERED]) if ctl is not None else 0
+        last_ans = int(ctl[b + cells.C_LAST_ANSWERED]) if ctl is not None else 0
         mine = np.unique(pseqs[prods == k + 1])
         have = np.isin(np.arange(1, last_ans + 1), mine).sum() if last_ans else 0
         acked_lost += last_ans - int(have)
@@ -488,7 +485,7 @@ def _check(cfg, out, killer, args, wall, load_hash, L, PREFIX, SHM_DIR) -> dict:
     v = subprocess.run([sys.executable, "-m", "shmex.cli", "verify", data], capture_output=True, text=True)
     if v.returncode != 0:
         problems.append(f"(4) shmex verify exited {v.returncode}: {(v.stdout + v.stderr).strip()[-400:]}")
-    left = sorted(e for e in os.listdir(SHM_DIR) if e.startswith(f"{PREFIX}{cfg['run_id']}-"))
+    left = sorted(e for e in os.listdir(SHM_DIR) if e.startswith(f"{PREFIX}{cfg.run_id}-"))
     leaked = sorted(set(left) | set(out.leaked))
     if leaked:
         problems.append(f"(5) segments leaked: {leaked}")
@@ -501,13 +498,13 @@ def _check(cfg, out, killer, args, wall, load_hash, L, PREFIX, SHM_DIR) -> dict:
             for t in (k["target"], "all"):
                 back.setdefault(t, []).append(k["throughput_back_ms"])
                 back_kill.setdefault(t, []).append(k["throughput_back_from_kill_ms"])
-    never = [i + 1 for i, k in enumerate(killer.kills) if k["target"] != "standby" and k["t_ready"] is not None
+    never = [i + 1 for i, k in enumerate(killer.kills) if k["target"] != STANDBY and k["t_ready"] is not None
              and k["orders_per_s_before"] is not None and k["throughput_back_ms"] is None]
     return {
-        "run_id": cfg["run_id"], "seed": args.seed, "targets": args.target_list, "durability": args.durability,
+        "run_id": cfg.run_id, "seed": args.seed, "targets": args.target_list, "durability": args.durability,
         "kills": [{x: (round(v) if x == "orders_per_s_before" and v is not None else v)
                    for x, v in k.items() if x not in ("t_kill", "t_ready")} for k in killer.kills],
-        "standby": out.standby, "standby_on": bool(cfg.get("standby", True)),
+        "standby": out.standby, "standby_on": bool(cfg.standby),
         "restarts": [{x: v for x, v in e.items() if x not in ("died_s", "ready_s")} for e in out.restarts],
         "recovery_ms": {t: _percentiles(v) for t, v in sorted(by_target.items())},
         "throughput_back_ms": {t: _percentiles(v) for t, v in sorted(back.items())},
@@ -521,7 +518,7 @@ def _check(cfg, out, killer, args, wall, load_hash, L, PREFIX, SHM_DIR) -> dict:
         "acked_lost": acked_lost, "duplicates_applied": duplicates,
         "state_hash_live": live, "state_hash_replay": replay, "verify_exit": v.returncode,
         "segments_leaked": leaked, "orders": int(sum(p["sent"] for p in per_producer)),
-        "last_seq": int(ctl[L.MATCHER_SEQ]) if ctl is not None else 0,
+        "last_seq": int(ctl[cells.MATCHER_SEQ]) if ctl is not None else 0,
         "producers": per_producer, "engine_status": out.status, "engine_reason": out.reason,
         "seconds": round(wall, 2), "problems": problems, "passed": not problems,
     }
@@ -533,7 +530,7 @@ def _print_verdict(doc: dict, log) -> None:
     for i, k in enumerate(doc["kills"]):
         rate = k.get("orders_per_s_before")
         tb = k.get("throughput_back_ms")
-        tput = ("" if k["target"] == "standby" else
+        tput = ("" if k["target"] == STANDBY else
                 f"; {rate:,.0f} orders/s before, back to >= {BACK_FRACTION:.0%} "
                 + (f"{tb:,.0f} ms after READY ({k['throughput_back_from_kill_ms']:,.0f} ms after the kill)"
                    if tb is not None else "never (within the run)")

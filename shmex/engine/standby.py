@@ -4,7 +4,7 @@ Most of a plain restart is a fresh Python process importing numpy/numba and load
 numba kernels from the on-disk cache (~0.6-1 s on a 2-core machine). A standby has done
 all of that before anyone dies:
 
-- the supervisor starts it (``python -m shmex.procs.child --standby FD``) beside the
+- the supervisor starts it (``python -m shmex.engine.child --standby FD``) beside the
   first children, waits for it to be ready before the load starts (its start-up is not
   paid inside the measured load), and again after each successor reported READY; it
   attaches no segment (nothing to leak) and dies with the supervisor like every child
@@ -14,7 +14,7 @@ all of that before anyone dies:
   the role later runs at the supervisor's priority, unprivileged), then writes one byte
   to FD: ready;
 - it blocks reading one assignment line on stdin; the supervisor pins it to the dead
-  child's core (psutil) and writes ``{"role", "index", "cfg", "env"}``; from there on it is
+  child's core (psutil) and writes its `assignment`; from there on it is
   that child (`child.py` runs the same code for a first start);
 - a standby that dies is replaced; one that is not ready yet is never handed a role (a
   plain spawn is then the path, and logged as such); EOF on stdin makes it exit 0.
@@ -37,9 +37,9 @@ def child_env() -> dict:
 
 
 def start_child(env: dict, standby_fd: int | None = None, label: tuple = ()) -> subprocess.Popen:
-    """Start ``python -m shmex.procs.child``; it waits for its assignment on stdin. A first
+    """Start ``python -m shmex.engine.child``; it waits for its assignment on stdin. A first
     start carries its role and index as a label (``ps`` tells the processes apart)."""
-    argv = [sys.executable, "-m", "shmex.procs.child", *map(str, label)]
+    argv = [sys.executable, "-m", "shmex.engine.child", *map(str, label)]
     fds: tuple = ()
     if standby_fd is not None:
         argv += ["--standby", str(standby_fd)]
@@ -54,9 +54,16 @@ def pin(pid: int, core: int) -> None:
         pass  # it died already (the watch loop reports it) or pinning is not allowed here
 
 
-def assign(popen: subprocess.Popen, role: str, index: int, cfg: dict, env: dict) -> bool:
+def assignment(spec, index: int, slot: int, cfg, env: dict) -> dict:
+    """What a child is told: its role (name and module, from the registry), its index
+    and control-segment slot, the run's EngineConfig and its environment additions."""
+    return {"role": spec.name, "module": spec.module, "index": int(index), "slot": int(slot),
+            "cfg": cfg.to_dict(), "env": env}
+
+
+def assign(popen: subprocess.Popen, a: dict) -> bool:
     """Write the assignment line and close stdin; False when the child is gone."""
-    line = json.dumps({"role": role, "index": int(index), "cfg": cfg, "env": env}) + "\n"
+    line = json.dumps(a) + "\n"
     try:
         popen.stdin.write(line.encode())
         popen.stdin.close()
@@ -101,12 +108,12 @@ class Standby:
             self._close_pipe()      # a byte: ready; EOF: it is dying (poll says so next time)
         return "ready" if self.ready else "warming"
 
-    def take(self, role: str, index: int, core: int, cfg: dict, env: dict) -> bool:
+    def take(self, core: int, a: dict) -> bool:
         """Hand it a role: pin to `core`, then the assignment; False when it is gone."""
         if self.poll() != "ready":
             return False
         pin(self.pid, core)
-        return assign(self.popen, role, index, cfg, env)
+        return assign(self.popen, a)
 
     def kill(self) -> None:
         self._close_pipe()
@@ -131,79 +138,11 @@ class Standby:
 # ---- the child side: load every role's kernels on scratch arrays of the live types ------
 
 def warm_all() -> None:
-    """Import every role and load its numba kernels (from the cache) on scratch data,
-    including the recovery path (WAL write/scan, snapshot load, replay): what a role
-    calls at its start is then already loaded in this process. Touches no shared memory;
-    the scratch log lives in a temp directory that is removed."""
-    from shmex.procs import ctl, matcher_proc, producer, publisher, walwriter
+    """Import every registered role's module and call its ``warm()``: each loads its numba
+    kernels (from the cache) on scratch data, including what its start calls (a matcher's
+    recovery path), so that a role taken later starts warm. Touches no shared memory."""
+    from shmex.engine import ctl, registry
 
     ctl.warm_ring_kernels()
-    walwriter.warm()
-    publisher.warm()
-    producer.warm()
-    matcher_proc._warm(None)
-    _warm_matcher_start()
-    _warm_recovery()
-
-
-def _warm_matcher_start() -> None:
-    import numpy as np
-
-    from shmex.procs import latency
-    from shmex.schema import commands
-
-    buf = commands(4)
-    latency.record_since(buf["engine_ns"], 0, 0, 0, np.zeros(latency.NBUCKETS, np.int64))
-
-
-SCRATCH_PREFIX = "shmex-standby-"
-
-
-def _remove_dead_scratch(parent: str) -> None:
-    """Scratch logs of standbys killed while warming (``shmex-standby-<pid>-*``, pid gone)."""
-    import shutil
-
-    for name in os.listdir(parent):
-        if not name.startswith(SCRATCH_PREFIX):
-            continue
-        pid = name[len(SCRATCH_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not psutil.pid_exists(int(pid)):
-            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
-
-
-def _warm_recovery() -> None:
-    """A tiny log and snapshot, written and recovered the way a restarted matcher does."""
-    import shutil
-    import tempfile
-
-    from shmex.matcher import Matcher
-    from shmex.procs import resume
-    from shmex.schema import commands
-    from shmex.snapshot import recovery, store
-    from shmex.wal import WalReader
-    from shmex.wal import layout as WL
-    from shmex.wal.writer import WalWriter
-
-    book = {"symbols": 1, "price_lo": 1, "price_hi": 100, "capacity": 16}
-    _remove_dead_scratch(tempfile.gettempdir())
-    tmp = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
-    try:
-        w = WalWriter(tmp, mode="none", config=book, segment_bytes=WL.MIN_SEGMENT_BYTES + 64 * WL.SLOT_BYTES)
-        m = Matcher(**book)
-        c = commands(4)
-        c["kind"], c["side"], c["order_type"], c["tif"] = 1, [1, 2, 1, 2], 1, 1
-        c["producer"], c["client_id"], c["price"], c["qty"] = 1, [1, 2, 3, 4], [50, 51, 52, 53], 1
-        m.process_into(c[:2])
-        w.append(c[:2])
-        w.commit()
-        store.write_snapshot(recovery.snapshot_dir(tmp), m)
-        m.process_into(c[2:])
-        w.append(c[2:])
-        w.close(seal=True)
-        r = recovery.recover(tmp, until=3)
-        for cmds in WalReader(tmp).commands(4, 4):
-            r.matcher.process_into(cmds, stamp=False)
-        r.matcher.state_hash()
-        resume.last_pseqs(tmp, 1, 4)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    for spec in registry.roles():
+        registry.module(spec).warm()

@@ -1,0 +1,215 @@
+"""The client API: a user's own Python process as a producer of a running engine.
+
+::
+
+    from shmex.client import connect
+    from shmex.schema import Side
+
+    with connect("myrun") as c:              # the run id (`shmex launch --name myrun`)
+        oid = c.new_order(Side.BUY, price=10_000, qty=5, symbol=0)
+        c.cancel(oid, symbol=0)
+        reps = c.reports(timeout_s=1.0)      # REPORT records: ACK, CANCELED, fills...
+        c.submit(my_command_array)           # or whole numpy batches of COMMAND records
+
+- A client takes a free client slot (`--clients N` at launch): an input ring it
+  produces into and a report ring it consumes; the slot's id is its ``producer`` id.
+  The ring locks make a slot single-owner; a slot frees when its client exits.
+- `submit` fills in ``producer``, ``pseq`` (per slot, continuing across clients of the
+  same slot) and ``sent_ns`` (now, unless set) and waits for ring space (back-pressure).
+- Reports of a command arrive only after it is durable in the WAL. Reports about this
+  client's resting orders (maker fills) arrive whenever they happen: read them
+  regularly; a full report ring stalls the engine's publisher until it is read.
+- Submitting while the engine stops raises EngineStopped; what it took is answered.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from shmex.errors import AttachError, ShmexError, UsageError
+from shmex.engine import cells
+from shmex.roles import producer_duty
+from shmex.engine.latency import NBUCKETS
+from shmex.ring import Ring
+from shmex.ring import _kernels as ring_kernels
+from shmex.schema import COMMAND, GTC, K_CANCEL, K_NEW, K_REPLACE, LIMIT, REPORT, commands, reports
+from shmex.shm.names import segment_name
+from shmex.shm.segment import Segment
+
+
+class EngineStopped(ShmexError):
+    """The engine is stopping or gone: nothing more is accepted."""
+
+
+def find_runs() -> list[str]:
+    """Run ids of live engines on this machine (those with a control segment)."""
+    from shmex.shm.registry import list_runs
+
+    return [r.run_id for r in list_runs() if r.alive and any(s.role == "ctl" for s in r.segments)]
+
+
+def connect(name: str | None = None, *, timeout_s: float = 60.0, wait: str = "block") -> "Client":
+    """Attach to the running engine `name` (or the only one running) as a producer.
+
+    Waits up to `timeout_s` for the engine to exist and be running (warm-up included).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if name is None:
+                runs = find_runs()
+                if len(runs) != 1:
+                    raise AttachError(f"{len(runs)} engines running ({', '.join(runs) or 'none'}): "
+                                      f"name the one to attach to")
+                name = runs[0]
+            return Client(name, wait=wait, deadline=deadline)
+        except AttachError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+class Client:
+    def __init__(self, run_id: str, *, wait: str = "block", deadline: float | None = None):
+        self.run_id = run_id
+        seg = Segment.attach(segment_name(run_id, "ctl"), layout="ctl")
+        self._seg = seg
+        head = seg.view(0, np.int64, cells.PROC_BASE)
+        producers, clients = int(head[cells.CFG_PRODUCERS]), int(head[cells.CFG_CLIENTS])
+        proc_slots = int(head[cells.CFG_PROC_SLOTS])
+        del head
+        P = producers + clients
+        self._ctl = seg.view(0, np.int64, cells.ctl_cells(proc_slots, P))
+        while ring_kernels._load(self._ctl, cells.PHASE) == cells.PH_STARTING:
+            if deadline is not None and time.monotonic() > deadline:
+                self.close()
+                raise AttachError(f"engine {run_id}: still starting")
+            time.sleep(0.02)
+        self._check_running()
+        self._in = self._rep = None
+        for k in range(producers, P):
+            try:
+                self._in = Ring.attach(Ring.name_for(run_id, cells.in_role(k)), COMMAND, side="producer", wait=wait)
+            except AttachError:
+                continue
+            try:
+                self._rep = Ring.attach(Ring.name_for(run_id, cells.rep_role(k)), REPORT, side="consumer", wait=wait)
+            except AttachError:
+                self._in.close()
+                self._in = None
+                continue
+            self.slot = k
+            break
+        if self._in is None:
+            self.close()
+            raise AttachError(f"engine {run_id}: all {clients} client slots are taken "
+                              f"(launch with more --clients)")
+        self.producer = self.slot + 1
+        self._hseg = Segment.attach(segment_name(run_id, "hist"), layout="hist")
+        self._hist = self._hseg.view(0, np.int64, P * NBUCKETS).reshape(P, NBUCKETS)[self.slot]
+        b = cells.prod_base(proc_slots, self.slot)
+        self._cnt = self._ctl[b:b + cells.PROD_CELLS]
+        self._cnt[cells.C_LAST_ANSWERED] = self._in.published_seq   # earlier clients' commands
+        self._pseq = self._in.published_seq                      # the slot's sequence goes on
+        self._next_cid = 1
+        self._one = commands(1)
+        self._rbuf = reports(4096)
+        stale = self._rep.consume(self._rbuf)                     # a previous client's leftovers
+        while stale:
+            stale = self._rep.consume(self._rbuf)
+
+    # -- sending -----------------------------------------------------------------------------
+    def _check_running(self) -> None:
+        ph = int(ring_kernels._load(self._ctl, cells.PHASE))
+        if ph >= cells.PH_STOPPING:
+            raise EngineStopped(f"engine {self.run_id} is stopping")
+
+    def submit(self, records: np.ndarray, *, timeout_s: float | None = 10.0) -> np.ndarray:
+        """Send COMMAND records (an array or one record); -> their pseq values."""
+        if isinstance(records, np.void):
+            self._one[0] = records
+            records = self._one
+        if not isinstance(records, np.ndarray) or records.dtype != COMMAND or records.ndim != 1:
+            raise UsageError(f"submit: want a 1-D array of shmex.schema.COMMAND, got "
+                             f"{getattr(records, 'dtype', type(records).__name__)}")
+        self._check_running()
+        recs = np.ascontiguousarray(records).copy()
+        n = len(recs)
+        recs["producer"] = self.producer
+        recs["pseq"] = np.arange(self._pseq + 1, self._pseq + 1 + n, dtype=np.uint64)
+        now = time.monotonic_ns()
+        recs["sent_ns"] = np.where(recs["sent_ns"] == 0, now, recs["sent_ns"])
+        recs["seq"] = 0
+        recs["engine_ns"] = 0
+        self._in.publish(recs, wait=True, timeout_s=timeout_s)
+        self._pseq += n
+        self._cnt[cells.C_SENT] += n
+        if self._cnt[cells.C_FIRST_SENT_NS] == 0:
+            self._cnt[cells.C_FIRST_SENT_NS] = now
+        return recs["pseq"].copy()
+
+    def new_order(self, side, price: int, qty: int, *, symbol: int = 0, order_type=LIMIT, tif=GTC,
+                  stp: int = 0, account: int = 0, client_id: int | None = None) -> int:
+        """Send one NEW order; -> its client id (chosen here unless given)."""
+        if client_id is None:
+            client_id = self._next_cid
+            self._next_cid += 1
+        c = commands(1)
+        c["kind"], c["side"], c["order_type"], c["tif"], c["stp"] = K_NEW, int(side), int(order_type), int(tif), int(stp)
+        c["symbol"], c["account"], c["client_id"], c["price"], c["qty"] = symbol, account, client_id, price, qty
+        self.submit(c)
+        return int(client_id)
+
+    def cancel(self, client_id: int, *, symbol: int = 0) -> int:
+        """Cancel one of this client's orders; -> the command's pseq."""
+        c = commands(1)
+        c["kind"], c["symbol"], c["client_id"] = K_CANCEL, symbol, client_id
+        return int(self.submit(c)[0])
+
+    def replace(self, client_id: int, price: int, qty: int, *, symbol: int = 0) -> int:
+        c = commands(1)
+        c["kind"], c["symbol"], c["client_id"], c["price"], c["qty"] = K_REPLACE, symbol, client_id, price, qty
+        return int(self.submit(c)[0])
+
+    # -- reading -----------------------------------------------------------------------------
+    def reports(self, timeout_s: float = 0.0, max_records: int = 4096) -> np.ndarray:
+        """The reports waiting now (after up to `timeout_s` for the first one); a copy."""
+        buf = self._rbuf if max_records <= len(self._rbuf) else reports(max_records)
+        n = self._rep.consume(buf[:max_records], wait=timeout_s > 0, timeout_s=timeout_s or None)
+        if n:
+            producer_duty.scan_reports(buf, n, time.monotonic_ns(), self._cnt, self._hist)
+        return buf[:n].copy()
+
+    def wait_answers(self, pseqs, timeout_s: float = 10.0) -> np.ndarray:
+        """Read until every command in `pseqs` has had a report; -> all reports read."""
+        want = set(int(p) for p in np.atleast_1d(pseqs))
+        got = []
+        deadline = time.monotonic() + timeout_s
+        while want:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no report yet for pseq {sorted(want)[:5]}...")
+            r = self.reports(timeout_s=min(left, 0.1))
+            got.append(r)
+            want -= set(int(p) for p in r["pseq"])
+        return np.concatenate(got) if got else reports(0)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def close(self) -> None:
+        """Leave the slot (another client may take it). Idempotent."""
+        self._hist = self._cnt = self._ctl = None
+        for r in (getattr(self, "_in", None), getattr(self, "_rep", None)):
+            if r is not None:
+                r.close()
+        self._in = self._rep = None
+        for s in (getattr(self, "_hseg", None), getattr(self, "_seg", None)):
+            if s is not None:
+                s.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,19 @@
+"""commands — what a user runs: one module per verb, each with ``add_arguments(parser)``
+(light: `shmex --help` imports no numba) and ``main(args) -> exit code``.
+
+Exit codes everywhere: 0 ok; 1 a check failed or data is corrupt; 2 cannot open, or bad
+usage. Human summaries go to stdout, progress to stderr, ``--json PATH`` writes machine
+output. Heavy imports happen inside ``main``.
+"""
+
+# verb: help (the order of `shmex --help`)
+VERBS = {
+    "launch": "run the engine with its built-in load and summarize "
+              "(exit 0 ok, 1 a process died or a check failed, 2 usage)",
+    "drill": "crash-recovery drill: SIGKILL engine processes under load, "
+             "prove nothing acknowledged was lost (exit 0 passed, 1 failed, 2 usage)",
+    "bench": "run a benchmark and print its figures",
+    "verify": "check a run's WAL and snapshots (exit 0 clean, 1 corrupt, 2 cannot open)",
+    "replay": "rebuild the book from a run's snapshots and WAL",
+    "clean": "remove shared-memory segments of dead runs",
+}

@@ -1,0 +1,41 @@
+"""``shmex bench matcher|ring|wal``: run a benchmark and print its figures (``--json PATH``
+for machines). Each prints the machine, the workload and the command first.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+WHAT = {  # name: (help, module with main(args))
+    "matcher": ("matcher throughput against PyPI order books", "shmex.bench.matcher_bench"),
+    "ring": ("shared-memory ring against Python IPC", "shmex.bench.ring_bench"),
+    "wal": ("WAL appends, commit latency, replay, recovery", "shmex.bench.wal_bench"),
+}
+
+
+def add_arguments(p) -> None:
+    which = p.add_subparsers(dest="which", required=True, metavar="WHAT")
+    b = which.add_parser("matcher", help=WHAT["matcher"][0])
+    b.add_argument("--commands", type=int, default=2_000_000, help="commands in the workload")
+    b.add_argument("--seed", type=int, default=1)
+    b.add_argument("--repeats", type=int, default=5, help="timed runs of shmex (median is reported)")
+    b.add_argument("--peer-commands", type=int, default=200_000,
+                   help="commands given to each PyPI peer (they are slow)")
+    b.add_argument("--no-peers", action="store_true", help="skip the PyPI order books")
+    b.add_argument("--memory", action="store_true",
+                   help="also run 10M commands after warm-up and report resident memory")
+    b.add_argument("--json", metavar="PATH")
+
+    b = which.add_parser("ring", help=WHAT["ring"][0])
+    b.add_argument("--messages", type=int, default=10_000_000)
+    b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--json", metavar="PATH")
+
+    b = which.add_parser("wal", help=WHAT["wal"][0])
+    b.add_argument("--records", type=int, default=2_000_000)
+    b.add_argument("--dir", metavar="DIR", help="where to write (default: a temp dir)")
+    b.add_argument("--json", metavar="PATH")
+
+
+def main(args) -> int:
+    return importlib.import_module(WHAT[args.which][1]).main(args)

@@ -1,0 +1,199 @@
+"""`EngineConfig`: one frozen, validated record of how a run is set up.
+
+Built from `shmex launch`'s flags (`from_args`: defaults < ``--preset`` < explicit flags),
+passed to every child as JSON (`to_dict` / `from_dict`) and stored in the WAL manifest's
+run entry, so that a run's directory says how it was run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+
+from shmex.errors import UsageError
+from shmex.shm.names import check_run_id, new_run_id
+
+DEFAULT_DIR = "shmex-data"
+DEMO_ORDERS = 1_000_000
+
+
+# The demo instruments: every symbol's band is [PRICE_LO, price_hi]; the built-in load
+# quotes around MID + SYMBOL_STEP * symbol.
+PRICE_LO, PRICE_HI, MID = 1, 20_000, 10_000
+SYMBOL_STEP = 50
+
+
+def book_config(symbols: int, capacity: int) -> dict:
+    """The matcher configuration the generator is meant for."""
+    hi = max(PRICE_HI, MID + SYMBOL_STEP * symbols + 1000)
+    return dict(symbols=symbols, price_lo=PRICE_LO, price_hi=hi, capacity=capacity)
+
+
+DURABILITY = ("none", "group", "always")
+
+# Each preset sets what a user would otherwise learn flag by flag; an explicit flag wins.
+PRESETS: dict[str, dict] = {
+    # tick-to-trade at a fixed open-loop rate (percentiles are latency, not queueing),
+    # the WAL in the page cache: survives a process crash, not a machine crash
+    "latency": {"durability": "none", "rate": 100_000.0, "duration": 30.0},
+    # as fast as the rings take, group commit (one fdatasync per group): the engine's
+    # capacity with every report released only after its command is on disk
+    "throughput": {"durability": "group", "rate": None, "orders": 5_000_000},
+    # one fdatasync per command before its report: the strongest promise, the lowest rate
+    "durable": {"durability": "always", "rate": 20_000.0, "duration": 30.0},
+}
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    run_id: str                          # names the run's shared-memory segments
+    data_dir: str                        # WAL, manifest and snapshots/
+    producers: int = 2                   # built-in load-generator processes
+    clients: int = 1                     # producer slots for client-API processes
+    symbols: int = 4
+    capacity: int = 1 << 20              # resting orders the book holds (arena size: memory)
+    orders: int | None = None            # orders in all (None: --duration or until stopped)
+    duration: float | None = None        # seconds of load (None: --orders)
+    rate: float | None = None            # offered orders/s, open loop (None: full speed)
+    durability: str = "group"            # none: page cache; group: fdatasync per group; always: per command
+    seed: int = 1
+    snapshot_every: int = 1_000_000      # commands between snapshots (0: only the final one);
+                                         # fewer: faster restarts, more CPU for the forked writer
+    publisher_inline: bool = True        # route reports inside the matcher's loop (one process less)
+    ring_in: int = 1 << 16               # slots per input ring: a producer's retransmission window
+    ring_rep: int = 1 << 16              # slots per report ring: how far a client may lag
+    ring_journal: int = 1 << 17          # matcher -> WAL writer: how far the disk may lag matching
+    ring_out: int = 1 << 18              # matcher -> publisher
+    cid_base: int = 0                    # the load generator's first client id
+    wait: dict = field(default_factory=dict)   # role -> wait strategy (missing: the role's default)
+    max_restarts: int = 5                # restarts per role within restart_window_s (0: stop on a death)
+    restart_window_s: float = 60.0
+    segment_bytes: int | None = None     # WAL segment size (None: the WAL's default)
+    standby: bool = True                 # keep a warm spare process for restarts
+    snapshot_cores: tuple = ()           # where the matcher's forked snapshot writer may run
+    preset: str | None = None
+
+    def __post_init__(self) -> None:
+        check_run_id(self.run_id)
+        _require(self.producers >= 0 and self.clients >= 0 and self.producers + self.clients >= 1,
+                 "--producers and --clients", f"{self.producers} and {self.clients}: at least one producer slot is needed")
+        _require(self.symbols >= 1, "--symbols", f"{self.symbols}: must be >= 1")
+        _require(self.capacity >= 1, "--capacity", f"{self.capacity}: must be >= 1")
+        _require(self.orders is None or self.orders >= 0, "--orders", f"{self.orders}: must be >= 0")
+        _require(self.duration is None or self.duration > 0, "--duration", f"{self.duration}: must be > 0 s")
+        _require(self.rate is None or self.rate > 0, "--rate", f"{self.rate}: must be > 0 orders/s")
+        _require(self.durability in DURABILITY, "--durability", f"{self.durability!r}: one of {', '.join(DURABILITY)}")
+        _require(self.snapshot_every >= 0, "--snapshot-every", f"{self.snapshot_every}: must be >= 0")
+        _require(self.max_restarts >= 0, "--restarts", f"{self.max_restarts}: must be >= 0")
+        _require(self.restart_window_s > 0, "--restart-window", f"{self.restart_window_s}: must be > 0 s")
+        _require(self.segment_bytes is None or self.segment_bytes > 0, "--segment-bytes",
+                 f"{self.segment_bytes}: must be > 0")
+        _require(self.preset is None or self.preset in PRESETS, "--preset",
+                 f"{self.preset!r}: one of {', '.join(PRESETS)}")
+        for name in ("ring_in", "ring_rep", "ring_journal", "ring_out"):
+            v = getattr(self, name)
+            _require(v >= 2 and v & (v - 1) == 0, name, f"{v}: must be a power of two >= 2")
+        from shmex.engine import registry
+        from shmex.ring.wait import resolve as resolve_wait   # numba: not at `shmex --help`
+
+        known = registry.default_waits()
+        for role, strat in self.wait.items():
+            _require(role in known, "--wait", f"{role}={strat}: ROLE one of {', '.join(known)}")
+            try:                     # a bad name stops the launch here, not a child later
+                resolve_wait(strat)
+            except UsageError as e:
+                raise UsageError(f"--wait {role}={strat}: {e}") from None
+        object.__setattr__(self, "wait", {**known, **self.wait})
+        object.__setattr__(self, "snapshot_cores", tuple(int(c) for c in self.snapshot_cores))
+
+    # -- derived ---------------------------------------------------------------------------
+    @property
+    def producer_slots(self) -> int:
+        """Input/report ring pairs: load producers first, then client slots."""
+        return self.producers + self.clients
+
+    @property
+    def book(self) -> dict:
+        return book_config(self.symbols, self.capacity)
+
+    @property
+    def orders_per_producer(self) -> list[int]:
+        """Each load producer's share of `orders` (-1: no count; it sends until stopped)."""
+        n, k = self.orders, self.producers
+        if n is None:
+            return [-1] * k
+        return [n // k + (1 if i < n % k else 0) for i in range(k)]
+
+    # -- conversions -----------------------------------------------------------------------
+    def replace(self, **changes) -> "EngineConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["snapshot_cores"] = list(self.snapshot_cores)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EngineConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise UsageError(f"engine config: unknown field(s) {', '.join(unknown)}")
+        return cls(**d)
+
+    @classmethod
+    def from_args(cls, args) -> "EngineConfig":
+        """`shmex launch` / `shmex drill` flags: a flag left at None takes the preset's
+        value, then the field's default."""
+        preset = PRESETS.get(args.preset, {}) if getattr(args, "preset", None) else {}
+        if getattr(args, "preset", None) and args.preset not in PRESETS:
+            raise UsageError(f"--preset {args.preset!r}: one of {', '.join(PRESETS)}")
+
+        def pick(flag: str, key: str | None = None):
+            v = getattr(args, flag, None)
+            key = key or flag
+            if v is not None:
+                return v
+            if key in preset:
+                return preset[key]
+            return _DEFAULTS[key]
+
+        orders, duration = getattr(args, "orders", None), getattr(args, "duration", None)
+        if orders is None and duration is None:       # the run's length: flags, else the preset's
+            orders, duration = preset.get("orders"), preset.get("duration")
+        producers = int(pick("producers"))
+        if orders is None and duration is None and producers > 0:
+            orders = DEMO_ORDERS
+        wait = {}
+        for item in (getattr(args, "wait", None) or "").split(","):
+            if item:
+                role, _, strat = item.partition("=")
+                if not role or not strat:
+                    raise UsageError(f"--wait {item!r}: want ROLE=STRATEGY")
+                wait[role] = strat
+        publisher = getattr(args, "publisher", None)
+        return cls(
+            run_id=check_run_id(args.name) if getattr(args, "name", None) else new_run_id(),
+            data_dir=os.path.abspath(getattr(args, "data_dir", None) or DEFAULT_DIR),
+            producers=producers, clients=int(pick("clients")), symbols=int(pick("symbols")),
+            capacity=int(pick("capacity")), orders=orders, duration=duration, rate=pick("rate"),
+            durability=pick("durability"), seed=int(pick("seed")),
+            snapshot_every=int(pick("snapshot_every")),
+            publisher_inline=(publisher == "inline") if publisher else _DEFAULTS["publisher_inline"],
+            cid_base=(int(time.time()) & 0xFFFFFFF) << 32, wait=wait,
+            max_restarts=int(pick("restarts", "max_restarts")),
+            restart_window_s=float(pick("restart_window", "restart_window_s")),
+            segment_bytes=getattr(args, "segment_bytes", None),
+            standby=not getattr(args, "no_standby", False), preset=getattr(args, "preset", None),
+        )
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(EngineConfig)
+             if f.default is not dataclasses.MISSING}
+
+
+def _require(ok: bool, flag: str, what: str) -> None:
+    if not ok:
+        raise UsageError(f"{flag} {what}")
