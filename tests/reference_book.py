@@ -105,6 +105,8 @@ class ReferenceBook:
         if qty <= 0:
             return self.reject(c, Reason.BAD_QTY, out)
         is_limit = otype == OrderType.LIMIT
+        if not is_limit and tif == Tif.POST_ONLY:
+            return self.reject(c, Reason.BAD_FIELD, out)
         if is_limit and not self.in_band(price):
             return self.reject(c, Reason.PRICE_BAND, out)
         key = (int(c["producer"]), int(c["client_id"]))
@@ -118,7 +120,7 @@ class ReferenceBook:
         if rests and len(self.orders) >= self.capacity:
             return self.reject(c, Reason.BOOK_FULL, out)
         self.report(out, ReportKind.ACK, 0, side, 0, key[0], 0, sym, price, qty, qty, key[1], 0, True)
-        if is_limit and tif == Tif.FOK:
+        if tif == Tif.FOK:
             available = sum(o.leaves for o in opposite if self.crosses(side, limit, o.price))
             if available < qty:
                 return self.report(out, ReportKind.EXPIRED, 0, side, 0, key[0], 0, sym, price, qty,

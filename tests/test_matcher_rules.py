@@ -338,3 +338,28 @@ def test_replace_under_cancel_oldest_uses_the_orders_account_and_may_cancel_many
     assert (r["reason"][1:] == Reason.SELF_TRADE).all()
     assert m.resting().tolist() == [(0, BUY, 60, 0, 0, 1, 7)]
     assert check_book(m) == []
+
+
+def test_market_post_only_is_rejected_as_a_bad_field():
+    from shmex.matcher import Matcher
+    from shmex.schema import R_REJECTED, RS_BAD_FIELD, OrderType, Side, Tif
+
+    m = Matcher(symbols=1, price_lo=1, price_hi=200, capacity=64)
+    m.submit(Side.SELL, 100, 5, client_id=1)
+    r = m.submit(Side.BUY, 0, 5, client_id=2, order_type=OrderType.MARKET, tif=Tif.POST_ONLY)
+    assert [(int(x["kind"]), int(x["reason"])) for x in r] == [(R_REJECTED, RS_BAD_FIELD)]
+    assert len(m.resting()) == 1
+
+
+def test_market_fok_is_all_or_nothing():
+    from shmex.matcher import Matcher
+    from shmex.schema import R_ACK, R_EXPIRED, R_FILL, OrderType, Side, Tif
+
+    m = Matcher(symbols=1, price_lo=1, price_hi=200, capacity=64)
+    m.submit(Side.SELL, 100, 3, client_id=1)
+    r = m.submit(Side.BUY, 0, 10, client_id=2, order_type=OrderType.MARKET, tif=Tif.FOK)
+    assert [int(x["kind"]) for x in r] == [R_ACK, R_EXPIRED]      # 3 of 10 available: nothing trades
+    assert len(m.resting()) == 1
+    r = m.submit(Side.BUY, 0, 3, client_id=3, order_type=OrderType.MARKET, tif=Tif.FOK)
+    assert [int(x["kind"]) for x in r] == [R_ACK, R_FILL, R_FILL]
+    assert len(m.resting()) == 0

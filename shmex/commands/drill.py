@@ -417,7 +417,7 @@ def main(args) -> int:
             if k["t_ready"] is not None:
                 outages.append((k["t_kill"], k["t_ready"]))
         wall = time.monotonic() - t0
-        doc = _check(cfg, out, killer, args, wall, load_hash, L, PREFIX, SHM_DIR)
+        doc = _check(cfg, out, killer, args, wall, load_hash, PREFIX, SHM_DIR)
         doc["machine"] = describe()
     finally:
         if tmp is not None:
@@ -429,7 +429,7 @@ def main(args) -> int:
     return 0 if doc["passed"] else 1
 
 
-def _check(cfg, out, killer, args, wall, load_hash, L, PREFIX, SHM_DIR) -> dict:
+def _check(cfg, out, killer, args, wall, load_hash, PREFIX, SHM_DIR) -> dict:
     import numpy as np
 
     from shmex.recovery import recover as recovery
@@ -443,7 +443,6 @@ def _check(cfg, out, killer, args, wall, load_hash, L, PREFIX, SHM_DIR) -> dict:
         problems.append(killer.error)
     if len(killer.kills) < args.kills:
         problems.append(f"only {len(killer.kills)} of {args.kills} kills were done")
-    P = cfg.producers + cfg.clients
     base = int(ctl[cells.RUN_BASE_SEQ]) if ctl is not None else 0
     prods, pseqs = _wal_pairs(data, base)
     key = prods * (1 << 40) + pseqs

@@ -100,11 +100,11 @@ class EngineConfig:
 
         known = registry.default_waits()
         for role, strat in self.wait.items():
-            _require(role in known, "--wait", f"{role}={strat}: ROLE one of {', '.join(known)}")
+            _require(role in known, "--wait", f"{role + '=' + strat!r}: ROLE one of {', '.join(known)}")
             try:                     # a bad name stops the launch here, not a child later
                 resolve_wait(strat)
             except UsageError as e:
-                raise UsageError(f"--wait {role}={strat}: {e}") from None
+                raise UsageError(f"--wait {role + '=' + strat!r}: {e}") from None
         object.__setattr__(self, "wait", {**known, **self.wait})
         object.__setattr__(self, "snapshot_cores", tuple(int(c) for c in self.snapshot_cores))
 

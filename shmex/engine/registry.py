@@ -53,12 +53,13 @@ class RoleSpec:
     restart_cfg: Callable | None = None     # (cfg, restarts) -> cfg for the successor
     drill: dict = field(default_factory=dict)   # drill target name -> fault kind
     rings: Callable | None = None      # cfg -> [(ring role, dtype, capacity)] the supervisor creates
+    numbered: bool = False             # processes are named name-k (several of the role)
 
     def slot_count(self, cfg) -> int:
         return int((self.slots or self.processes)(cfg))
 
-    def process_name(self, index: int, cfg) -> str:
-        return self.name if self.slot_count(cfg) <= 1 and index == 0 and self.slots is None else f"{self.name}-{index}"
+    def process_name(self, index: int) -> str:
+        return f"{self.name}-{index}" if self.numbered else self.name
 
 
 # -- the engine's own roles -------------------------------------------------------------
@@ -107,7 +108,8 @@ BUILTIN: tuple[RoleSpec, ...] = (
              on_restart=_reset_pub_done, drill={"publisher": KILL}),
     RoleSpec("producer", "shmex.roles.producer", rank=3,
              processes=lambda cfg: cfg.producers, slots=lambda cfg: cfg.producer_slots,
-             restart_cfg=_fresh_client_ids, drill={"producer": KILL}, rings=_producer_rings),
+             restart_cfg=_fresh_client_ids, drill={"producer": KILL}, rings=_producer_rings,
+             numbered=True),
 )
 
 
@@ -171,7 +173,7 @@ def slot_table(cfg) -> list[Process]:
     out, slot = [], 0
     for s in roles():
         for i in range(s.slot_count(cfg)):
-            out.append(Process(s, i, slot, s.process_name(i, cfg)))
+            out.append(Process(s, i, slot, s.process_name(i)))
             slot += 1
     return out
 

@@ -10,14 +10,14 @@ Contract:
 
 Fill semantics (what a user can rely on):
 - A NEW is checked in this order, and the first failing check is its only answer:
-  BAD_FIELD (side/type/tif/stp), UNKNOWN_SYMBOL, BAD_QTY (qty <= 0), PRICE_BAND (LIMIT
+  BAD_FIELD (side/type/tif/stp; a MARKET order that is POST_ONLY), UNKNOWN_SYMBOL, BAD_QTY (qty <= 0), PRICE_BAND (LIMIT
   outside the band), DUPLICATE_ID (its (producer, client_id) is live),
   POST_ONLY_WOULD_CROSS, BOOK_FULL (a GTC or POST_ONLY limit while the arena is full).
 - Accepted: one ACK, then it trades while it crosses; each fill gives the taker's FILL
   then the maker's, `leaves` being each owner's remaining quantity.
 - The remainder rests (LIMIT GTC, POST_ONLY) or is EXPIRED (MARKET whatever its tif, IOC,
-  and FOK; a FOK that cannot fill in full at once, counting every crossing quantity
-  before self-trade prevention, trades nothing).
+  and FOK). FOK is all or nothing, LIMIT and MARKET alike: one that cannot fill in full at
+  once, counting every crossing quantity before self-trade prevention, trades nothing.
 - Self-trade prevention when the incoming account != 0 equals the resting account, by the
   incoming stp: CANCEL_NEWEST cancels the taker; CANCEL_OLDEST the resting order and goes
   on; CANCEL_BOTH both; DECREMENT takes the smaller quantity off both without a trade

@@ -335,6 +335,8 @@ def _new(b, out, n, c):
     lo = b.cfg[C_LO]
     price = np.int64(c.price)
     limit = c.order_type == LIMIT
+    if not limit and c.tif == POST_ONLY:       # a market order always takes: never post-only
+        return _reject(out, n, c, RS_BAD_FIELD)
     if limit and (price < lo or price - lo >= b.cfg[C_NTICKS]):
         return _reject(out, n, c, RS_PRICE_BAND)
     prod = np.int64(c.producer)
@@ -356,7 +358,7 @@ def _new(b, out, n, c):
         return _reject(out, n, c, RS_BOOK_FULL)
     n = _emit(out, n, R_ACK, RS_NONE, side, LIQ_NONE, prod, 0, sym, price, qty, qty, cid,
               np.uint64(0), c.seq, c.pseq, c.sent_ns)
-    if limit and c.tif == FOK and _crossing_qty(b, side, obk, lt, qty) < qty:
+    if c.tif == FOK and _crossing_qty(b, side, obk, lt, qty) < qty:   # all or nothing, market too
         return _emit(out, n, R_EXPIRED, RS_NONE, side, LIQ_NONE, prod, 0, sym, price, qty, 0, cid,
                      np.uint64(0), c.seq, c.pseq, c.sent_ns)
     n, rem, stopped = _take(b, out, n, c, side, prod, cid, np.int64(c.account), np.int64(c.stp),

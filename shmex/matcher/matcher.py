@@ -50,7 +50,8 @@ class Matcher:
     def process_into(self, commands: np.ndarray, stamp: bool = True) -> np.ndarray:
         """Like process()/apply(), but returns a view of the matcher's own report buffer,
         valid until the next call: no allocation once the buffer has grown to fit."""
-        return self._out[:self._run(commands, stamp)]
+        n = self._run(commands, stamp)   # may replace self._out with a larger buffer
+        return self._out[:n]
 
     def _run(self, commands: np.ndarray, stamp: bool) -> int:
         if not isinstance(commands, np.ndarray) or commands.dtype != COMMAND:

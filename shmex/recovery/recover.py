@@ -7,14 +7,12 @@ would hold commands that were never durable (never acknowledged).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 
-from shmex.errors import CannotOpen, CorruptRecord, ShmexError
+from shmex.errors import CannotOpen, CorruptRecord
 from shmex.snapshot import store
 from shmex.wal import layout as wal_layout
 from shmex.wal import manifest

@@ -8,10 +8,8 @@ snapshot's checksum and state hash. Prints each finding; exit 0 clean, 1 corrupt
 
 from __future__ import annotations
 
-import json
 import os
-import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from shmex.errors import CannotOpen, CorruptRecord
 from shmex.wal import layout as wal_layout

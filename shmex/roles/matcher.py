@@ -421,6 +421,8 @@ def _remove_dead_scratch(parent: str) -> None:
     """Scratch logs of standbys killed while warming (``shmex-standby-<pid>-*``, pid gone)."""
     import shutil
 
+    import psutil
+
     for name in os.listdir(parent):
         if not name.startswith(SCRATCH_PREFIX):
             continue
