@@ -4,10 +4,11 @@
     shmex launch --producers 2 --duration 10 --rate 100000 --durability group \\
                  --json run.json --hgrm run.hgrm --plot run.png
 
-Exit status: 0 the load ran and every check passed; 130 stopped by SIGINT, 143 by
-SIGTERM (a clean stop in both cases: rings drained, WAL sealed, final snapshot, no
-segment left); 1 a process died or a check failed (the message names it); 2 bad usage
-or the data directory cannot be used.
+Exit status: 0 the load ran and every check passed, or a stop asked for by SIGINT or
+SIGTERM drained cleanly (rings drained, WAL sealed, final snapshot, no segment left; the
+summary's status says "interrupted" or "terminated"); 1 a process died or a check failed
+(the message names it), also when an asked-for stop did not drain cleanly; 2 bad usage or
+the data directory cannot be used.
 
 The data directory keeps its log across launches: a launch on a directory with a log
 recovers the book from its newest snapshot and WAL and continues the sequence

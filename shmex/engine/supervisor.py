@@ -494,7 +494,7 @@ class Supervisor:
             out.leaked = self._release_segments()
         if out.status == "ok" and self._signal is not None:
             out.status = "interrupted" if self._signal == signal.SIGINT else "terminated"
-            out.exit_code = 130 if self._signal == signal.SIGINT else 143
+            out.exit_code = 0      # an asked-for stop that drained cleanly is a success
             out.reason = f"stopped by {signal.Signals(self._signal).name}"
         return out
 
