@@ -1,5 +1,5 @@
 """Recovery: the newest valid snapshot + the WAL after it -> the matcher a never-crashed
-engine would hold. Also the ``shmex replay DIR [--until SEQ] [--json PATH]`` verb.
+engine would hold (what ``shmex replay``, `shmex.commands.replay`, runs).
 
 A snapshot is used only if the intact log reaches its seq: a snapshot ahead of the log
 would hold commands that were never durable (never acknowledged).
@@ -7,14 +7,12 @@ would hold commands that were never durable (never acknowledged).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 
-from shmex.errors import CannotOpen, CorruptRecord, ShmexError
+from shmex.errors import CannotOpen, CorruptRecord
 from shmex.snapshot import store
 from shmex.wal import layout as wal_layout
 from shmex.wal import manifest

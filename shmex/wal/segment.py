@@ -181,9 +181,6 @@ class MappedSegment:
             return f"segment file is {self.file_bytes} bytes, header says {self.size_bytes} (extended)"
         return None
 
-    def offset_of(self, word_pos: int) -> int:
-        return int(word_pos) * 8
-
     def close(self) -> None:
         # drop the reference; the mapping closes with the last view of it (closing it
         # explicitly would raise while a caller still holds a slice)
