@@ -239,12 +239,12 @@ def test_producer_blocked_on_full_ring_is_woken(shm_run):
 
 def test_ring_bench_smoke_verifies():
     """The benchmark's kernels move and verify records (figures are not asserted)."""
-    from shmex.bench import ring_bench as rb
-    rb._compile()
+    from shmex.bench import ring_bench
+    ring_bench._compile()
     cpus = sorted(os.sched_getaffinity(0))
     cores = [cpus[0], cpus[-1]]
-    assert rb.run_throughput(20_000, 64, cores, 100)["msgs_per_s"] > 0
-    assert rb.run_throughput(5_000, 1, cores, 100, capacity=2)["msgs_per_s"] > 0
-    assert rb.run_chain(20_000, 64, [cores[0], cores[1], cores[0]], 100)["msgs_per_s"] > 0
-    lat = rb.run_pingpong(500, cores, 0, 50)["latency_ns"]
+    assert ring_bench.run_throughput(20_000, 64, cores, 100)["msgs_per_s"] > 0
+    assert ring_bench.run_throughput(5_000, 1, cores, 100, capacity=2)["msgs_per_s"] > 0
+    assert ring_bench.run_chain(20_000, 64, [cores[0], cores[1], cores[0]], 100)["msgs_per_s"] > 0
+    lat = ring_bench.run_pingpong(500, cores, 0, 50)["latency_ns"]
     assert lat["samples"] == 450 and lat["p50"] > 0

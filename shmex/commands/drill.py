@@ -55,7 +55,7 @@ from shmex.engine import cells, registry
 
 
 STANDBY = "standby"       # the supervisor's warm spare: not a role, a drill target of its own
-STANDBY_WAIT_S = 120.0   # ~3 s here; generous for a loaded CI box (nice 19 warm-up)
+STANDBY_WAIT_S = 120.0   # generous for a loaded CI box (the standby warms up at nice 19)
 SAMPLE_S = 0.01            # throughput sampling period
 WINDOW_S = 0.25            # throughput window
 BEFORE_S = 2.0             # pre-kill level: the windows in this span before the kill

@@ -2,8 +2,6 @@
 
 - `Ctl` wraps the control segment's int64 cells (`layout`); flags and cursors go
   through acquire loads and release stores (the ring's `_load`/`_store` kernels).
-- `publish_all` is back-pressure with an exit: it waits for ring space in slices and
-  gives up (Aborted) when the supervisor aborts or this process's parent is gone.
 - `Backoff` is the idle strategy for loops that wait on several things at once (the
   matcher waits on N input rings and the durable seq): poll, then sched_yield, then
   nap; it skips the polling phase when the process shares its core (a spinner would
@@ -18,7 +16,7 @@ import time
 
 import numpy as np
 
-from shmex.errors import RingFull, ShmexError
+from shmex.errors import ShmexError
 from shmex.engine import cells
 from shmex.ring import _kernels as ring_kernels
 from shmex.shm.segment import Segment
@@ -123,17 +121,6 @@ class ProcessSlot:
         c.store(cells.proc_cell(self.slot, cells.P_WALL_NS), time.monotonic_ns() - self._wall0)
         c.store(cells.proc_cell(self.slot, cells.P_RSS), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
         c.store(cells.proc_cell(self.slot, cells.P_DONE), 1)
-
-
-def publish_all(ring, records: np.ndarray, ctl: Ctl) -> None:
-    """Publish every record, waiting for space in slices; Aborted if the run is aborted."""
-    done, n = 0, len(records)
-    while done < n:
-        try:
-            done += ring.publish(records[done:], wait=True, timeout_s=0.05)
-        except RingFull as e:
-            done += e.published
-            ctl.check(every_ns=0)
 
 
 class Backoff:

@@ -2,8 +2,9 @@
 
 Buckets (about 1.6% wide: 64 sub-buckets per power of two, exact below 128 ns)::
 
-    v < 128              bucket v
-    2^e <= v < 2^(e+1)   bucket 128 + (e - 7) * 64 + (v >> (e - 6)) - 64,  e = 7 .. 42
+    v < 128              bucket v (v <= 0: bucket 0)
+    2^e <= v < 2^(e+1)   bucket 128 + (e - 7) * 64 + (v >> (e - 6)) - 64,  e = 7 .. 41
+    v >= 2^42            bucket NBUCKETS - 1 (overflow; the row of e = 42 holds nothing else)
 
 Each producer owns one row of the shared histogram segment and is its only writer; the
 supervisor reads rows (a torn read costs one sample) and merges them with `to_hdr`.
@@ -154,10 +155,11 @@ def percentile_of_counts(counts: np.ndarray, pct: float) -> int:
 
 
 def to_hdr(counts: np.ndarray):
-    """An HdrHistogram (1 ns .. 1 hour, 3 significant digits) of summed bucket counts."""
+    """An HdrHistogram (3 significant digits) of summed bucket counts. Its range holds
+    every bucket's value, the overflow bucket's too: no sample is dropped."""
     from hdrh.histogram import HdrHistogram
 
-    h = HdrHistogram(1, 3_600_000_000_000, 3)
+    h = HdrHistogram(1, int(bucket_values()[-1]), 3)
     c = counts if counts.ndim == 1 else counts.sum(axis=0)
     vals = bucket_values(len(c))
     for i in np.nonzero(c)[0]:

@@ -1,7 +1,7 @@
 """The warm standby: one spare engine child, already started, that takes a dead child's place.
 
 Most of a plain restart is a fresh Python process importing numpy/numba and loading its
-numba kernels from the on-disk cache (~0.6-1 s on a 2-core machine). A standby has done
+numba kernels from the on-disk cache. A standby has done
 all of that before anyone dies:
 
 - the supervisor starts it (``python -m shmex.engine.child --standby FD``) beside the

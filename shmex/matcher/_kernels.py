@@ -1,11 +1,11 @@
 """The match loop: numba kernels over the arrays of `book.Book`.
 
-Compilation choices, measured (reference workload, 1M commands, this 2-core EPYC):
+Compilation choices (their figures are in PERFORMANCE.md):
 - `_nrt=False`: no reference counting. Kernels never allocate; with NRT on, every call
-  that passes the Book increfs and decrefs its ~20 arrays (atomic ops): 4x slower.
+  that passes the Book increfs and decrefs its ~20 arrays (atomic ops).
 - `inline="always"` on every helper: a call that passes the Book flattens ~150 words of
-  array structs into arguments (~150 ns a call). Inlined: ~14M commands/s; only the
-  small helpers inlined: ~4M/s. The price is one long compile (~1 min), cached on disk.
+  array structs into arguments, a cost paid on every call. The price is one long
+  compile, cached on disk.
 
 Kernels return counts and status codes; business outcomes are REPORT records, never
 exceptions. Everything here is deterministic: no clock, no randomness, no hashing of

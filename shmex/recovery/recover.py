@@ -1,5 +1,5 @@
 """Recovery: the newest valid snapshot + the WAL after it -> the matcher a never-crashed
-engine would hold. Also the ``shmex replay DIR [--until SEQ] [--json PATH]`` verb.
+engine would hold (what ``shmex replay``, `shmex.commands.replay`, runs).
 
 A snapshot is used only if the intact log reaches its seq: a snapshot ahead of the log
 would hold commands that were never durable (never acknowledged).

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from shmex.engine import cells
-from shmex.schema import COMMAND, REPORT, commands
+from shmex.schema import REPORT, commands
 
 MATCHER_BATCH = 4096
 

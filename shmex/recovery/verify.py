@@ -1,9 +1,10 @@
-"""``shmex verify DIR [--json PATH]``: check a run directory's WAL, manifest and snapshots.
+"""Check a run directory's WAL, manifest and snapshots (what ``shmex verify``,
+`shmex.commands.verify`, runs).
 
 Checks every record CRC and seq, segment headers and continuity, that each manifest run
 matches its RUN_START / RUN_SEALED records (last seq, record count, digest), and every
-snapshot's checksum and state hash. Prints each finding; exit 0 clean, 1 corrupt,
-2 cannot open. Whatever the bytes, it answers with findings, never a traceback.
+snapshot's checksum and state hash. Whatever the bytes, it answers with findings
+(``corrupt`` ones mean exit 1), never a traceback.
 """
 
 from __future__ import annotations

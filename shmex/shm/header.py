@@ -56,7 +56,3 @@ def descr_text(dt: np.dtype | None) -> bytes:
     if len(text) > DESCR_BYTES:
         raise ValueError(f"dtype description is {len(text)} bytes; the header holds {DESCR_BYTES}")
     return text
-
-
-def round_up(n: int, to: int = CACHE_LINE) -> int:
-    return (n + to - 1) // to * to

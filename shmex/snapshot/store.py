@@ -36,7 +36,7 @@ MAGIC = b"SHMEXSNP"
 VERSION = 1
 HEADER_BYTES = 128
 KEEP = 3
-PAUSE_CHUNK = 64 << 10  # bytes compressed per call (between two pauses of a cooperative writer: ~20-50 us)
+PAUSE_CHUNK = 64 << 10  # bytes compressed per call (between two pauses of a cooperative writer: tens of us)
 LEVEL = 1  # zstd level: 1 compresses the sparse book arrays well and fast (recovery reads it)
 
 HEADER = np.dtype({
@@ -211,8 +211,8 @@ def load_state(path) -> tuple[SnapshotInfo, dict[str, np.ndarray]]:
 
 def _decompress_into(payload: bytes, out: np.ndarray) -> int:
     """Decompress into `out` (uint8); -> bytes produced, len(out) + 1 if there are more.
-    Streaming into a preallocated buffer is ~3x faster than ZstdDecompressor.decompress
-    for a 1M-order book (~110 MB, mostly zeros) and leaves the arrays writable."""
+    Streams into a preallocated buffer (not ZstdDecompressor.decompress, which returns a
+    new bytes object to copy out of) and leaves the arrays writable."""
     mv = memoryview(out)
     got = 0
     with zstandard.ZstdDecompressor().stream_reader(payload) as r:
@@ -228,7 +228,7 @@ def _decompress_into(payload: bytes, out: np.ndarray) -> int:
 
 # The payload before compression: an index, then each array's bytes at a 64-byte boundary.
 #   u32 index length | index (JSON list of [name, dtype descr, shape, offset]) | pad | arrays
-# (np.savez's zip container cost 80 ms more per load of a 1M-order book: one copy per array.)
+# (not np.savez: its zip container costs one copy per array on every load)
 
 def _layout(state: dict[str, np.ndarray]):
     """The packed form's parts: (arrays, offsets, prefix, total bytes). Packed = prefix
@@ -266,8 +266,8 @@ def _bytes_of(a: np.ndarray) -> memoryview:
 
 def _compress_packed(state: dict[str, np.ndarray], pause=None) -> tuple[int, bytes]:
     """(packed length, zstd of the packed form) without building the packed form: the
-    arrays go to the compressor straight from the book. Measured on a 1M-order arena
-    (100 MiB packed): building it first cost three copies of it and their page faults.
+    arrays go to the compressor straight from the book (building it first would cost
+    copies of the whole packed form and their page faults).
     ``pause``: called between chunks of PAUSE_CHUNK bytes (see `write_state`)."""
     arrays, offsets, prefix, total = _layout(state)
     c = zstandard.ZstdCompressor(level=LEVEL).compressobj(size=total)

@@ -56,8 +56,6 @@ REC_COMMAND = 1
 REC_RUN_START = 2
 REC_SNAPSHOT = 3
 REC_RUN_SEALED = 4
-REC_KIND_NAMES = {REC_COMMAND: "command", REC_RUN_START: "run-start",
-                  REC_SNAPSHOT: "snapshot-taken", REC_RUN_SEALED: "run-sealed"}
 
 SEGMENT_HEADER = np.dtype({
     "names": ["magic", "version", "header_bytes", "slot_bytes", "payload_bytes",

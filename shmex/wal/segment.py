@@ -2,9 +2,8 @@
 
 Preallocation writes real zeros (then fsync), not ``posix_fallocate``: fallocate leaves
 unwritten extents, and the first fdatasync over each of them must also commit the extent
-conversion through the ext4 journal. Measured on this machine (64 MiB segment, 80-byte
-records, one pwrite + one fdatasync per batch of 4096): 5.2M records/s over fallocated
-extents, 10.8M/s over written zeros.
+conversion through the ext4 journal, which makes appends over fallocated extents
+slower than over written zeros (figures in PERFORMANCE.md).
 """
 
 from __future__ import annotations
@@ -162,8 +161,8 @@ class MappedSegment:
         self.first_seq = int(self.header["first_seq"])
         self.run_id = bytes(self.header["run_id"])
         usable = min(size, self.size_bytes)
-        # a read-only map: the same page cache the writer's pwrite/mapping stores land in
-        # (MAP_POPULATE was tried: no faster for a scan, and it maps what a scan never reads)
+        # a read-only map: the same page cache the writer's pwrite/mapping stores land in;
+        # no MAP_POPULATE: it would map what a scan never reads
         n_words = usable // 8
         if n_words:
             with open(path, "rb") as f:
@@ -181,9 +180,6 @@ class MappedSegment:
         if self.file_bytes > self.size_bytes:
             return f"segment file is {self.file_bytes} bytes, header says {self.size_bytes} (extended)"
         return None
-
-    def offset_of(self, word_pos: int) -> int:
-        return int(word_pos) * 8
 
     def close(self) -> None:
         # drop the reference; the mapping closes with the last view of it (closing it
