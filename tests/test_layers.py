@@ -44,12 +44,7 @@ SAME_LAYER_ALLOWED = {   # (importer, imported)
     ("cli", "commands"),    # cli only parses and dispatches to the verbs' modules
     ("procs", "client"),    # shmex.procs.client: the deprecated alias of shmex.client
 }
-KNOWN_VIOLATIONS = {   # (module, imported package): why, and what would remove it
-    # resume reads DURABLE_SEQ / RUN_BASE_SEQ from the control segment (a running engine's
-    # Ctl): it is engine-time recovery; removed by moving the module up to engine/ or the
-    # control-cell layout (engine/cells.py) down below recovery/
-    ("shmex.recovery.resume", "engine"),
-}
+KNOWN_VIOLATIONS: set = set()   # (module, imported package) pairs that break the rule today: none
 
 ROLE_NAMES = ("matcher", "walwriter", "publisher", "producer")
 # The one engine module that may name roles: the role registry.

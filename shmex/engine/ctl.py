@@ -51,6 +51,16 @@ class Ctl:
         ring_kernels._store(self.a, i, int(v))
 
     @property
+    def durable_seq(self) -> int:
+        """DURABLE_SEQ: the highest seq the WAL holds as its mode demands."""
+        return self.load(cells.DURABLE_SEQ)
+
+    @property
+    def run_base_seq(self) -> int:
+        """RUN_BASE_SEQ: DURABLE_SEQ when this run's WAL writer first opened the log."""
+        return self.load(cells.RUN_BASE_SEQ)
+
+    @property
     def phase(self) -> int:
         return self.load(cells.PHASE)
 

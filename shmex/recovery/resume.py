@@ -35,7 +35,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shmex.engine import cells
 from shmex.schema import REPORT, commands
 
 MATCHER_BATCH = 4096
@@ -62,7 +61,7 @@ def wait_journal_durable(journal, ctl, timeout_s: float = 120.0) -> int:
             raise RuntimeError(f"the journal did not become durable within {timeout_s:.0f} s "
                                f"(released {journal.released_seq}, published {journal.published_seq})")
         time.sleep(0.0005)
-    return ctl.load(cells.DURABLE_SEQ)
+    return ctl.durable_seq
 
 
 def _record(ring, pos: int, dtype) -> np.void:
@@ -109,7 +108,7 @@ def resume_book(cfg, ctl, journal, out, in_caps: int) -> Resumed:
     t_durable = time.perf_counter()
     ph = {"durable_wait": (t_durable - t0) * 1e3, "snapshot_load": 0.0, "wal_replay": 0.0, "replayed": 0,
           "reemit": 0.0}
-    base = ctl.load(cells.RUN_BASE_SEQ)
+    base = ctl.run_base_seq
     data = cfg.data_dir
     c, j = out_tail(out, base)
     backlog = np.zeros(0, dtype=REPORT)
