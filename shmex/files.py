@@ -1,8 +1,15 @@
-"""File-system steps shared by the WAL and the snapshots."""
+"""File-system steps shared by the WAL and the snapshots.
+
+Order flow is private: every file shmex writes in a data directory is FILE_MODE (0600)
+and every directory it creates DIR_MODE (0700).
+"""
 
 from __future__ import annotations
 
 import os
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
 
 
 def fsync_dir(path) -> None:
@@ -12,3 +19,8 @@ def fsync_dir(path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def make_private_dir(path) -> None:
+    """Create `path` (and missing parents) as DIR_MODE; an existing one is left as it is."""
+    os.makedirs(path, mode=DIR_MODE, exist_ok=True)

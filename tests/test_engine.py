@@ -170,3 +170,26 @@ def test_child_sigkill_stops_the_engine_and_names_it(shm_run, tmp_path, victim):
     assert all(pr["exit"] is not None for pr in doc["processes"])       # nobody left running
     assert _segments(shm_run) == []
     assert _shmex("verify", str(data)).returncode == 0                  # what was logged is intact
+
+
+def test_data_files_are_private_and_a_duplicate_name_is_one_line(shm_run, tmp_path):
+    import stat
+
+    data = tmp_path / "data"
+    p = _start(shm_run, data, "--producers", "1", "--duration", "60", "--rate", "5000", tmp_path=tmp_path)
+    try:
+        _wait_running(p, tmp_path)
+        dup = _shmex("launch", "--name", shm_run, "--orders", "10", "--data-dir", str(tmp_path / "other"),
+                     "--quiet")
+        assert dup.returncode == 2
+        assert "Traceback" not in dup.stderr
+        assert f"--name {shm_run}: a run of that name is live" in dup.stderr
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=120)
+    assert p.returncode == 0
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    files = [f for f in data.rglob("*") if f.is_file()]
+    assert files and all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files), \
+        [(str(f), oct(stat.S_IMODE(f.stat().st_mode))) for f in files]
+    assert all(stat.S_IMODE(d.stat().st_mode) == 0o700 for d in data.rglob("*") if d.is_dir())

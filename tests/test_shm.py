@@ -263,3 +263,15 @@ def test_clean_incomplete_segment_respects_grace(monkeypatch):
             posix_ipc.unlink_shared_memory(name)
         except posix_ipc.ExistentialError:
             pass
+
+
+def test_attach_refuses_a_segment_owned_by_another_user(shm_run):
+    """Handing the segment to another uid needs root (as the suite runs here and in CI)."""
+    seg = Segment.create(shm_run, "owner", 64)
+    try:
+        os.chown(shm_path(seg.name), 4242, -1)
+        with pytest.raises(AttachError, match=rf"{seg.name}: owned by uid 4242, not this user"):
+            Segment.attach(seg.name)
+    finally:
+        seg.unlink()
+        seg.close()

@@ -384,6 +384,7 @@ def main(args) -> int:
         tmp = tempfile.mkdtemp(prefix="shmex-drill-")
         args.data_dir = tmp
     from shmex.engine.machine import describe
+    from shmex.files import make_private_dir
     from shmex.recovery.recover import remove_log
     from shmex.engine.ctl import load_hash
     from shmex.engine.supervisor import Supervisor
@@ -396,7 +397,7 @@ def main(args) -> int:
     try:
         cfg = _config(args)
         remove_log(cfg.data_dir)
-        os.makedirs(cfg.data_dir, exist_ok=True)
+        make_private_dir(cfg.data_dir)
         log(f"drill: run {cfg.run_id}, {args.kills} kills of {','.join(args.target_list)}, seed {args.seed}, "
             f">= {args.orders:,} orders at {args.rate:,.0f}/s, {args.producers} producers, durability "
             f"{args.durability}, data {cfg.data_dir}; warming up...")

@@ -83,13 +83,19 @@ def main(args) -> int:
     from shmex.engine.latency import write_hgrm, write_plot
     from shmex.engine.summary import print_summary, progress, result_doc
     from shmex.engine.supervisor import Supervisor
+    from shmex.files import make_private_dir
     from shmex.recovery.recover import remove_log
+    from shmex.shm.registry import list_runs
 
-
+    live = [r for r in list_runs() if r.run_id == cfg.run_id and r.alive]
+    if live:
+        print(f"launch: --name {cfg.run_id}: a run of that name is live ({live[0].why}); "
+              f"pick another name or stop it", file=sys.stderr)
+        return 2
     if args.fresh:
         remove_log(cfg.data_dir)
     try:
-        os.makedirs(cfg.data_dir, exist_ok=True)
+        make_private_dir(cfg.data_dir)
     except OSError as e:
         print(f"launch: cannot create data directory {cfg.data_dir}: {e.strerror}", file=sys.stderr)
         return 2

@@ -144,6 +144,9 @@ class Segment:
                 same = False
             if not same:
                 raise AttachError(f"{name}: removed while attaching (by `shmex clean` or its run's supervisor)")
+            if st.st_uid != os.geteuid():
+                raise AttachError(f"{name}: owned by uid {st.st_uid}, not this user ({os.geteuid()}): "
+                                  f"not a segment of our own run")
             size = st.st_size
             if size < HEADER_BYTES:
                 raise AttachError(f"{name}: {size} bytes, smaller than a shmex header ({HEADER_BYTES}): "

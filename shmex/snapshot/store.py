@@ -30,7 +30,7 @@ import zstandard
 
 from shmex.errors import CannotOpen, CorruptRecord, UsageError
 from shmex.crc import crc32c
-from shmex.files import fsync_dir
+from shmex.files import FILE_MODE, fsync_dir, make_private_dir
 
 MAGIC = b"SHMEXSNP"
 VERSION = 1
@@ -91,7 +91,7 @@ def write_state(snap_dir, state: dict[str, np.ndarray], seq: int, state_hash: st
     shares a core with the engine's yielding processes then holds it for tens of
     microseconds at a time, not for a scheduler tick (4 ms).
     """
-    os.makedirs(snap_dir, exist_ok=True)
+    make_private_dir(snap_dir)
     raw_bytes, payload = _compress_packed(state, pause)
     h = np.zeros(1, dtype=HEADER)
     h["magic"], h["version"], h["header_bytes"] = MAGIC, VERSION, HEADER_BYTES
@@ -103,7 +103,7 @@ def write_state(snap_dir, state: dict[str, np.ndarray], seq: int, state_hash: st
     h["header_crc"] = crc32c(h.tobytes()[:120])
     final = os.path.join(snap_dir, name_of(seq))
     tmp = os.path.join(snap_dir, f".{name_of(seq)}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     try:
         os.write(fd, h.tobytes())
         view = memoryview(payload)

@@ -14,7 +14,7 @@ import os
 
 from shmex.errors import CannotOpen, CorruptRecord
 from shmex.wal.layout import MANIFEST
-from shmex.files import fsync_dir
+from shmex.files import FILE_MODE, fsync_dir
 
 FORMAT = 1
 _RUN_KEYS = ("run_id", "started_ns", "config", "first_seq", "first_segment", "sealed")
@@ -63,7 +63,7 @@ def write(directory, doc: dict) -> None:
     p = path_of(directory)
     tmp = p + ".tmp"
     data = json.dumps(doc, indent=1, sort_keys=True).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     try:
         os.write(fd, data)
         os.fsync(fd)

@@ -17,7 +17,7 @@ import numpy as np
 from shmex.errors import CannotOpen, CorruptRecord
 from shmex.wal import layout as wal_layout
 from shmex.crc import crc32c
-from shmex.files import fsync_dir
+from shmex.files import FILE_MODE, fsync_dir
 
 _ZERO_CHUNK = bytes(1 << 20)
 
@@ -77,7 +77,7 @@ def create_spare(path) -> int:
     The caller zero-fills it with ``fill_spare`` in steps (spreading the cost over idle
     duty cycles), then calls ``finish_spare``.
     """
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, FILE_MODE)
 
 
 def fill_spare(fd: int, done: int, size_bytes: int, step: int = 1 << 20) -> int:

@@ -35,6 +35,7 @@ import time
 
 import numpy as np
 
+from shmex.files import FILE_MODE, make_private_dir
 from shmex.errors import CannotOpen, CorruptRecord, Halt, SchemaMismatch, UsageError
 from shmex.schema import COMMAND
 from shmex.wal import _kernels as wal_kernels
@@ -87,8 +88,8 @@ class WalWriter:
         self._halted: str | None = None
         self._closed = False
         try:
-            os.makedirs(self.directory, exist_ok=True)
-            self._lock_fd = os.open(os.path.join(self.directory, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+            make_private_dir(self.directory)
+            self._lock_fd = os.open(os.path.join(self.directory, LOCK_NAME), os.O_RDWR | os.O_CREAT, FILE_MODE)
         except OSError as e:
             raise CannotOpen(f"{self.directory}: cannot create WAL directory: {e.strerror}") from e
         try:
