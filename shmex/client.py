@@ -19,7 +19,12 @@
 - Reports of a command arrive only after it is durable in the WAL. Reports about this
   client's resting orders (maker fills) arrive whenever they happen: read them
   regularly; a full report ring stalls the engine's publisher until it is read.
-- Submitting while the engine stops raises EngineStopped; what it took is answered.
+- Submitting while the engine stops raises EngineStopped; what it took is answered. So
+  does a submit after the engine's supervisor died (within LIVENESS_S while it waits for
+  ring space): its message names the last pseq that had a report, where a resend to a
+  relaunched engine starts.
+- A submit that times out (RingFull) counts what went into the ring as sent: the next
+  command's pseq follows the last one published.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import psutil
 
-from shmex.errors import AttachError, ShmexError, UsageError
+from shmex.errors import AttachError, RingFull, ShmexError, UsageError
 from shmex.engine import cells
 from shmex.roles import producer_duty
 from shmex.engine.latency import NBUCKETS
@@ -71,11 +77,24 @@ def connect(name: str | None = None, *, timeout_s: float = 60.0, wait: str = "bl
             time.sleep(0.05)
 
 
+LIVENESS_S = 0.25   # a submit waiting for ring space checks the engine is alive this often
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (a killed supervisor its parent has not reaped)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 class Client:
     def __init__(self, run_id: str, *, wait: str = "block", deadline: float | None = None):
         self.run_id = run_id
+        self._cnt = None
         seg = Segment.attach(segment_name(run_id, "ctl"), layout="ctl")
         self._seg = seg
+        self._supervisor_pid = seg.info.creator_pid
         head = seg.view(0, np.int64, cells.PROC_BASE)
         producers, clients = int(head[cells.CFG_PRODUCERS]), int(head[cells.CFG_CLIENTS])
         proc_slots = int(head[cells.CFG_PROC_SLOTS])
@@ -122,9 +141,18 @@ class Client:
 
     # -- sending -----------------------------------------------------------------------------
     def _check_running(self) -> None:
+        """EngineStopped when the engine stops or its supervisor is gone (a killed
+        supervisor leaves PHASE as it was: its pid, in the control segment's header, tells)."""
         ph = int(ring_kernels._load(self._ctl, cells.PHASE))
         if ph >= cells.PH_STOPPING:
             raise EngineStopped(f"engine {self.run_id} is stopping")
+        if not _alive(self._supervisor_pid):
+            raise EngineStopped(f"engine {self.run_id}: its supervisor (pid {self._supervisor_pid}) is gone; "
+                                f"commands after pseq {self._pseq_acked()} may not be in its log")
+
+    def _pseq_acked(self) -> int:
+        """The last pseq of this slot that had a report (what a resend starts after)."""
+        return int(self._cnt[cells.C_LAST_ANSWERED]) if self._cnt is not None else 0
 
     def submit(self, records: np.ndarray, *, timeout_s: float | None = 10.0) -> np.ndarray:
         """Send COMMAND records (an array or one record); -> their pseq values."""
@@ -143,11 +171,24 @@ class Client:
         recs["sent_ns"] = np.where(recs["sent_ns"] == 0, now, recs["sent_ns"])
         recs["seq"] = 0
         recs["engine_ns"] = 0
-        self._in.publish(recs, wait=True, timeout_s=timeout_s)
-        self._pseq += n
-        self._cnt[cells.C_SENT] += n
-        if self._cnt[cells.C_FIRST_SENT_NS] == 0:
-            self._cnt[cells.C_FIRST_SENT_NS] = now
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        done = 0
+        try:
+            while done < n:   # in slices: a dead engine is noticed within LIVENESS_S
+                left = LIVENESS_S if deadline is None else min(LIVENESS_S, deadline - time.monotonic())
+                try:
+                    done += self._in.publish(recs[done:], wait=True, timeout_s=max(left, 0.0))
+                except RingFull as e:
+                    done += e.published
+                    self._check_running()
+                    if deadline is not None and time.monotonic() >= deadline:
+                        e.published = done
+                        raise
+        finally:   # what went into the ring is sent: the next pseq follows it
+            self._pseq += done
+            self._cnt[cells.C_SENT] += done
+            if done and self._cnt[cells.C_FIRST_SENT_NS] == 0:
+                self._cnt[cells.C_FIRST_SENT_NS] = now
         return recs["pseq"].copy()
 
     def new_order(self, side, price: int, qty: int, *, symbol: int = 0, order_type=LIMIT, tif=GTC,

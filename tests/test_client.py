@@ -59,3 +59,87 @@ def test_client_submits_cancels_and_reads(shm_run, tmp_path):
     doc = json.loads((tmp_path / "run.json").read_text())
     assert doc["orders"] == 6 and doc["last_seq"] == 6
     assert not [e for e in os.listdir(SHM_DIR) if e.startswith(f"{PREFIX}{shm_run}-")]
+
+
+def _launch_clients(shm_run, tmp_path, *extra):
+    err = open(tmp_path / "launch.err", "w")
+    return subprocess.Popen([sys.executable, "-m", "shmex.cli", "launch", "--name", shm_run, "--producers", "0",
+                             "--clients", "1", "--quiet", "--data-dir", str(tmp_path / "data"), *extra],
+                            stdout=subprocess.PIPE, stderr=err, text=True)
+
+
+def _matcher_pid(shm_run):
+    import psutil
+
+    from shmex.engine import cells, registry
+    from shmex.engine.ctl import Ctl
+
+    ctl = Ctl.attach(shm_run)
+    try:
+        from shmex.engine.config import EngineConfig
+        cfg = EngineConfig(run_id=shm_run, data_dir="/tmp/unused", producers=0, clients=1)
+        pid = int(ctl.a[cells.proc_cell(registry.slot_of(cfg, "matcher"), cells.P_PID)])
+    finally:
+        ctl.close()
+    return psutil.Process(pid)
+
+
+def test_a_submit_that_times_out_counts_what_it_published(shm_run, tmp_path):
+    """The matcher stopped: the input ring fills, submit times out with RingFull; the
+    records it did publish are sent, so the next command's pseq follows them."""
+    from shmex.errors import RingFull
+
+    p = _launch_clients(shm_run, tmp_path)
+    try:
+        with connect(shm_run, timeout_s=900) as c:
+            matcher = _matcher_pid(shm_run)
+            matcher.suspend()
+            try:
+                batch = np.zeros((1 << 16) + 100, dtype=COMMAND)
+                batch["kind"], batch["side"], batch["order_type"], batch["tif"] = K_NEW, Side.BUY, 1, 1
+                batch["client_id"] = np.arange(1, len(batch) + 1)
+                batch["price"], batch["qty"] = 5000, 1
+                try:
+                    c.submit(batch, timeout_s=1.0)
+                    raise AssertionError("the ring did not fill")
+                except RingFull as e:
+                    published = e.published
+                assert 0 < published < len(batch)
+            finally:
+                matcher.resume()
+            nxt = c.cancel(1)
+            assert nxt == published + 1
+            r = c.wait_answers([nxt], timeout_s=120)
+            assert nxt in set(int(x) for x in r["pseq"])
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=180)
+    assert p.returncode == 0, (tmp_path / "launch.err").read_text()
+
+
+def test_submit_raises_engine_stopped_once_the_supervisor_is_killed(shm_run, tmp_path):
+    from shmex.client import EngineStopped
+
+    p = _launch_clients(shm_run, tmp_path)
+    try:
+        with connect(shm_run, timeout_s=900) as c:
+            c.wait_answers([c.submit(_one_order(1))[0]], timeout_s=60)
+            p.send_signal(signal.SIGKILL)
+            p.wait(timeout=30)
+            try:
+                c.submit(_one_order(2))
+                raise AssertionError("submit went on after the supervisor died")
+            except EngineStopped as e:
+                assert "supervisor" in str(e) and "after pseq 1" in str(e)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        subprocess.run([sys.executable, "-m", "shmex.cli", "clean"], capture_output=True, timeout=60)
+
+
+def _one_order(cid):
+    c = np.zeros(1, dtype=COMMAND)
+    c["kind"], c["side"], c["order_type"], c["tif"] = K_NEW, Side.BUY, 1, 1
+    c["client_id"], c["price"], c["qty"] = cid, 5000, 1
+    return c
