@@ -143,3 +143,20 @@ def _one_order(cid):
     c["kind"], c["side"], c["order_type"], c["tif"] = K_NEW, Side.BUY, 1, 1
     c["client_id"], c["price"], c["qty"] = cid, 5000, 1
     return c
+
+
+def test_an_idle_engine_keeps_beating(shm_run, tmp_path):
+    """No load at all for several heartbeat bounds: every process still beats (its wait
+    loops do), so the watchdog restarts nothing."""
+    p = _launch_clients(shm_run, tmp_path, "--heartbeat-timeout", "0.5", "--json", str(tmp_path / "run.json"))
+    try:
+        with connect(shm_run, timeout_s=900) as c:
+            c.wait_answers([c.submit(_one_order(1))[0]], timeout_s=60)
+            time.sleep(3.0)
+            c.wait_answers([c.submit(_one_order(2))[0]], timeout_s=60)
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=180)
+    assert p.returncode == 0, (tmp_path / "launch.err").read_text()
+    doc = json.loads((tmp_path / "run.json").read_text())
+    assert doc["restarts"] == []

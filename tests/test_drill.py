@@ -91,3 +91,14 @@ def test_drill_durability_none_kills_the_wal_writer_and_matcher(tmp_path):
                     "--gap", "0.1", "0.3", "--seed", "7", "--no-wait-standby")
     _passed(r, doc)
     assert {k["target"] for k in doc["kills"]} == {"wal", "matcher", "torn"}
+
+
+def test_a_stopped_matcher_is_found_by_the_watchdog_and_restarted(tmp_path):
+    """SIGSTOP, not SIGKILL: the process lives but its heartbeat stops; the supervisor
+    kills it after --heartbeat-timeout and a successor resumes, nothing lost."""
+    r, doc = _drill(tmp_path, "--kills", "1", "--targets", "hang", "--orders", "10000", "--rate", "20000",
+                    "--heartbeat-timeout", "1", "--gap", "0.2", "0.3", "--seed", "6")
+    _passed(r, doc)
+    assert [k["target"] for k in doc["kills"]] == ["hang"]
+    assert doc["restarts"][0]["name"] == "matcher"
+    assert doc["restarts"][0]["reason"].startswith("hung: no heartbeat for")

@@ -18,7 +18,9 @@ never by name. ``producer`` kills one load producer: the supervisor restarts it 
 new process continues its pseq from its input ring (new client ids); the other
 producers are not touched. ``snapshot`` kills the matcher while its forked snapshot
 writer is running (falls back to any moment after 5 s). ``walwriter`` (alias ``wal``)
-kills the WAL writer. ``torn`` stops the WAL writer
+kills the WAL writer. ``hang`` stops the matcher (SIGSTOP): alive, silent; the
+supervisor's watchdog must take it for hung after ``--heartbeat-timeout`` and restart
+it. ``torn`` stops the WAL writer
 (SIGSTOP), writes a torn record (garbage that fails its CRC) right after the last intact
 record of the log, then SIGKILLs it: its successor must cut that tail and go on.
 ``standby`` kills the supervisor's warm standby (`standby.py`): it must be replaced.
@@ -86,6 +88,8 @@ def add_arguments(p) -> None:
                    help="no warm standby: every restart spawns a fresh child")
     p.add_argument("--no-wait-standby", action="store_true",
                    help="kill without waiting for a ready standby (the kill may take the spawn path)")
+    p.add_argument("--heartbeat-timeout", type=float, default=2.0, metavar="S",
+                   help="the watchdog's bound (target hang: the stopped process is found after S seconds)")
     p.add_argument("--json", metavar="PATH")
     p.add_argument("--quiet", action="store_true")
 
@@ -99,6 +103,7 @@ def _config(args):
                             durability=args.durability, seed=args.seed,
                             snapshot_every=args.snapshot_every, capacity=1 << 20, publisher=None,
                             restarts=5, restart_window=10.0,   # a crash loop stops the drill
+                            heartbeat_timeout=args.heartbeat_timeout,
                             segment_bytes=args.segment_bytes, no_standby=args.no_standby)
     cfg = EngineConfig.from_args(ns).replace(orders=None)   # the drill says when to stop
     wanted = [registry.drill_targets()[t][0] for t in args.target_list if t != STANDBY]
@@ -171,7 +176,8 @@ class Killer(threading.Thread):
             at_seq = self._ctl(cells.MATCHER_SEQ)
             pid = ch.pid
             n_before = len(self.sup.restarts)
-            ch.popen.send_signal(signal.SIGKILL)    # by pid, through our Popen (never a reused pid)
+            # by pid, through our Popen (never a reused pid)
+            ch.popen.send_signal(signal.SIGSTOP if fault == registry.HANG else signal.SIGKILL)
             t_kill = time.monotonic()
             ev = self._wait_recovered(pid, n_before)
             if ev is None:

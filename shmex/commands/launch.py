@@ -66,6 +66,9 @@ def add_arguments(p) -> None:
                    help="restart a dead process at most N times per --restart-window "
                         "(default 5; 0: any death stops the engine)")
     p.add_argument("--restart-window", type=float, metavar="S", help="default 60")
+    p.add_argument("--heartbeat-timeout", type=float, metavar="S",
+                   help="a ready process whose heartbeat is older than S seconds is taken for hung "
+                        "(SIGSTOP, a stuck fsync): killed and restarted (default 10)")
     p.add_argument("--no-standby", action="store_true",
                    help="keep no warm standby process (a restart then spawns a fresh child)")
     p.add_argument("--segment-bytes", type=int, metavar="B", help="WAL segment size (default 64 MiB)")

@@ -20,7 +20,8 @@ processes sit on different 64-byte lines (8 cells per line)::
      42    publisher      DROPPED      reports to a destination nobody reads (a dead client)
      48..63 supervisor    config       producers, clients, symbols, band, capacity, go_ns,
                           run base seq (55), restarts (56), process slots S (57)
-     64 + 16 p            process p    READY, HEARTBEAT, DONE, PID, CPU_NS, WALL_NS, RSS;
+     64 + 16 p            process p    READY, HEARTBEAT (monotonic ns of its latest beat),
+                                       DONE, PID, CPU_NS, WALL_NS, RSS;
                                        cells 8..15 of the slot are the role's own
      64 + 16 S + 32 k     producer k   counters (below), written only by producer k
 

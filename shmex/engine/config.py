@@ -70,6 +70,7 @@ class EngineConfig:
     wait: dict = field(default_factory=dict)   # role -> wait strategy (missing: the role's default)
     max_restarts: int = 5                # restarts per role within restart_window_s (0: stop on a death)
     restart_window_s: float = 60.0
+    heartbeat_timeout_s: float = 10.0    # a READY process silent this long is hung: killed, restarted
     segment_bytes: int | None = None     # WAL segment size (None: the WAL's default)
     standby: bool = True                 # keep a warm spare process for restarts
     snapshot_cores: tuple = ()           # where the matcher's forked snapshot writer may run
@@ -88,6 +89,7 @@ class EngineConfig:
         _require(self.snapshot_every >= 0, "--snapshot-every", f"{self.snapshot_every}: must be >= 0")
         _require(self.max_restarts >= 0, "--restarts", f"{self.max_restarts}: must be >= 0")
         _require(self.restart_window_s > 0, "--restart-window", f"{self.restart_window_s}: must be > 0 s")
+        _require(self.heartbeat_timeout_s > 0, "--heartbeat-timeout", f"{self.heartbeat_timeout_s}: must be > 0 s")
         _require(self.segment_bytes is None or self.segment_bytes > 0, "--segment-bytes",
                  f"{self.segment_bytes}: must be > 0")
         _require(self.preset is None or self.preset in PRESETS, "--preset",
@@ -185,6 +187,7 @@ class EngineConfig:
             cid_base=(int(time.time()) & 0xFFFFFFF) << 32, wait=wait,
             max_restarts=int(pick("restarts", "max_restarts")),
             restart_window_s=float(pick("restart_window", "restart_window_s")),
+            heartbeat_timeout_s=float(pick("heartbeat_timeout", "heartbeat_timeout_s")),
             segment_bytes=getattr(args, "segment_bytes", None),
             standby=not getattr(args, "no_standby", False), preset=getattr(args, "preset", None),
         )

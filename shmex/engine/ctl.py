@@ -37,6 +37,7 @@ class Ctl:
         self.a = seg.view(0, np.int64, cells.ctl_cells(self.proc_slots, self.producers))
         self._ppid = os.getppid()
         self._checked_ns = 0
+        self.heartbeat_cell = -1          # set by this process's ProcessSlot
 
     @classmethod
     def attach(cls, run_id: str) -> "Ctl":
@@ -70,6 +71,8 @@ class Ctl:
         if now - self._checked_ns < every_ns:
             return
         self._checked_ns = now
+        if self.heartbeat_cell >= 0:      # every wait loop checks: an idle role still beats
+            self.a[self.heartbeat_cell] = now   # plain store: the watchdog reads it every ~20 ms
         if self.phase == cells.PH_ABORT:
             raise Aborted("the supervisor aborted the run")
         if os.getppid() != self._ppid:
@@ -103,8 +106,11 @@ class ProcessSlot:
         self._cpu0 = time.process_time_ns()
         self._wall0 = time.monotonic_ns()
         ctl.store(cells.proc_cell(slot, cells.P_PID), os.getpid())
+        ctl.heartbeat_cell = cells.proc_cell(slot, cells.P_HEARTBEAT)
+        self.beat()
 
     def ready(self) -> None:
+        self.beat()
         self.ctl.store(cells.proc_cell(self.slot, cells.P_READY), 1)
 
     def wait_go(self) -> None:
@@ -121,8 +127,10 @@ class ProcessSlot:
         self._wall0 = time.monotonic_ns()
 
     def beat(self) -> None:
+        """HEARTBEAT = now (monotonic ns): the supervisor's watchdog takes a READY process
+        whose heartbeat is older than its bound for hung (stopped, or stuck in a syscall)."""
         self._beats += 1
-        self.ctl.a[cells.proc_cell(self.slot, cells.P_HEARTBEAT)] = self._beats  # plain: informational
+        self.ctl.a[cells.proc_cell(self.slot, cells.P_HEARTBEAT)] = time.monotonic_ns()  # plain: one writer
 
     def finish(self) -> None:
         """Record CPU time, wall time since the start, and peak RSS; then DONE."""

@@ -31,6 +31,7 @@ ENV_EXTRA = "SHMEX_ROLES"
 KILL = "kill"                     # SIGKILL the process at a random instant
 KILL_IN_FORK = "kill_in_fork"     # SIGKILL it while a child it forked runs (the snapshot writer)
 KILL_TEAR_WAL = "kill_tear_wal"   # SIGKILL it, then write half a record after the log's end
+HANG = "hang"                     # SIGSTOP it: alive and silent, the supervisor's watchdog must act
 
 
 def _one(cfg) -> int:
@@ -98,7 +99,7 @@ def _producer_rings(cfg):
 
 BUILTIN: tuple[RoleSpec, ...] = (
     RoleSpec("matcher", "shmex.roles.matcher", rank=0, on_restart=_reset_pub_done_if_inline,
-             drill={"matcher": KILL, "snapshot": KILL_IN_FORK}, rings=_matcher_rings),
+             drill={"matcher": KILL, "snapshot": KILL_IN_FORK, "hang": HANG}, rings=_matcher_rings),
     # 'hybrid': yields between journal polls while commands keep coming, blocks once the
     # journal stayed empty for a while (mode none's duty kernel runs the spin and yield)
     RoleSpec("walwriter", "shmex.roles.walwriter", rank=1, wait="hybrid", starts_first=True,

@@ -83,6 +83,7 @@ class Child:
     restarts: int = 0
     sched_first: tuple | None = None   # (monotonic s, run-queue wait ns) at the first sample under load
     sched_last: tuple | None = None    # ... at the latest sample under load
+    hung_s: float = 0.0    # > 0: the watchdog killed it after this long without a heartbeat
 
     @property
     def runq_wait(self) -> tuple[float, float] | None:
@@ -346,12 +347,17 @@ class Supervisor:
             self._restart(dead, rc, now)
 
     def _restart(self, ch: Child, rc: int, now: float) -> None:
-        ev = {"name": ch.name, "role": ch.role, "pid": ch.pid, "reason": describe_status(rc),
+        reason = describe_status(rc)
+        if ch.hung_s:
+            reason = f"hung: no heartbeat for {ch.hung_s:.1f} s, killed by the watchdog"
+            ch.hung_s = 0.0
+        ev = {"name": ch.name, "role": ch.role, "pid": ch.pid, "reason": reason,
               "at_seq": int(self.ctl[cells.MATCHER_SEQ]), "durable_seq": int(self.ctl[cells.DURABLE_SEQ]),
               "died_s": now, "recovery_ms": None, "new_pid": 0, "path": "spawn", "ready_s": None}
         base = cells.proc_cell(ch.slot, 0)
         self.ctl[base + cells.P_READY] = 0
         self.ctl[base + cells.P_DONE] = 0
+        self.ctl[base + cells.P_HEARTBEAT] = 0
         if ch.spec.on_restart:
             ch.spec.on_restart(self.cfg, self.ctl)
         cfg = self.cfg
@@ -385,8 +391,27 @@ class Supervisor:
                       f"{ev['path']})",
                       file=sys.stderr, flush=True)
 
+    def _watchdog(self) -> None:
+        """SIGKILL every READY child whose heartbeat is older than the bound (it is hung:
+        stopped, or stuck in a syscall); its death is then handled like any other."""
+        if self.ctl is None or self.ctl[cells.PHASE] not in (cells.PH_RUNNING, cells.PH_STOPPING):
+            return
+        now = time.monotonic_ns()
+        bound = int(self.cfg.heartbeat_timeout_s * 1e9)
+        for ch in self.children:
+            base = cells.proc_cell(ch.slot, 0)
+            hb = int(self.ctl[base + cells.P_HEARTBEAT])
+            if (ch.popen.poll() is None and self.ctl[base + cells.P_READY] and not self.ctl[base + cells.P_DONE]
+                    and hb and now - hb > bound and ch.name not in self._recovering):
+                ch.hung_s = (now - hb) / 1e9
+                print(f"supervisor: {ch.name} (pid {ch.pid}): no heartbeat for {ch.hung_s:.1f} s "
+                      f"(bound {self.cfg.heartbeat_timeout_s:g} s): hung; killing it", file=sys.stderr, flush=True)
+                ch.popen.kill()
+                ch.popen.wait(timeout=10)
+
     def _dead(self, expected_done: bool) -> Child | None:
         """The first child that exited when it should not have."""
+        self._watchdog()
         for ch in self.children:
             rc = ch.popen.poll()
             if rc is None:
