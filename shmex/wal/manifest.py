@@ -4,7 +4,9 @@ Each run: ``run_id`` (32 hex), ``started_ns``, ``config`` (the matcher config),
 ``first_seq``, ``first_segment``, ``sealed``; a sealed run adds ``last_seq``,
 ``records`` (commands it wrote), ``digest`` (CRC32C chain over its command records,
 hex) and ``sealed_ns``. An unsealed run that is not the live one crashed.
-Every update is atomic: temp file, fsync, rename, directory fsync.
+Every update is atomic: temp file, fsync, rename, directory fsync. The file carries
+``crc32c``: the CRC32C of the rest of the document in its canonical form (sorted keys, no
+spaces); a manifest whose checksum does not match is corrupt, not trusted.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 
+from shmex.crc import crc32c
 from shmex.errors import CannotOpen, CorruptRecord
 from shmex.wal.layout import MANIFEST
 from shmex.files import FILE_MODE, fsync_dir
@@ -40,7 +43,17 @@ def read(directory) -> dict | None:
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CorruptRecord(p, getattr(e, "pos", 0), None, f"manifest is not valid JSON: {e}") from e
     _check(p, doc)
+    want = _checksum(doc)
+    if doc.get("crc32c") != want:
+        raise CorruptRecord(p, 0, None, f"manifest checksum {doc.get('crc32c')!r}, its content gives "
+                            f"{want!r}: edited or damaged")
+    del doc["crc32c"]
     return doc
+
+
+def _checksum(doc: dict) -> str:
+    body = {k: v for k, v in doc.items() if k != "crc32c"}
+    return f"{crc32c(json.dumps(body, sort_keys=True, separators=(',', ':')).encode()):08x}"
 
 
 def _check(p, doc) -> None:
@@ -62,10 +75,13 @@ def _check(p, doc) -> None:
 def write(directory, doc: dict) -> None:
     p = path_of(directory)
     tmp = p + ".tmp"
-    data = json.dumps(doc, indent=1, sort_keys=True).encode()
+    body = {k: v for k, v in doc.items() if k != "crc32c"}
+    data = json.dumps(dict(body, crc32c=_checksum(body)), indent=1, sort_keys=True).encode()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:                       # os.write may write less than asked
+            view = view[os.write(fd, view):]
         os.fsync(fd)
     finally:
         os.close(fd)
