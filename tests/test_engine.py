@@ -193,3 +193,28 @@ def test_data_files_are_private_and_a_duplicate_name_is_one_line(shm_run, tmp_pa
     assert files and all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files), \
         [(str(f), oct(stat.S_IMODE(f.stat().st_mode))) for f in files]
     assert all(stat.S_IMODE(d.stat().st_mode) == 0o700 for d in data.rglob("*") if d.is_dir())
+
+
+def test_fresh_refuses_the_directory_of_a_running_engine(shm_run, tmp_path):
+    data = tmp_path / "data"
+    p = _start(shm_run, data, "--producers", "1", "--duration", "60", "--rate", "5000", tmp_path=tmp_path)
+    try:
+        _wait_running(p, tmp_path)
+        before = sorted(f.name for f in data.iterdir())
+        r = _shmex("launch", "--fresh", "--orders", "10", "--data-dir", str(data), "--quiet")
+        assert r.returncode == 2 and "--fresh" in r.stderr and "holds" in r.stderr, r.stderr
+        assert sorted(f.name for f in data.iterdir()) == before
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=120)
+    assert p.returncode == 0
+    assert _shmex("verify", str(data)).returncode == 0
+
+
+def test_drill_refuses_a_directory_that_is_not_its_own(tmp_path):
+    data = tmp_path / "precious"
+    data.mkdir()
+    (data / "keep.txt").write_text("not the drill's")
+    r = _shmex("drill", "--kills", "1", "--data-dir", str(data), "--quiet")
+    assert r.returncode == 2 and "not a drill's directory" in r.stderr
+    assert (data / "keep.txt").read_text() == "not the drill's"

@@ -56,6 +56,7 @@ import time
 from shmex.engine import cells, registry
 
 
+DRILL_MARK = ".shmex-drill"   # marks a directory the drill made (and may empty again)
 STANDBY = "standby"       # the supervisor's warm spare: not a role, a drill target of its own
 STANDBY_WAIT_S = 120.0   # generous for a loaded CI box (the standby warms up at nice 19)
 SAMPLE_S = 0.01            # throughput sampling period
@@ -389,6 +390,11 @@ def main(args) -> int:
     if args.data_dir is None:
         tmp = tempfile.mkdtemp(prefix="shmex-drill-")
         args.data_dir = tmp
+    elif os.path.isdir(args.data_dir) and os.listdir(args.data_dir) and \
+            not os.path.exists(os.path.join(args.data_dir, DRILL_MARK)):
+        print(f"drill: --data-dir {args.data_dir}: not empty and not a drill's directory (no {DRILL_MARK}); "
+              f"the drill empties its directory, so give it an empty or a drill's one", file=sys.stderr)
+        return 2
     from shmex.engine.machine import describe
     from shmex.files import make_private_dir
     from shmex.recovery.recover import remove_log
@@ -404,6 +410,7 @@ def main(args) -> int:
         cfg = _config(args)
         remove_log(cfg.data_dir)
         make_private_dir(cfg.data_dir)
+        os.close(os.open(os.path.join(cfg.data_dir, DRILL_MARK), os.O_WRONLY | os.O_CREAT, 0o600))
         log(f"drill: run {cfg.run_id}, {args.kills} kills of {','.join(args.target_list)}, seed {args.seed}, "
             f">= {args.orders:,} orders at {args.rate:,.0f}/s, {args.producers} producers, durability "
             f"{args.durability}, data {cfg.data_dir}; warming up...")

@@ -96,7 +96,13 @@ def main(args) -> int:
               f"pick another name or stop it", file=sys.stderr)
         return 2
     if args.fresh:
-        remove_log(cfg.data_dir)
+        from shmex.errors import CannotOpen
+
+        try:
+            remove_log(cfg.data_dir)
+        except CannotOpen as e:
+            print(f"launch: --fresh: {e}", file=sys.stderr)
+            return 2
     try:
         make_private_dir(cfg.data_dir)
     except OSError as e:

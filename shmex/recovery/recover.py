@@ -118,10 +118,25 @@ def _check_snapshot_marks(m, end: ScanEnd) -> list[str]:
 
 
 def remove_log(data_dir: str) -> None:
-    """Remove a previous log from data_dir (only files shmex writes there)."""
+    """Remove a previous log from data_dir (only files shmex writes there), holding the WAL
+    writer's lock: CannotOpen, and nothing removed, while an engine writes that log."""
+    import fcntl
+
+    from shmex.files import FILE_MODE
+    from shmex.wal.writer import LOCK_NAME
+
     if not os.path.isdir(data_dir):
         return
-    for name in os.listdir(data_dir):
-        if wal_layout.parse_segment_name(name) is not None or name in (wal_layout.MANIFEST, wal_layout.SPARE_NAME):
-            os.unlink(os.path.join(data_dir, name))
-    shutil.rmtree(os.path.join(data_dir, wal_layout.SNAPSHOT_DIR), ignore_errors=True)
+    fd = os.open(os.path.join(data_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CannotOpen(f"{data_dir}: a running engine's WAL writer holds {LOCK_NAME}; "
+                             f"not removing its log") from None
+        for name in os.listdir(data_dir):
+            if wal_layout.parse_segment_name(name) is not None or name in (wal_layout.MANIFEST, wal_layout.SPARE_NAME):
+                os.unlink(os.path.join(data_dir, name))
+        shutil.rmtree(os.path.join(data_dir, wal_layout.SNAPSHOT_DIR), ignore_errors=True)
+    finally:
+        os.close(fd)     # releases the lock
