@@ -393,8 +393,10 @@ class Supervisor:
 
     def _watchdog(self) -> None:
         """SIGKILL every READY child whose heartbeat is older than the bound (it is hung:
-        stopped, or stuck in a syscall); its death is then handled like any other."""
-        if self.ctl is None or self.ctl[cells.PHASE] not in (cells.PH_RUNNING, cells.PH_STOPPING):
+        stopped, or stuck in a syscall); its death is then handled like any other. Only
+        while the load runs: the stop (a final snapshot, the seal) has its own bound,
+        STOP_TIMEOUT_S."""
+        if self.ctl is None or self.ctl[cells.PHASE] != cells.PH_RUNNING:
             return
         now = time.monotonic_ns()
         bound = int(self.cfg.heartbeat_timeout_s * 1e9)
