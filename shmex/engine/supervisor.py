@@ -543,11 +543,7 @@ class Supervisor:
             if cfg.producers and all(self.ctl[self.prod_cell(k, cells.C_SENDING_DONE)]
                                         for k in range(cfg.producers)):
                 break
-            if now - last_progress >= 1.0:
-                last_progress = now
-                self._sample()
-                if self.progress:
-                    self.progress(self, now - t0)
+            last_progress = self._tick(last_progress, now, t0)
             time.sleep(0.02)
         self.ctl[cells.PHASE] = cells.PH_STOPPING
         # the stop chain: every child leaves by itself
@@ -564,13 +560,18 @@ class Supervisor:
                 self.ctl[cells.PHASE] = cells.PH_ABORT
                 break
             now = time.monotonic()
-            if now - last_progress >= 1.0:
-                last_progress = now
-                self._sample()
-                if self.progress:
-                    self.progress(self, now - t0)
+            last_progress = self._tick(last_progress, now, t0)
             time.sleep(0.01)
         return self._dead(expected_done=True)
+
+    def _tick(self, last_progress: float, now: float, t0: float) -> float:
+        """Sample the children and show progress once a second; -> when it last did."""
+        if now - last_progress < 1.0:
+            return last_progress
+        self._sample()
+        if self.progress:
+            self.progress(self, now - t0)
+        return now
 
     def _fail(self, out: Outcome, dead: Child) -> None:
         rc = dead.popen.poll()

@@ -157,15 +157,20 @@ def resume_book(cfg, ctl, journal, out, in_caps: int) -> Resumed:
 
 def skip_logged(ring, producer_id: int, last: int, buf: np.ndarray) -> int:
     """Release the prefix of an input ring the WAL already holds (pseq <= last); -> count."""
-    skipped = 0
     if last <= 0:
         return 0
+    return _release_prefix(ring, buf, "pseq", last)
+
+
+def _release_prefix(ring, buf: np.ndarray, field: str, last: int) -> int:
+    """Release the ring's unreleased records whose `field` (increasing) is <= last; the
+    rest stay for the successor to read. -> records released."""
+    skipped = 0
     while True:
         n = ring.consume(buf, release=False)
         if n == 0:
             break
-        ps = buf["pseq"][:n].astype(np.int64)
-        k = int(np.searchsorted(ps, last, side="right"))
+        k = int(np.searchsorted(buf[field][:n].astype(np.int64), last, side="right"))
         ring.release(ring.released_seq + k)
         ring.rewind()
         skipped += k
@@ -176,19 +181,7 @@ def skip_logged(ring, producer_id: int, last: int, buf: np.ndarray) -> int:
 
 def skip_journal(journal, wal_last: int) -> int:
     """WAL writer restart: release journal records already in the log (seq <= wal_last)."""
-    buf = commands(1024)
-    skipped = 0
-    while True:
-        n = journal.consume(buf, release=False)
-        if n == 0:
-            break
-        k = int(np.searchsorted(buf["seq"][:n].astype(np.int64), wal_last, side="right"))
-        journal.release(journal.released_seq + k)
-        journal.rewind()
-        skipped += k
-        if k < n:
-            break
-    return skipped
+    return _release_prefix(journal, commands(1024), "seq", wal_last)
 
 
 def sync_old_segments(directory: str, keep: int = 2) -> None:

@@ -74,7 +74,7 @@ def run(cfg, ctl: Ctl, me, k: int) -> int:
         me.wait_go()
         t0 = time.monotonic_ns()
         if resume and cnt[cells.C_FIRST_SENT_NS]:
-            t0 = int(cnt[cells.C_FIRST_SENT_NS])   # the same open-loop schedule as before the restart
+            t0 = int(cnt[cells.C_FIRST_SENT_NS])   # a successor keeps its predecessor's open-loop schedule
         cnt[cells.C_FIRST_SENT_NS] = t0
         ds = np.zeros(producer_duty.DUTY_CELLS, dtype=np.int64)
         ds[producer_duty.D_GENERATED] = generated
