@@ -98,8 +98,8 @@ class Client:
         head = seg.view(0, np.int64, cells.PROC_BASE)
         producers, clients = int(head[cells.CFG_PRODUCERS]), int(head[cells.CFG_CLIENTS])
         proc_slots = int(head[cells.CFG_PROC_SLOTS])
+        P = producers + clients + int(head[cells.CFG_GATEWAYS])   # the gateway's slot comes last
         del head
-        P = producers + clients
         self._ctl = seg.view(0, np.int64, cells.ctl_cells(proc_slots, P))
         while ring_kernels._load(self._ctl, cells.PHASE) == cells.PH_STARTING:
             if deadline is not None and time.monotonic() > deadline:

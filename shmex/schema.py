@@ -33,8 +33,10 @@ REPORT (matcher -> publisher -> producer)::
     +-----+--------+-----------+------------------+---------+------+---------+
 
 ``pseq`` and ``sent_ns`` echo the command on reports about the order the command
-names (its ACK, its own fills, its EXPIRED...), and are 0 on reports about other
-orders (a maker's fill, a resting order cancelled by self-trade prevention).
+names (its ACK, its own fills, its EXPIRED...). ``pseq`` is 0 on reports about other
+orders (a maker's fill, a resting order cancelled by self-trade prevention); so is
+``sent_ns``, except on a maker's fill, where it is the fill's 1-based index within the
+command: ``(cmd_seq, index)`` names a trade, the same on its taker's and maker's reports.
 """
 
 from __future__ import annotations

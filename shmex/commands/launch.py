@@ -72,6 +72,21 @@ def add_arguments(p) -> None:
     p.add_argument("--no-standby", action="store_true",
                    help="keep no warm standby process (a restart then spawns a fresh child)")
     p.add_argument("--segment-bytes", type=int, metavar="B", help="WAL segment size (default 64 MiB)")
+    add_gateway_arguments(p)
+
+
+def add_gateway_arguments(p) -> None:
+    g = p.add_argument_group("network gateway (OUCH 5.0 over SoupBinTCP)")
+    g.add_argument("--gateway", metavar="HOST:PORT",
+                   help="serve members over TCP (port 0: any free port; the address is printed "
+                        "and written to DATA_DIR/gateway/RUN/address)")
+    g.add_argument("--symbols-file", metavar="FILE", help="instruments: name, tick, price_lo, price_hi, "
+                                                          "lot (default: the shipped example)")
+    g.add_argument("--users-file", metavar="FILE", help="users: username, account, password hash "
+                                                        "(default: the shipped demo users)")
+    g.add_argument("--gateway-max-open", type=int, metavar="N", help="open orders per user (default 100,000)")
+    g.add_argument("--gateway-orders", type=int, metavar="N", help="open orders of all users (default 131,072)")
+    g.add_argument("--gateway-idle", type=float, metavar="S", help="drop a session silent this long (default 15)")
 
 
 def main(args) -> int:

@@ -61,6 +61,7 @@ GO_NS = 54          # monotonic ns when the load started (0 before)
 RUN_BASE_SEQ = 55   # DURABLE_SEQ when this run's WAL writer first opened the log
 RESTARTS = 56       # processes restarted by the supervisor in this run
 CFG_PROC_SLOTS = 57  # S: process slots (the registry's, for this run's config)
+CFG_GATEWAYS = 58   # producer slots after the client slots that belong to the gateway
 
 PROC_BASE = 64
 PROC_CELLS = 16

@@ -75,6 +75,12 @@ class EngineConfig:
     standby: bool = True                 # keep a warm spare process for restarts
     snapshot_cores: tuple = ()           # where the matcher's forked snapshot writer may run
     preset: str | None = None
+    gateway: str | None = None           # HOST:PORT of the OUCH/SoupBinTCP gateway (None: none; port 0: any free)
+    symbols_file: str | None = None      # the gateway's instruments (None: the shipped example)
+    users_file: str | None = None        # the gateway's users (None: the shipped example)
+    gateway_max_open: int = 100_000      # open orders one gateway user may have
+    gateway_orders: int = 1 << 17        # open orders all gateway users may have together
+    gateway_idle_s: float = 15.0         # a session silent this long is dropped (heartbeats are 1 s)
 
     def __post_init__(self) -> None:
         check_run_id(self.run_id)
@@ -94,6 +100,15 @@ class EngineConfig:
                  f"{self.segment_bytes}: must be > 0")
         _require(self.preset is None or self.preset in PRESETS, "--preset",
                  f"{self.preset!r}: one of {', '.join(PRESETS)}")
+        _require(self.gateway_max_open >= 1, "--gateway-max-open", f"{self.gateway_max_open}: must be >= 1")
+        _require(self.gateway_orders >= 1, "--gateway-orders", f"{self.gateway_orders}: must be >= 1")
+        _require(self.gateway_idle_s > 0, "--gateway-idle", f"{self.gateway_idle_s}: must be > 0 s")
+        if self.gateway is not None:
+            self.gateway_address()          # a malformed HOST:PORT stops the launch here
+            from shmex.net import instruments, users
+
+            instruments.check_fits(instruments.load(self.symbols_path), self.book, "--symbols-file")
+            users.load(self.users_path)
         for name in ("ring_in", "ring_rep", "ring_journal", "ring_out"):
             v = getattr(self, name)
             _require(v >= 2 and v & (v - 1) == 0, name, f"{v}: must be a power of two >= 2")
@@ -112,9 +127,40 @@ class EngineConfig:
 
     # -- derived ---------------------------------------------------------------------------
     @property
+    def gateways(self) -> int:
+        return 0 if self.gateway is None else 1
+
+    @property
     def producer_slots(self) -> int:
-        """Input/report ring pairs: load producers first, then client slots."""
+        """Input/report ring pairs: load producers first, then client slots, then the gateway's."""
+        return self.producers + self.clients + self.gateways
+
+    @property
+    def gateway_slot(self) -> int:
+        """The gateway's producer slot (its producer id is this + 1)."""
         return self.producers + self.clients
+
+    def gateway_address(self) -> tuple[str, int]:
+        host, sep, port = (self.gateway or "").rpartition(":")
+        try:
+            p = int(port)
+        except ValueError:
+            p = -1
+        if not sep or not 0 <= p < 65536:
+            raise UsageError(f"--gateway {self.gateway!r}: want HOST:PORT (port 0: any free port)")
+        return host or "127.0.0.1", p
+
+    @property
+    def symbols_path(self) -> str:
+        from shmex.net import EXAMPLE_SYMBOLS
+
+        return self.symbols_file or EXAMPLE_SYMBOLS
+
+    @property
+    def users_path(self) -> str:
+        from shmex.net import EXAMPLE_USERS
+
+        return self.users_file or EXAMPLE_USERS
 
     @property
     def book(self) -> dict:
@@ -190,11 +236,20 @@ class EngineConfig:
             heartbeat_timeout_s=float(pick("heartbeat_timeout", "heartbeat_timeout_s")),
             segment_bytes=getattr(args, "segment_bytes", None),
             standby=not getattr(args, "no_standby", False), preset=getattr(args, "preset", None),
+            gateway=getattr(args, "gateway", None),
+            symbols_file=_abspath(getattr(args, "symbols_file", None)),
+            users_file=_abspath(getattr(args, "users_file", None)),
+            gateway_max_open=int(pick("gateway_max_open")), gateway_orders=int(pick("gateway_orders")),
+            gateway_idle_s=float(pick("gateway_idle", "gateway_idle_s")),
         )
 
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(EngineConfig)
              if f.default is not dataclasses.MISSING}
+
+
+def _abspath(p: str | None) -> str | None:
+    return os.path.abspath(p) if p else None
 
 
 def _require(ok: bool, flag: str, what: str) -> None:

@@ -33,7 +33,8 @@ class Ctl:
         self.seg = seg
         head = seg.view(0, np.int64, cells.PROC_BASE)
         self.proc_slots = int(head[cells.CFG_PROC_SLOTS])
-        self.producers = int(head[cells.CFG_PRODUCERS]) + int(head[cells.CFG_CLIENTS])   # producer slots
+        self.producers = (int(head[cells.CFG_PRODUCERS]) + int(head[cells.CFG_CLIENTS])   # producer slots
+                          + int(head[cells.CFG_GATEWAYS]))
         self.a = seg.view(0, np.int64, cells.ctl_cells(self.proc_slots, self.producers))
         self._ppid = os.getppid()
         self._checked_ns = 0

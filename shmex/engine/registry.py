@@ -111,6 +111,10 @@ BUILTIN: tuple[RoleSpec, ...] = (
              processes=lambda cfg: cfg.producers, slots=lambda cfg: cfg.producer_slots,
              restart_cfg=_fresh_client_ids, drill={"producer": KILL}, rings=_producer_rings,
              numbered=True),
+    # members over TCP: OUCH 5.0 on SoupBinTCP; it feeds the last producer slot (its rings
+    # are the producer role's), and a restarted one resumes every session from its journal
+    RoleSpec("gateway", "shmex.roles.gateway", rank=4, processes=lambda cfg: cfg.gateways,
+             drill={"gateway": KILL}),
 )
 
 

@@ -14,7 +14,7 @@ from shmex.engine.machine import describe
 
 
 def totals(ctl: np.ndarray, cfg, only_load: bool = False) -> dict:
-    P = cfg.producers + cfg.clients
+    P = cfg.producer_slots
     ks = range(cfg.producers) if only_load else range(P)
     S = int(ctl[cells.CFG_PROC_SLOTS])
     blocks = np.array([ctl[cells.prod_base(S, k):cells.prod_base(S, k) + cells.PROD_CELLS] for k in ks]).reshape(-1, cells.PROD_CELLS)
@@ -80,7 +80,7 @@ def result_doc(cfg, out) -> dict:
     seconds = t["seconds"]
     stages = {}
     if out.stages is not None:
-        for name, counts in stage_counts(out.stages, cfg.producers + cfg.clients).items():
+        for name, counts in stage_counts(out.stages, cfg.producer_slots).items():
             sm = summary(to_hdr(counts))
             stages[name] = {"what": STAGE_TEXT[name], "samples": sm["count"],
                             **{k: sm[k] for k in ("p50", "p90", "p99", "p999", "p9999", "max")}}

@@ -203,6 +203,7 @@ class Supervisor:
         self.ctl[cells.CFG_PROC_SLOTS] = len(self.slots)
         self.ctl[cells.CFG_PRODUCERS] = cfg.producers
         self.ctl[cells.CFG_CLIENTS] = cfg.clients
+        self.ctl[cells.CFG_GATEWAYS] = cfg.gateways
         b = cfg.book
         self.ctl[cells.CFG_SYMBOLS], self.ctl[cells.CFG_PRICE_LO] = b["symbols"], b["price_lo"]
         self.ctl[cells.CFG_PRICE_HI], self.ctl[cells.CFG_CAPACITY] = b["price_hi"], b["capacity"]

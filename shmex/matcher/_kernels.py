@@ -251,6 +251,7 @@ def _take(b, out, n, c, side, prod, cid, acct, stp, lt, qty):
     lo = b.cfg[C_LO]
     seq = c.seq
     rem = qty
+    nfill = 0            # fills so far in this command: the maker's report carries the count
     while rem > 0:
         t = b.best[obk]
         if not _crosses(side, lt, t):
@@ -290,10 +291,11 @@ def _take(b, out, n, c, side, prod, cid, acct, stp, lt, qty):
                 rem -= q
                 left = b.o_qty[r] - q
                 price = t + lo
+                nfill += 1
                 n = _emit(out, n, R_FILL, RS_NONE, side, TAKER, prod, b.o_prod[r], sym, price, q,
                           rem, cid, b.o_cid[r], seq, c.pseq, c.sent_ns)
                 n = _emit(out, n, R_FILL, RS_NONE, b.o_side[r], MAKER, b.o_prod[r], prod, sym,
-                          price, q, left, b.o_cid[r], cid, seq, np.uint64(0), 0)
+                          price, q, left, b.o_cid[r], cid, seq, np.uint64(0), nfill)
                 if left == 0:
                     _remove(b, r)
                 else:

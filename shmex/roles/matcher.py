@@ -77,7 +77,7 @@ class MatcherAgent:
     def __init__(self, cfg, ctl: Ctl):
         run_id = cfg.run_id
         self.cfg, self.ctl = cfg, ctl
-        P = cfg.producers + cfg.clients
+        P = cfg.producer_slots
         w = cfg.wait["matcher"]
         self.ins = [Ring.attach(Ring.name_for(run_id, cells.in_role(k)), COMMAND, side="consumer", wait=w)
                     for k in range(P)]

@@ -33,7 +33,7 @@ DUTY_BUDGET_NS = 20_000_000  # back to Python (heartbeat, phase, supervisor) at 
 
 def run(cfg, ctl: Ctl, me, k: int) -> int:
     run_id = cfg.run_id
-    P = cfg.producers + cfg.clients
+    P = cfg.producer_slots
     w = cfg.wait["producer"]
     inr = Ring.attach(Ring.name_for(run_id, cells.in_role(k)), COMMAND, side="producer", wait=w)
     rep = Ring.attach(Ring.name_for(run_id, cells.rep_role(k)), REPORT, side="consumer", wait=w)

@@ -56,7 +56,7 @@ def _route_prefix(pend, lo, hi, durable, dest_of, scratch, counts):
 class PublisherAgent:
     def __init__(self, cfg, ctl: Ctl):
         run_id = cfg.run_id
-        P = cfg.producers + cfg.clients
+        P = cfg.producer_slots
         self.ctl = ctl
         self.out = Ring.attach(Ring.name_for(run_id, "out"), REPORT, side="consumer",
                                wait=cfg.wait["publisher"])

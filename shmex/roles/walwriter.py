@@ -89,7 +89,7 @@ def run(cfg, ctl: Ctl, me: ProcessSlot, index: int = 0) -> int:
     from shmex.engine.latency import hist_views, mark_durable, stage_row
     from shmex.shm.segment import Segment
 
-    P = cfg.producers + cfg.clients
+    P = cfg.producer_slots
     hseg = Segment.attach(Ring.name_for(cfg.run_id, "hist"), layout="hist")
     t2t, stages, dtab = hist_views(hseg, P)
     h_durable = stages[stage_row(P, "to_durable")]
