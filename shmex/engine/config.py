@@ -84,8 +84,10 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         check_run_id(self.run_id)
-        _require(self.producers >= 0 and self.clients >= 0 and self.producers + self.clients >= 1,
-                 "--producers and --clients", f"{self.producers} and {self.clients}: at least one producer slot is needed")
+        _require(self.producers >= 0 and self.clients >= 0
+                 and self.producers + self.clients + (self.gateway is not None) >= 1,
+                 "--producers and --clients", f"{self.producers} and {self.clients}: at least one producer "
+                                              f"slot is needed (or a --gateway)")
         _require(self.symbols >= 1, "--symbols", f"{self.symbols}: must be >= 1")
         _require(self.capacity >= 1, "--capacity", f"{self.capacity}: must be >= 1")
         _require(self.orders is None or self.orders >= 0, "--orders", f"{self.orders}: must be >= 0")

@@ -46,3 +46,8 @@ def login_rejected(reason: bytes) -> bytes:
 
 def unsequenced(msg: bytes) -> bytes:
     return struct.pack(">H", len(msg) + 1) + b"U" + msg
+
+
+def debug(text: str) -> bytes:
+    body = text.encode("ascii", "replace")[:1000]
+    return struct.pack(">H", len(body) + 1) + b"+" + body

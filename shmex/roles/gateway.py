@@ -181,6 +181,11 @@ class Gateway:
             skip -= k
         if self.journal.rep_upto > self.rep.released_seq:
             self.rep.release(self.journal.rep_upto)
+        self._begin_group()
+        lost = [u.index for u in self.users if u.cancel_on_disconnect and self.st.uopen[u.index] > 0]
+        for u in lost:                            # their sessions went with the predecessor
+            self._cancel_user(u)
+        self._flush()
         if self.journal.records:
             _log(f"resumed from its journal: {len(self.journal.records)} records, "
                  f"{int(self.nmsg.sum())} messages on {int((self.nmsg > 0).sum())} streams, "
@@ -394,8 +399,10 @@ class Gateway:
             s.fill = rest
 
     def _protocol_error(self, s: Session, pos: int, what: str) -> None:
+        """Close the session; the peer gets a Debug packet saying why."""
         self.stats["protocol_errors"] += 1
         head = s.buf[pos:min(pos + 8, s.fill)].tobytes().hex()
+        s.ctrl += soup.debug(f"protocol error: {what}")
         self._close(s, f"protocol error at byte {pos} of its receive buffer: {what} (bytes {head})")
 
     def _before_login(self, s: Session, pos: int) -> int | None:
@@ -512,6 +519,11 @@ class Gateway:
         if self.sessions.pop(s.fd, None) is None:
             return
         _log(f"session {s.name(self.users)} closed: {reason}")
+        if s.ctrl:                                # best effort: the login answer, a Debug packet
+            try:
+                s.sock.send(s.ctrl)
+            except OSError:
+                pass
         try:
             self.sel.unregister(s.sock)
         except (KeyError, ValueError):
@@ -521,10 +533,14 @@ class Gateway:
         if u >= 0 and self.active[u] is s:
             self.active[u] = None
             if self.users[u].cancel_on_disconnect and self.st.uopen[u] > 0:
-                if int(self.st.g[ouch.G_NC]) + int(self.st.uopen[u]) > len(self.out.cmds):
-                    self._flush()
-                self.journal.add(jnl.T_DISC, u, b"", int(self.st.g[ouch.G_TS]), int(self.st.g[ouch.G_NOW]))
-                ouch.cancel_all(self.st, self.out, u)
+                self._cancel_user(u)
+
+    def _cancel_user(self, u: int) -> None:
+        """Cancel on disconnect: a CANCEL for each of user u's orders, journaled as one event."""
+        if int(self.st.g[ouch.G_NC]) + int(self.st.uopen[u]) > len(self.out.cmds):
+            self._flush()
+        self.journal.add(jnl.T_DISC, u, b"", int(self.st.g[ouch.G_TS]), int(self.st.g[ouch.G_NOW]))
+        ouch.cancel_all(self.st, self.out, u)
 
     # -- the stop --------------------------------------------------------------------------
     def _stop_listening(self) -> None:
