@@ -16,7 +16,7 @@ from shmex.errors import CannotOpen, CorruptRecord
 from shmex.snapshot import store
 from shmex.wal import layout as wal_layout
 from shmex.wal import manifest
-from shmex.wal.reader import ScanEnd, WalReader
+from shmex.wal.reader import ScanEnd, WalReader, intact_after
 
 
 @dataclass
@@ -42,9 +42,10 @@ def recover(directory, *, until: int | None = None, use_snapshots: bool = True,
             progress=None) -> Recovered:
     """Rebuild the book from ``directory`` (a WAL dir with its ``snapshots/``).
 
-    Stops at the first bad record (reported in ``damage``; nothing after it is applied) or
-    at ``until``. Raises CannotOpen when the directory is missing, or when there is neither a
-    snapshot nor a matcher config in the manifest to start from.
+    Stops at a torn tail (reported in ``damage``; nothing after it is applied) or at
+    ``until``; damage followed by intact records raises CorruptRecord. Raises CannotOpen
+    when the directory is missing, or when there is neither a snapshot nor a matcher
+    config in the manifest to start from.
     ``progress(seq, records)`` is called about every million commands.
     """
     from shmex.matcher import Matcher
@@ -73,6 +74,7 @@ def recover(directory, *, until: int | None = None, use_snapshots: bool = True,
                 progress(m.last_seq, n)
                 next_report += 1 << 20
         end = reader.end
+        _refuse_corruption(directory, reader)
         replay_s = time.perf_counter() - t_replay
         if info is not None and end.last_seq < info.seq:
             # the intact log does not reach this snapshot: refuse it, try an older one
@@ -91,6 +93,16 @@ def recover(directory, *, until: int | None = None, use_snapshots: bool = True,
     return Recovered(matcher=m, last_seq=m.last_seq, records=n, snapshot=info, damage=end.damage,
                      refused=refused, findings=findings, mismatch=mismatch,
                      seconds=time.perf_counter() - t0, replay_seconds=replay_s, end=end)
+
+
+def _refuse_corruption(directory, reader: WalReader) -> None:
+    """Damage followed by records in good order is not a torn tail but damage inside
+    acknowledged records: raise CorruptRecord naming it instead of stopping quietly there."""
+    dmg = reader.end.damage
+    intact = intact_after(reader.end, reader.segments) if dmg is not None else None
+    if intact is not None:
+        raise CorruptRecord(dmg.path, dmg.offset, dmg.seq, f"{dmg.what}; {intact}: damage inside the log, "
+                            f"not a torn tail: recovery refuses it (`shmex repair {directory}` cuts it)")
 
 
 def _config(directory) -> dict:
@@ -120,20 +132,12 @@ def _check_snapshot_marks(m, end: ScanEnd) -> list[str]:
 def remove_log(data_dir: str) -> None:
     """Remove a previous log from data_dir (only files shmex writes there), holding the WAL
     writer's lock: CannotOpen, and nothing removed, while an engine writes that log."""
-    import fcntl
-
-    from shmex.files import FILE_MODE
-    from shmex.wal.writer import LOCK_NAME
+    from shmex.wal.writer import lock_directory
 
     if not os.path.isdir(data_dir):
         return
-    fd = os.open(os.path.join(data_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT, FILE_MODE)
+    fd = lock_directory(data_dir, "a running engine's WAL writer holds")
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CannotOpen(f"{data_dir}: a running engine's WAL writer holds {LOCK_NAME}; "
-                             f"not removing its log") from None
         for name in os.listdir(data_dir):
             if wal_layout.parse_segment_name(name) is not None or name in (wal_layout.MANIFEST, wal_layout.SPARE_NAME):
                 os.unlink(os.path.join(data_dir, name))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from shmex.errors import CannotOpen, CorruptRecord
 from shmex.wal import layout as wal_layout
 from shmex.wal import manifest
-from shmex.wal.reader import WalReader
+from shmex.wal.reader import WalReader, intact_after
 
 # Errors that bytes from a damaged file could still provoke deep in a decoder; verify turns
 # them into a finding instead of a traceback (never a bare except: a bug elsewhere still shows).
@@ -91,9 +91,16 @@ def _check_log(reader: WalReader, rep: Report) -> None:
     rep.segments = len(reader.segments)
     rep.last_seq = end.last_seq if reader.segments else None
     if end.damage is not None:
-        rep.findings.append(_corrupt(end.damage))
+        intact = intact_after(end, reader.segments)
+        f = _corrupt(end.damage)
+        if intact is not None:
+            f.what += (f"; {intact}: damage inside the log, not a torn tail "
+                       f"(`shmex repair {reader.directory}` cuts it)")
+        rep.findings.append(f)
         rep.findings.append(Finding("note", end.damage.path, None, None,
-                                    f"records up to seq {end.last_seq} are intact; recovery stops there"))
+                                    f"records up to seq {end.last_seq} are intact; " +
+                                    ("recovery refuses the records after them" if intact else
+                                     "recovery stops there (a torn tail: the next writer cuts it)")))
     for name in sorted(os.listdir(reader.directory)):
         if name == wal_layout.SPARE_NAME or name.endswith(".tmp"):
             rep.findings.append(Finding("note", os.path.join(reader.directory, name), None, None,

@@ -21,7 +21,7 @@ from shmex.files import FILE_MODE, fsync_dir
 
 FORMAT = 1
 _RUN_KEYS = ("run_id", "started_ns", "config", "first_seq", "first_segment", "sealed")
-_SEALED_KEYS = ("last_seq", "records", "digest", "sealed_ns")
+SEALED_KEYS = ("last_seq", "records", "digest", "sealed_ns")
 
 
 def path_of(directory) -> str:
@@ -64,7 +64,7 @@ def _check(p, doc) -> None:
             raise CorruptRecord(p, 0, None, f"manifest run {i} is not an object")
         missing = [k for k in _RUN_KEYS if k not in run]
         if run.get("sealed"):
-            missing += [k for k in _SEALED_KEYS if k not in run]
+            missing += [k for k in SEALED_KEYS if k not in run]
         if missing:
             raise CorruptRecord(p, 0, None, f"manifest run {i} lacks {', '.join(missing)}")
         for k in ("first_seq", "first_segment") + (("last_seq", "records") if run["sealed"] else ()):

@@ -55,6 +55,22 @@ LOCK_NAME = ".writer.lock"
 TAIL_SEGMENTS = 2            # tail_only: the segment being written and the one before it
 
 
+def lock_directory(directory, held: str = "a running engine's WAL writer holds") -> int:
+    """Take the WAL writer's lock of a log directory (flock on LOCK_NAME); -> its fd, whose
+    close releases it. CannotOpen, saying ``held``, while another process holds it."""
+    path = os.path.join(str(directory), LOCK_NAME)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    except OSError as e:
+        raise CannotOpen(f"{path}: cannot open the WAL writer's lock: {e.strerror}") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise CannotOpen(f"{directory}: {held} {LOCK_NAME}") from None
+    return fd
+
+
 class WalWriter:
     """Appends to a log directory (created if missing). One writer per directory (flock).
 
@@ -62,7 +78,8 @@ class WalWriter:
     a new run in a new segment at seq ``last_seq + 1`` with a RUN_START record.
     ``tail_only``: the successor of a writer that died in a process crash (the page cache
     is coherent, only the last record can be torn) scans the last TAIL_SEGMENTS segments,
-    not the whole log.
+    not the whole log. ``durable_floor``: the durable seq the dead writer reported; damage
+    at or below it is refused, never cut (it was acknowledged).
 
     Knobs: ``mode`` (see module doc); ``group_records`` / ``group_us``: a group commits when
     this many records wait or the oldest has waited this long (smaller = lower commit latency,
@@ -72,7 +89,7 @@ class WalWriter:
     def __init__(self, directory, *, mode: str = "group", group_records: int = 4096,
                  group_us: int = 500, segment_bytes: int = wal_layout.SEGMENT_BYTES,
                  config: dict | None = None, first_seq: int | None = None,
-                 force_cut: bool = False, tail_only: bool = False):
+                 force_cut: bool = False, tail_only: bool = False, durable_floor: int = 0):
         if mode not in MODES:
             raise UsageError(f"mode={mode!r}: expected one of {', '.join(MODES)}")
         if group_records < 1 or group_us < 0:
@@ -89,24 +106,19 @@ class WalWriter:
         self._closed = False
         try:
             make_private_dir(self.directory)
-            self._lock_fd = os.open(os.path.join(self.directory, LOCK_NAME), os.O_RDWR | os.O_CREAT, FILE_MODE)
         except OSError as e:
             raise CannotOpen(f"{self.directory}: cannot create WAL directory: {e.strerror}") from e
+        self._lock_fd = lock_directory(self.directory, "another WAL writer holds")
         try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as e:
-            os.close(self._lock_fd)
-            raise CannotOpen(f"{self.directory}: another WAL writer holds {LOCK_NAME}") from e
-        try:
-            self._open_run(config, first_seq, force_cut, TAIL_SEGMENTS if tail_only else None)
+            self._open_run(config, first_seq, force_cut, TAIL_SEGMENTS if tail_only else None, durable_floor)
         except BaseException:
             os.close(self._lock_fd)
             raise
 
     # ---- opening ---------------------------------------------------------------------------
 
-    def _open_run(self, config, first_seq, force_cut, tail_segments) -> None:
-        cut = cut_tail(self.directory, force=force_cut, tail_segments=tail_segments)
+    def _open_run(self, config, first_seq, force_cut, tail_segments, durable_floor) -> None:
+        cut = cut_tail(self.directory, force=force_cut, tail_segments=tail_segments, durable_floor=durable_floor)
         doc = manifest.read(self.directory)
         has_log = cut.end is not None and cut.end.segments > 0
         if has_log and doc is None:
