@@ -54,6 +54,13 @@ def recover(directory, *, until: int | None = None, use_snapshots: bool = True,
     reader = WalReader(directory)  # CannotOpen if missing
     refused: list[CorruptRecord] = []
     findings: list[str] = []
+    trusted = _halted_at(directory)
+    if trusted is not None and (until is None or until > trusted):
+        # the last run halted on a failed sync: what it wrote after its last good sync was
+        # never acknowledged and is not trusted (the next writer cuts it)
+        findings.append(f"the last run halted on a durability fault at durable seq {trusted}: "
+                        f"the records after it are not trusted and not replayed")
+        until = trusted
     tried_above: int | None = None
     while True:
         m, info = None, None
@@ -103,6 +110,13 @@ def _refuse_corruption(directory, reader: WalReader) -> None:
     if intact is not None:
         raise CorruptRecord(dmg.path, dmg.offset, dmg.seq, f"{dmg.what}; {intact}: damage inside the log, "
                             f"not a torn tail: recovery refuses it (`shmex repair {directory}` cuts it)")
+
+
+def _halted_at(directory) -> int | None:
+    try:
+        return manifest.halted_at(manifest.read(directory))
+    except CorruptRecord:
+        return None      # a damaged manifest: `_config` (if it is needed) and verify name it
 
 
 def _config(directory) -> dict:

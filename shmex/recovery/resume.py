@@ -13,10 +13,10 @@ everything its predecessor had not finished, and these helpers make the resume e
   report stream continues with no gap and no duplicate. It also scans the WAL tail for
   the last ``pseq`` per producer (`last_pseqs`), and `skip_logged` drops from each input
   ring the commands the WAL already holds (they are a prefix of what was not released).
-- **WAL writer** (`skip_journal`): the new WalWriter cut the torn tail and continues at
-  ``first_seq``; journal records before it (written by the dead writer, not yet released)
-  are skipped by seq. `sync_old_segments` makes what the dead writer left in the page
-  cache durable before the new writer reports it durable.
+- **WAL writer** (`skip_journal`): the new WalWriter cut the torn tail, synced what the
+  dead writer left in the page cache (it reports nothing durable it has not synced) and
+  continues at ``first_seq``; journal records before it (written by the dead writer, not
+  yet released) are skipped by seq.
 - **publisher** (`skip_delivered`): the out-ring window it re-reads (consumed, routed, not
   yet released) may hold reports already delivered; the last record of each report ring
   tells where delivery stopped, and those reports are skipped, not sent twice.
@@ -28,7 +28,6 @@ cycle, and no ring can have more than its capacity sequenced since its last rele
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -182,23 +181,6 @@ def _release_prefix(ring, buf: np.ndarray, field: str, last: int) -> int:
 def skip_journal(journal, wal_last: int) -> int:
     """WAL writer restart: release journal records already in the log (seq <= wal_last)."""
     return _release_prefix(journal, commands(1024), "seq", wal_last)
-
-
-def sync_old_segments(directory: str, keep: int = 2) -> None:
-    """fsync the newest segments a dead writer may have left in the page cache only."""
-    from shmex.wal import layout as wal_layout
-
-    names = sorted((wal_layout.parse_segment_name(n), n) for n in os.listdir(directory)
-                   if wal_layout.parse_segment_name(n) is not None)
-    for _, name in names[-keep:]:
-        try:
-            fd = os.open(os.path.join(directory, name), os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def skip_delivered(pend: np.ndarray, hi: int, dests, sentinel: int) -> int:

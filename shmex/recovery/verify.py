@@ -78,7 +78,7 @@ def verify(directory) -> Report:
         rep.findings.append(Finding("corrupt", manifest.path_of(directory), None, None, "manifest is missing"))
     _check_log(reader, rep)
     _check_runs(doc, reader, rep)
-    _check_snapshots(snaps_dir, reader, rep)
+    _check_snapshots(snaps_dir, reader, rep, manifest.halted_at(doc) is not None)
     return rep
 
 
@@ -150,6 +150,12 @@ def _check_runs(doc, reader: WalReader, rep: Report) -> None:
         elif seal is not None:
             rep.findings.append(Finding("note", mpath, None, seal.seq,
                                         f"run {rid} sealed in the log but not in the manifest (crash while sealing)"))
+        elif isinstance(run.get("halted"), dict):
+            d = run["halted"].get("durable_seq")
+            then = ("the next run cut what it wrote after it" if i < len(runs) - 1 else
+                    "what it wrote after it was never acknowledged and is not trusted: the next writer cuts it")
+            rep.findings.append(Finding("note", mpath, None, d, f"run {rid} halted on a durability fault "
+                                        f"({run['halted'].get('reason')}); it was durable up to seq {d}: {then}"))
         elif i < len(runs) - 1:
             rep.findings.append(Finding("note", mpath, None, run["first_seq"],
                                         f"run {rid} was not sealed: it crashed; the next run recovered from it"))
@@ -162,7 +168,7 @@ def _check_runs(doc, reader: WalReader, rep: Report) -> None:
                                         f"run {rid} has a RUN_START but no manifest entry (crash while starting)"))
 
 
-def _check_snapshots(snaps_dir, reader: WalReader, rep: Report) -> None:
+def _check_snapshots(snaps_dir, reader: WalReader, rep: Report, halted: bool) -> None:
     from shmex.snapshot import store
 
     logged = {c.last_seq: c for c in reader.end.controls if c.kind == wal_layout.REC_SNAPSHOT}
@@ -177,7 +183,12 @@ def _check_snapshots(snaps_dir, reader: WalReader, rep: Report) -> None:
             rep.findings.append(Finding("corrupt", path, None, seq, str(e)))
             continue
         if reader.segments and info.seq > reader.end.last_seq:
-            if reader.end.damage is None:
+            if halted:
+                rep.findings.append(Finding("note", path, None, info.seq,
+                                            f"snapshot is beyond the end of the log (seq {reader.end.last_seq}) of a "
+                                            f"run that halted on a durability fault: it was taken ahead of durability "
+                                            f"and holds commands never acknowledged; the next launch removes it"))
+            elif reader.end.damage is None:
                 rep.findings.append(Finding("corrupt", path, 16, info.seq,
                                             f"snapshot is at seq {info.seq}, beyond the end of the log (seq {reader.end.last_seq}): it holds commands that were never durable"))
             else:

@@ -3,7 +3,8 @@
 Each run: ``run_id`` (32 hex), ``started_ns``, ``config`` (the matcher config),
 ``first_seq``, ``first_segment``, ``sealed``; a sealed run adds ``last_seq``,
 ``records`` (commands it wrote), ``digest`` (CRC32C chain over its command records,
-hex) and ``sealed_ns``. An unsealed run that is not the live one crashed.
+hex) and ``sealed_ns``. An unsealed run that is not the live one crashed; one that halted
+on a durability fault says so in ``halted`` (its durable seq and the reason).
 Every update is atomic: temp file, fsync, rename, directory fsync. The file carries
 ``crc32c``: the CRC32C of the rest of the document in its canonical form (sorted keys, no
 spaces); a manifest whose checksum does not match is corrupt, not trusted.
@@ -87,6 +88,15 @@ def write(directory, doc: dict) -> None:
         os.close(fd)
     os.rename(tmp, p)
     fsync_dir(directory)
+
+
+def halted_at(doc: dict | None) -> int | None:
+    """The durable seq of the log's last run if that run halted on a durability fault (its
+    ``halted`` entry): what it wrote after that seq is not trusted. None otherwise."""
+    if not doc or not doc["runs"]:
+        return None
+    halted = doc["runs"][-1].get("halted")
+    return None if not isinstance(halted, dict) else halted.get("durable_seq")
 
 
 def new() -> dict:

@@ -28,7 +28,7 @@ from shmex.wal import _kernels as wal_kernels
 from shmex.wal import layout as wal_layout
 from shmex.wal import manifest
 from shmex.crc import HW
-from shmex.files import fsync_dir
+from shmex.files import fsync_dir, pwrite_all
 from shmex.wal.segment import MappedSegment, list_segments, read_header
 
 BATCH = 65536
@@ -416,9 +416,8 @@ def _zero_from(path, offset: int, size_bytes: int) -> int:
     fd = os.open(path, os.O_WRONLY)
     try:
         zero = bytes(1 << 20)
-        pos = offset
-        while pos < stop:
-            pos += os.pwrite(fd, zero[:min(len(zero), stop - pos)], pos)
+        for pos in range(offset, stop, len(zero)):
+            pwrite_all(fd, zero[:min(len(zero), stop - pos)], pos)
         if file_bytes != size_bytes:  # cut short (or extended): back to the preallocated size
             os.ftruncate(fd, size_bytes)
         os.fdatasync(fd)
