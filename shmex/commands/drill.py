@@ -112,6 +112,7 @@ def _config(args):
                             rate=args.rate, name=None, data_dir=args.data_dir, wait=None,
                             durability=args.durability, seed=args.seed,
                             snapshot_every=args.snapshot_every, capacity=1 << 20, publisher=None,
+                            keep_snapshots=0,   # the whole log: check (1) reads every command
                             restarts=5, restart_window=10.0,   # a crash loop stops the drill
                             heartbeat_timeout=args.heartbeat_timeout,
                             segment_bytes=args.segment_bytes, no_standby=args.no_standby)

@@ -20,7 +20,7 @@ from shmex.wal import layout as wal_layout
 
 HALT_STATUS = 3
 CORRUPT = "corrupt log"
-OPS = ("", "write", "fdatasync", "fsync", "prefill", "spare", "rotation", "manifest", "cut", CORRUPT)
+OPS = ("", "write", "fdatasync", "fsync", "prefill", "spare", "rotation", "manifest", "cut", "retire", CORRUPT)
 FILE_SPARE, FILE_MANIFEST, FILE_OTHER = -1, -2, -3
 
 

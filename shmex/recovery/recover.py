@@ -54,7 +54,8 @@ def recover(directory, *, until: int | None = None, use_snapshots: bool = True,
     reader = WalReader(directory)  # CannotOpen if missing
     refused: list[CorruptRecord] = []
     findings: list[str] = []
-    trusted = _halted_at(directory)
+    doc = _manifest(directory)
+    trusted = manifest.halted_at(doc)
     if trusted is not None and (until is None or until > trusted):
         # the last run halted on a failed sync: what it wrote after its last good sync was
         # never acknowledged and is not trusted (the next writer cuts it)
@@ -71,6 +72,7 @@ def recover(directory, *, until: int | None = None, use_snapshots: bool = True,
         if m is None:
             m = Matcher(**_config(directory))
         start = m.last_seq + 1
+        _refuse_retired(directory, (doc or {}).get("retention"), start, until, refused)
         n = 0
         t_replay = time.perf_counter()
         next_report = 1 << 20
@@ -112,11 +114,27 @@ def _refuse_corruption(directory, reader: WalReader) -> None:
                             f"not a torn tail: recovery refuses it (`shmex repair {directory}` cuts it)")
 
 
-def _halted_at(directory) -> int | None:
+def _manifest(directory) -> dict | None:
     try:
-        return manifest.halted_at(manifest.read(directory))
+        return manifest.read(directory)
     except CorruptRecord:
         return None      # a damaged manifest: `_config` (if it is needed) and verify name it
+
+
+def _refuse_retired(directory, retention: dict | None, start: int, until: int | None, refused: list) -> None:
+    """Retention removed the segments in front of the log's first seq F: a rebuild must
+    start from a snapshot at F - 1 or later. CannotOpen, saying so, when it would start
+    before (``until`` below what is kept, or no kept snapshot loads)."""
+    if not retention or start >= retention["first_seq"]:
+        return
+    first = retention["first_seq"]
+    kept = [s for s, _ in store.list_snapshots(snapshot_dir(directory)) if s >= first - 1]
+    asked = f"seq {until}" if until is not None else "the log's end"
+    hint = (f"; the oldest snapshot kept is at seq {min(kept)}: the oldest state it can rebuild"
+            + (f" ({len(refused)} newer snapshot(s) refused: {refused[0]})" if refused else "")
+            if kept else "; no snapshot it keeps loads" + (f": {refused[0]}" if refused else ""))
+    raise CannotOpen(f"{directory}: cannot rebuild {asked}: seqs {start}..{first - 1} were removed by retention "
+                     f"(the log starts at seq {first}, segment {retention['first_segment']}){hint}")
 
 
 def _config(directory) -> dict:

@@ -97,6 +97,12 @@ def last_pseqs(data_dir: str, lo: int, hi: int) -> np.ndarray:
     return last
 
 
+def pseq_window(in_caps: int) -> int:
+    """How far below the durable seq a restarted matcher reads the WAL for the last pseq
+    of each producer (see the bound in the module doc); retention keeps at least this."""
+    return 2 * (in_caps + MATCHER_BATCH)
+
+
 def resume_book(cfg, ctl, journal, out, in_caps: int) -> Resumed:
     from shmex.matcher import Matcher
     from shmex.recovery import recover as recovery
@@ -141,7 +147,7 @@ def resume_book(cfg, ctl, journal, out, in_caps: int) -> Resumed:
             backlog = reps[j:].copy()
             ph["reemit"] = (time.perf_counter() - t_re) * 1e3
     t_scan = time.perf_counter()
-    lo = max(base + 1, D - 2 * (in_caps + MATCHER_BATCH))
+    lo = max(base + 1, D - pseq_window(in_caps))
     lastp = last_pseqs(data, lo, D) if D >= lo else np.zeros(1 << 16, dtype=np.int64)
     t1 = time.perf_counter()
     ph["pseq_scan"] = (t1 - t_scan) * 1e3

@@ -77,6 +77,7 @@ def verify(directory) -> Report:
     if doc is None and reader.segments and not rep.findings:
         rep.findings.append(Finding("corrupt", manifest.path_of(directory), None, None, "manifest is missing"))
     _check_log(reader, rep)
+    _check_start(doc, reader, rep)
     _check_runs(doc, reader, rep)
     _check_snapshots(snaps_dir, reader, rep, manifest.halted_at(doc) is not None)
     return rep
@@ -107,9 +108,34 @@ def _check_log(reader: WalReader, rep: Report) -> None:
                                         "leftover temporary file (a writer was running or crashed)"))
 
 
+def _kept_from(doc) -> int:
+    """The first segment the log keeps: where retention left it, else 0."""
+    return int(((doc or {}).get("retention") or {}).get("first_segment", 0))
+
+
+def _check_start(doc, reader: WalReader, rep: Report) -> None:
+    """The log starts where the manifest says retention left it (segment 0 without it)."""
+    if not reader.segments:
+        return
+    want, first = _kept_from(doc), reader.segments[0][0]
+    path = os.path.join(reader.directory, wal_layout.segment_name(want))
+    if first > want:
+        rep.findings.append(Finding("corrupt", path, None, None, f"segments {want}..{first - 1} are missing "
+                                    f"(the manifest keeps the log from segment {want})"))
+    elif first < want:
+        rep.findings.append(Finding("note", reader.segments[0][1], None, None, f"segments {first}..{want - 1} "
+                                    f"are still there though retention gave them up (an interrupted removal)"))
+    ret = (doc or {}).get("retention")
+    if ret:
+        rep.findings.append(Finding("note", path, None, ret["first_seq"], f"retention removed {ret['removed_segments']} "
+                                    f"segments ({ret['removed_bytes']:,} bytes) before this one: the log keeps seqs "
+                                    f"from {ret['first_seq']}"))
+
+
 def _check_runs(doc, reader: WalReader, rep: Report) -> None:
     if doc is None:
         return
+    retired = _kept_from(doc)   # runs that started before it: their records may be gone
     mpath = manifest.path_of(reader.directory)
     starts = {c.run_id: c for c in reader.end.controls if c.kind == wal_layout.REC_RUN_START}
     seals = {c.run_id: c for c in reader.end.controls if c.kind == wal_layout.REC_RUN_SEALED}
@@ -126,7 +152,7 @@ def _check_runs(doc, reader: WalReader, rep: Report) -> None:
         known.add(rid)
         start = starts.get(rid)
         if start is None:
-            if not damaged:
+            if not damaged and run["first_segment"] >= retired:
                 rep.findings.append(Finding("corrupt", mpath, None, run["first_seq"],
                                             f"run {rid} is in the manifest but the log has no RUN_START for it"))
             continue
@@ -136,7 +162,7 @@ def _check_runs(doc, reader: WalReader, rep: Report) -> None:
         seal = seals.get(rid)
         if run["sealed"]:
             if seal is None:
-                if not damaged:
+                if not damaged and run["first_segment"] >= retired:
                     rep.findings.append(Finding("corrupt", mpath, None, run["last_seq"],
                                                 f"run {rid} is sealed in the manifest but the log has no RUN_SEALED for it"))
                 continue
@@ -194,6 +220,10 @@ def _check_snapshots(snaps_dir, reader: WalReader, rep: Report, halted: bool) ->
             else:
                 rep.findings.append(Finding("note", path, None, info.seq,
                                             "snapshot lies past the damage: recovery from it does not need the damaged records (the log after it is not checked from here)"))
+        first = rep.first_seq if rep.first_seq is not None else reader.end.last_seq + 1
+        if reader.segments and info.seq < first - 1:
+            rep.findings.append(Finding("note", path, None, info.seq, f"snapshot is older than the log kept "
+                                        f"(from seq {first}): recovery cannot start from it"))
         mark = logged.get(info.seq)
         if mark is not None and mark.state_hash and mark.state_hash != info.state_hash:
             rep.findings.append(Finding("corrupt", path, 64, info.seq,

@@ -92,6 +92,7 @@ def run(cfg, ctl: Ctl, me: ProcessSlot, index: int = 0) -> int:
         log(f"walwriter: resumed at seq {wal.first_seq - 1:,}; {skipped:,} journal records "
             f"already logged skipped")
     base = journal.released_seq          # journal position of seq wal.first_seq
+    retention = Retention(cfg, ctl)
     first = wal.first_seq
     ctl.store(cells.DURABLE_SEQ, wal.durable_seq)
     buf = commands(BATCH)
@@ -119,6 +120,7 @@ def run(cfg, ctl: Ctl, me: ProcessSlot, index: int = 0) -> int:
     try:
         me.wait_go()
         while True:
+            retention.tick(wal)           # a compare, unless the last batch rotated
             if kernel:
                 words, pos_w, room = wal.mapped_room()
                 if room:
@@ -199,6 +201,33 @@ def run(cfg, ctl: Ctl, me: ProcessSlot, index: int = 0) -> int:
         return _halt(ctl, wal.halt, cfg.data_dir)
     ctl.store(cells.WAL_DONE, 1 if sealed else 2)
     return 0
+
+
+class Retention:
+    """WAL retention (``cfg.keep_snapshots``; 0: off): once per segment (at the start and
+    after each rotation) remove the segments wholly older than what the kept snapshots and
+    a matcher's restart need (`retention.retire_bound`); counted in WAL_RETIRED_*."""
+
+    def __init__(self, cfg, ctl: Ctl):
+        from shmex.recovery.resume import pseq_window
+
+        self.cfg, self.ctl = cfg, ctl
+        self.window = pseq_window(cfg.ring_in * cfg.producer_slots)
+        self.segment = -1
+
+    def tick(self, wal: WalWriter) -> None:
+        if not self.cfg.keep_snapshots or wal.segment == self.segment:
+            return
+        from shmex.recovery.retention import retire_bound
+
+        self.segment = wal.segment
+        upto = retire_bound(self.cfg.data_dir, keep=self.cfg.keep_snapshots, durable_seq=wal.durable_seq,
+                            window=self.window)
+        if upto is not None:
+            n, nbytes = wal.retire(upto)
+            if n:
+                self.ctl.a[cells.WAL_RETIRED_SEGMENTS] += n    # plain: this process is the only writer
+                self.ctl.a[cells.WAL_RETIRED_BYTES] += nbytes
 
 
 def _drop_stale_snapshots(data_dir: str, log_end: int) -> None:

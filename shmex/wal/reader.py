@@ -88,7 +88,12 @@ class WalReader:
         for i, (_, path) in enumerate(self.segments):
             try:
                 first = int(read_header(path)["first_seq"])
-            except (CorruptRecord, CannotOpen):
+            except CannotOpen:
+                if os.path.exists(path):
+                    break      # unreadable: the scan from `start` meets it and reports it
+                start = i + 1  # removed by retention since the listing: the scan starts after it
+                continue
+            except CorruptRecord:
                 break  # the scan from `start` meets this segment and reports it
             if first > from_seq:
                 break

@@ -37,7 +37,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from shmex.files import FILE_MODE, make_private_dir, pwrite_all
+from shmex.files import FILE_MODE, fsync_dir, make_private_dir, pwrite_all
 from shmex.errors import CannotOpen, CorruptRecord, Halt, SchemaMismatch, UsageError
 from shmex.schema import COMMAND
 from shmex.wal import _kernels as wal_kernels
@@ -45,7 +45,8 @@ from shmex.wal import layout as wal_layout
 from shmex.wal import manifest
 from shmex.crc import HW
 from shmex.wal.reader import cut_tail
-from shmex.wal.segment import _ZERO_CHUNK, create_spare, fill_spare, finish_spare, list_segments, size_spare
+from shmex.wal.segment import (_ZERO_CHUNK, create_spare, fill_spare, finish_spare, list_segments,
+                               read_header, size_spare)
 
 MODES = ("none", "group", "always")
 _SMALL = 1024                 # mode none: appends this large go through staging + pwrite
@@ -55,6 +56,15 @@ _PREFILL_AHEAD = 1 << 20      # mode none: how far ahead of the cursor idle poll
 _ZEROS = memoryview(_ZERO_CHUNK)
 LOCK_NAME = ".writer.lock"
 TAIL_SEGMENTS = 2            # tail_only: the segment being written and the one before it
+
+
+def _first_seq_of(path) -> int | None:
+    """A segment's first seq from its checked header; None if the header does not check
+    out (retention stops in front of it: verify and recovery name it)."""
+    try:
+        return int(read_header(path)["first_seq"])
+    except (CorruptRecord, CannotOpen):
+        return None
 
 
 def lock_directory(directory, held: str = "a running engine's WAL writer holds") -> int:
@@ -424,6 +434,39 @@ class WalWriter:
         p["seq"], p["time_ns"], p["state_hash"] = seq, time.time_ns(), state_hash.encode("ascii")[:48]
         self._write_control(wal_layout.REC_SNAPSHOT, p, sync=self.mode != "none")
 
+    # ---- retention -------------------------------------------------------------------------
+
+    def retire(self, upto_seq: int) -> tuple[int, int]:
+        """Remove the segment files whose records all lie at or below ``upto_seq`` (the
+        caller's bound: older than any snapshot recovery may start from), oldest first and
+        never the one being written; -> (segments, bytes) removed.
+
+        The manifest's ``retention`` says first where the log now starts (first segment and
+        seq, and the totals removed), then the files go: a crash in between leaves files
+        the manifest already gave up, never a log that looks cut at its start.
+        """
+        self._check_live()
+        segs = [(i, p) for i, p in list_segments(self.directory) if i <= self._segment]
+        gone = []
+        with self._io("retire", self.directory):
+            for (i, path), (_, nxt) in zip(segs, segs[1:]):
+                after = _first_seq_of(nxt)
+                if i == self._segment or after is None or after - 1 > upto_seq:
+                    break
+                gone.append((path, os.path.getsize(path)))
+            if not gone:
+                return 0, 0
+            keep = segs[len(gone)]
+            ret = self._manifest.setdefault("retention", {"removed_segments": 0, "removed_bytes": 0})
+            ret.update(first_segment=keep[0], first_seq=_first_seq_of(keep[1]),
+                       removed_segments=ret["removed_segments"] + len(gone),
+                       removed_bytes=ret["removed_bytes"] + sum(b for _, b in gone), retired_ns=time.time_ns())
+            manifest.write(self.directory, self._manifest)
+            for path, _ in gone:
+                os.unlink(path)
+            fsync_dir(self.directory)
+        return len(gone), sum(b for _, b in gone)
+
     # ---- closing ---------------------------------------------------------------------------
 
     def close(self, seal: bool = True) -> int:
@@ -499,6 +542,11 @@ class WalWriter:
             except OSError as m:
                 halt.args = (f"{halt}; the halt could not be noted in {wal_layout.MANIFEST}: {m.strerror}",)
         raise halt from e
+
+    @property
+    def segment(self) -> int:
+        """The index of the segment being written."""
+        return self._segment
 
     @property
     def appended_seq(self) -> int:
