@@ -189,10 +189,14 @@ class WalWriter:
         self._manifest = doc
 
     def _sync_last_run(self, doc) -> None:
-        """fsync the segments of the log's last run: a run that crashed left records in the
-        page cache only, and this writer counts them durable only once it has synced them
-        itself (earlier runs were synced by the writer that opened the log after them)."""
-        first = doc["runs"][-1]["first_segment"] if doc and doc["runs"] else 0
+        """fsync the segments of the log's last run unless it was sealed (its close synced
+        them): a run that crashed left records in the page cache only, and this writer
+        counts them durable only once it has synced them itself (earlier runs were synced
+        by the writer that opened the log after them)."""
+        last = doc["runs"][-1] if doc and doc["runs"] else None
+        if last is not None and last["sealed"]:
+            return
+        first = last["first_segment"] if last is not None else 0
         for index, path in list_segments(self.directory):
             if index >= first:
                 with self._io("fsync", path):
