@@ -128,18 +128,19 @@ def _launch(run_id, data, json_path, orders):
 def test_launch_applies_retention_and_shows_it(shm_run, tmp_path):
     """One producer slot: a restarted matcher reads the last 2 x (65,536 + 4,096) seqs of
     the log, so retention keeps those too; 200,000 orders leave it something to remove.
-    Retention runs after each rotation (the snapshots it can count on come as they come)
-    and when the WAL writer starts: after the second launch's start nothing is kept that
-    the snapshots the first one left do not need."""
+    Retention runs after each rotation and when the WAL writer starts; the snapshots it
+    can count on during a run come as fast as the forked writer makes them, so the check
+    is on the third launch's start, when the two kept are the earlier launches' final ones:
+    after it nothing is kept that they do not need."""
     from shmex.recovery.resume import pseq_window
 
     data = tmp_path / "data"
     docs = []
-    for k, orders in enumerate((200_000, 1000)):
-        if k:
+    for k, orders in enumerate((200_000, 1000, 1000)):
+        if k == 2:
             snaps = store.list_snapshots(snapshot_dir(data))
-            assert len(snaps) == 2
-            bound = min(snaps[0][0], 200_000 - pseq_window(1 << 16))
+            assert [s for s, _ in snaps] == [200_000, 201_000]
+            bound = min(snaps[0][0], 201_000 - pseq_window(1 << 16))
         r = _launch(shm_run + "abc"[k], data, tmp_path / f"run{k}.json", orders)
         assert r.returncode == 0, r.stdout + r.stderr
         docs.append(json.loads((tmp_path / f"run{k}.json").read_text()))
