@@ -41,4 +41,17 @@ class CannotOpen(ShmexError):
 
 
 class Halt(ShmexError):
-    """A durability fault: the process fail-stops with this reason."""
+    """A durability fault: the process fail-stops. Names the operation, file, offset and
+    errno; ``durable_seq`` is where the log's durability ends (None: not known)."""
+
+    def __init__(self, op: str, path, offset: int, errno: int, detail: str = "",
+                 durable_seq: int | None = None):
+        import errno as errnos
+        import os
+
+        name = errnos.errorcode.get(errno, f"errno {errno}")
+        text = f"{op} of {path} at offset {offset} failed: {name} ({detail or os.strerror(errno)})"
+        if durable_seq is not None:
+            text += f"; the log is durable up to seq {durable_seq}, nothing after it was acknowledged"
+        super().__init__(text)
+        self.op, self.path, self.offset, self.errno, self.durable_seq = op, str(path), offset, errno, durable_seq

@@ -6,6 +6,7 @@ and every directory it creates DIR_MODE (0700).
 
 from __future__ import annotations
 
+import errno
 import os
 
 FILE_MODE = 0o600
@@ -24,3 +25,16 @@ def fsync_dir(path) -> None:
 def make_private_dir(path) -> None:
     """Create `path` (and missing parents) as DIR_MODE; an existing one is left as it is."""
     os.makedirs(path, mode=DIR_MODE, exist_ok=True)
+
+
+def pwrite_all(fd: int, data, offset: int) -> None:
+    """Write all of ``data`` (bytes or a contiguous array) at ``offset``: a short write is
+    continued from where it stopped (a nearly full disk writes what fits, and the next
+    call then says ENOSPC); a call that writes nothing raises OSError."""
+    view = memoryview(data).cast("B")
+    done = 0
+    while done < len(view):
+        n = os.pwrite(fd, view[done:], offset + done)
+        if n <= 0:
+            raise OSError(errno.EIO, f"pwrite wrote nothing at offset {offset + done}")
+        done += n

@@ -102,3 +102,22 @@ def test_a_stopped_matcher_is_found_by_the_watchdog_and_restarted(tmp_path):
     assert [k["target"] for k in doc["kills"]] == ["hang"]
     assert doc["restarts"][0]["name"] == "matcher"
     assert doc["restarts"][0]["reason"].startswith("hung: no heartbeat for")
+
+
+def test_an_injected_sync_error_halts_the_engine_and_loses_nothing_acknowledged(tmp_path):
+    """A WAL writer SIGKILLed (its successor resumes), then its successor's next fdatasync
+    fails with EIO: the supervisor restarts nothing, the engine stops with one line naming
+    the segment file and the errno, every acknowledged command is in the WAL, verify is
+    clean and replay rebuilds the log up to the durable seq of the halt."""
+    r, doc = _drill(tmp_path, "--kills", "2", "--targets", "wal,syncerror", "--orders", "20000",
+                    "--rate", "20000", "--gap", "0.1", "0.3", "--seed", "8", "--no-wait-standby")
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+    assert doc["passed"] and doc["halted"], doc["problems"]
+    assert [k["target"] for k in doc["kills"]] == ["wal", "syncerror"]
+    reason = doc["engine_reason"]
+    assert doc["engine_status"] == "failed" and reason.startswith("walwriter (pid ")
+    assert "halted: fdatasync of " + str(tmp_path / "data" / "wal-") in reason and "EIO" in reason
+    assert [e["name"] for e in doc["restarts"]] == ["walwriter"]      # the SIGKILL's successor only
+    assert doc["acked_lost"] == 0 and doc["duplicates_applied"] == 0
+    assert doc["verify_exit"] == 0 and doc["segments_leaked"] == []
+    assert "PASSED" in r.stdout and "walwriter: durability fault, stopping: fdatasync" in r.stderr

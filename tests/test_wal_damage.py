@@ -1,5 +1,7 @@
-"""Crash simulation: truncations and bit flips. Recovery stops at the last intact record,
-verify exits 1 naming the place, nothing after the damage is applied, nothing before lost."""
+"""Crash simulation: truncations and bit flips. Recovery stops at a torn tail and refuses
+damage followed by intact records; verify exits 1 naming the place, nothing after the
+damage is applied, nothing before lost; `shmex repair` is the only cut of acknowledged
+records."""
 
 from __future__ import annotations
 
@@ -127,8 +129,14 @@ def test_bit_flips_in_a_small_log(small_log, hashes, tmp_path, capsys):
         got, end = _scan(d)
         assert end.damage is not None, off
         assert got.tobytes() == cmds[:want].tobytes(), off
-        r = recover(d, use_snapshots=False)
-        assert r.last_seq == want and r.matcher.state_hash() == hashes[want]
+        slot = (off - wal_layout.HEADER_BYTES) // wal_layout.SLOT_BYTES if off >= wal_layout.HEADER_BYTES else -1
+        if slot < len(kinds) - 1:     # intact records follow the damage: refused, named
+            with pytest.raises(CorruptRecord, match="intact records follow") as e:
+                recover(d, use_snapshots=False)
+            assert e.value.path == end.damage.path and e.value.offset == end.damage.offset
+        else:                         # the last record or the zeros after it: a torn tail
+            r = recover(d, use_snapshots=False)
+            assert r.last_seq == want and r.matcher.state_hash() == hashes[want]
         if n % 15 == 0:
             assert cli.main(["verify", str(d)]) == 1
             out = capsys.readouterr().out
@@ -266,3 +274,98 @@ def test_a_successor_scans_only_the_tail_and_cuts_the_same_torn_record(large_log
     assert verify(d).corrupt                              # ... verify still names it
     with pytest.raises(CorruptRecord, match="refusing to cut"):
         WalWriter(d, config=CFG, segment_bytes=seg_bytes(400))
+
+
+# --- damage followed by intact records: corruption, refused; `shmex repair` cuts it -------
+
+
+@pytest.fixture
+def acked_log(tmp_path):
+    """A crashed (unsealed) run of 40 commands, every group synced, one flipped byte inside
+    seq 33: seqs 34..40 after it are intact."""
+    d = tmp_path / "wal"
+    cmds = commands(40)
+    write_log(d, cmds, slots=64, seal=False)
+    path = segments(d)[0]
+    kinds = slot_kinds(path)
+    slot = next(i for i, (kind, s) in enumerate(kinds) if kind == wal_layout.REC_COMMAND and s == 33)
+    off = wal_layout.HEADER_BYTES + slot * wal_layout.SLOT_BYTES
+    b = bytearray(open(path, "rb").read())
+    b[off + 40] ^= 0x01
+    open(path, "wb").write(b)
+    return d, cmds, path, off
+
+
+def test_damage_followed_by_intact_records_is_refused_not_cut(acked_log, capsys):
+    d, cmds, path, off = acked_log
+    before = open(path, "rb").read()
+    with pytest.raises(CorruptRecord, match=r"intact records follow.*refusing to cut") as e:
+        WalWriter(d, config=CFG, segment_bytes=seg_bytes(64))
+    assert (e.value.path, e.value.offset, e.value.seq) == (str(path), off, 33)
+    assert open(path, "rb").read() == before          # nothing zeroed: seqs 33..40 are still there
+    with pytest.raises(CorruptRecord, match="intact records follow") as e:
+        recover(d, use_snapshots=False)
+    assert (e.value.path, e.value.offset, e.value.seq) == (str(path), off, 33)
+    assert cli.main(["verify", str(d)]) == 1
+    out = capsys.readouterr().out
+    assert f"CORRUPT: {path} at offset {off} (seq 33): CRC32C mismatch" in out
+    assert "intact records follow" in out and f"shmex repair {d}" in out
+    assert cli.main(["replay", str(d)]) == 1
+    assert "intact records follow" in capsys.readouterr().err
+
+
+def test_only_a_tail_with_nothing_intact_after_it_is_cut_silently(acked_log):
+    d, cmds, path, off = acked_log
+    b = bytearray(open(path, "rb").read())
+    b[off + wal_layout.SLOT_BYTES:] = bytes(len(b) - off - wal_layout.SLOT_BYTES)   # 34..40 never written
+    open(path, "wb").write(b)
+    w = WalWriter(d, config=CFG, segment_bytes=seg_bytes(64))
+    assert w.first_seq == 33
+    w.close()
+    got, end = read_all(d)
+    assert end.damage is None and got[:32].tobytes() == cmds[:32].tobytes()
+
+
+def test_a_successor_never_cuts_a_record_its_predecessor_reported_durable(acked_log):
+    d, cmds, path, off = acked_log
+    b = bytearray(open(path, "rb").read())
+    b[off + wal_layout.SLOT_BYTES:] = bytes(len(b) - off - wal_layout.SLOT_BYTES)
+    open(path, "wb").write(b)
+    with pytest.raises(CorruptRecord, match="durable seq 33") as e:
+        WalWriter(d, config=CFG, segment_bytes=seg_bytes(64), tail_only=True, durable_floor=33)
+    assert e.value.seq == 33
+    w = WalWriter(d, config=CFG, segment_bytes=seg_bytes(64), tail_only=True, durable_floor=32)
+    assert w.first_seq == 33           # 33 was never reported durable: a torn write, cut
+    w.close()
+
+
+def test_repair_cuts_at_the_first_damage_and_says_what_it_cut(acked_log, capsys):
+    d, cmds, path, off = acked_log
+    assert cli.main(["repair", str(d), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would cut seqs 33..40" in out and f"{path} at offset {off}" in out
+    with pytest.raises(CorruptRecord):
+        WalWriter(d, config=CFG, segment_bytes=seg_bytes(64))      # a dry run changes nothing
+    assert cli.main(["repair", str(d)]) == 0
+    out = capsys.readouterr().out
+    assert "cut seqs 33..40" in out and "bytes zeroed" in out
+    assert cli.main(["verify", str(d)]) == 0
+    capsys.readouterr()
+    w = WalWriter(d, config=CFG, segment_bytes=seg_bytes(64))
+    assert w.first_seq == 33
+    w.close()
+    got, end = read_all(d)
+    assert end.damage is None and got.tobytes() == cmds[:32].tobytes()
+    assert cli.main(["repair", str(d)]) == 0
+    assert "nothing to cut" in capsys.readouterr().out
+
+
+def test_repair_refuses_a_directory_a_writer_holds(tmp_path, capsys):
+    d = tmp_path / "wal"
+    w = WalWriter(d, config=CFG, segment_bytes=seg_bytes(16))
+    try:
+        assert cli.main(["repair", str(d)]) == 2
+        assert ".writer.lock" in capsys.readouterr().err
+    finally:
+        w.close()
+    assert cli.main(["repair", str(tmp_path / "missing")]) == 2

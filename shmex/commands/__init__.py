@@ -15,5 +15,6 @@ VERBS = {
     "bench": "run a benchmark and print its figures",
     "verify": "check a run's WAL and snapshots (exit 0 clean, 1 corrupt, 2 cannot open)",
     "replay": "rebuild the book from a run's snapshots and WAL",
+    "repair": "cut a damaged WAL at its first damage, saying what it cut (exit 0 done, 2 cannot open)",
     "clean": "remove shared-memory segments of dead runs",
 }

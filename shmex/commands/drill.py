@@ -24,6 +24,13 @@ it. ``torn`` stops the WAL writer
 (SIGSTOP), writes a torn record (garbage that fails its CRC) right after the last intact
 record of the log, then SIGKILLs it: its successor must cut that tail and go on.
 ``standby`` kills the supervisor's warm standby (`standby.py`): it must be replaced.
+``syncerror`` makes the WAL writer's next fdatasync fail with EIO (an injection hook that
+exists only in a drill's engine: `registry.FAULTS_ENV`): the engine must halt with a line
+naming the file and the errno, restart nothing, and have lost nothing acknowledged. It is
+always the drill's last fault (the engine stops there): the other kills come first. The
+checks after a halt are (1), (4) and (5), plus: the engine stopped with that line, no
+successor was started, replay rebuilds the log up to the durable seq of the halt (the
+live state_hash and (3) count commands that were never durable: they do not apply).
 
 With the standby on (default; ``--no-standby`` turns it off), each kill waits (up to
 120 s) until the supervisor has a ready standby, so every kill measures the takeover
@@ -58,6 +65,8 @@ from shmex.engine import cells, registry
 
 DRILL_MARK = ".shmex-drill"   # marks a directory the drill made (and may empty again)
 STANDBY = "standby"       # the supervisor's warm spare: not a role, a drill target of its own
+SYNC_TARGET = "syncerror"  # the fault that ends the drill: the engine must halt
+HALT_WAIT_S = 30.0         # how long a failed sync may take to halt the engine under load
 STANDBY_WAIT_S = 120.0   # generous for a loaded CI box (the standby warms up at nice 19)
 SAMPLE_S = 0.01            # throughput sampling period
 WINDOW_S = 0.25            # throughput window
@@ -103,6 +112,7 @@ def _config(args):
                             rate=args.rate, name=None, data_dir=args.data_dir, wait=None,
                             durability=args.durability, seed=args.seed,
                             snapshot_every=args.snapshot_every, capacity=1 << 20, publisher=None,
+                            keep_snapshots=0,   # the whole log: check (1) reads every command
                             restarts=5, restart_window=10.0,   # a crash loop stops the drill
                             heartbeat_timeout=args.heartbeat_timeout,
                             segment_bytes=args.segment_bytes, no_standby=args.no_standby)
@@ -152,6 +162,10 @@ class Killer(threading.Thread):
                 order = list(self.args.target_list)
                 self.rng.shuffle(order)
             target = order.pop()
+            if i == self.args.kills - 1 and SYNC_TARGET in self.args.target_list:
+                target = SYNC_TARGET             # the last fault: the engine stops there
+            elif target == SYNC_TARGET:
+                target = order.pop() if order else self._other_target()
             time.sleep(self.rng.uniform(*self.args.gap))
             if self.sup.use_standby and (target == STANDBY or not self.args.no_wait_standby):
                 self._wait_standby()
@@ -167,6 +181,9 @@ class Killer(threading.Thread):
                          f"{k['new_pid']}, ready in {k['recovery_ms']:.0f} ms")
                 continue
             ch, fault = self._pick(target)
+            if fault == registry.SYNC_ERROR:
+                self.kills.append(self._fail_sync(ch))
+                return
             sb = self.sup.standby
             sb_pid = sb.pid if sb is not None and sb.ready else 0
             if fault == registry.KILL_IN_FORK:
@@ -194,6 +211,25 @@ class Killer(threading.Thread):
         hold = time.monotonic() + BEFORE_S + WINDOW_S
         while self._alive() and (self._sent() < self.args.orders or time.monotonic() < hold):
             time.sleep(0.05)
+
+    def _other_target(self) -> str:
+        return self.rng.choice([t for t in self.args.target_list if t != SYNC_TARGET])
+
+    def _fail_sync(self, ch) -> dict:
+        """Fail the WAL writer's next fdatasync (FAULT_SYNC); wait until the engine stops.
+        Mode none syncs only when it seals: the load is then stopped, so that it does."""
+        at_seq, durable = self._ctl(cells.MATCHER_SEQ), self._ctl(cells.DURABLE_SEQ)
+        self.sup.ctl[cells.FAULT_SYNC] += 1
+        t_fault = time.monotonic()
+        self.log(f"drill: fault {len(self.kills) + 1}/{self.args.kills}: syncerror ({ch.name}, pid {ch.pid}) at "
+                 f"seq {at_seq:,} (durable {durable:,}): its next fdatasync fails with EIO")
+        deadline = t_fault + (0.0 if self.args.durability == "none" else HALT_WAIT_S)
+        while self._alive() and self._ctl(cells.WAL_DONE) != 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.sup.request_stop()
+        return {"target": SYNC_TARGET, "process": ch.name, "pid": ch.pid, "at_seq": at_seq,
+                "durable_seq": durable, "recovery_ms": None, "path": "halt", "new_pid": 0,
+                "standby_pid": 0, "t_kill": t_fault, "t_ready": None}
 
     def _wait_standby(self) -> None:
         """Until the supervisor has a ready standby (bounded: a kill then takes the spawn path)."""
@@ -386,6 +422,12 @@ def main(args) -> int:
         print(f"drill: --targets {args.targets!r}: want a comma list of {', '.join(targets())}; "
               f"--kills >= 0; --producers >= 1", file=sys.stderr)
         return 2
+    if SYNC_TARGET in args.target_list and (args.kills < 1 or (args.kills > 1 and args.target_list == [SYNC_TARGET])):
+        print(f"drill: --targets {SYNC_TARGET} ends the drill (the engine halts): it is the last of "
+              f"--kills K >= 1 faults, and the K - 1 before it need another target", file=sys.stderr)
+        return 2
+    if SYNC_TARGET in args.target_list:
+        os.environ[registry.FAULTS_ENV] = "1"    # the engine's children inherit it: the hook exists
     tmp = None
     if args.data_dir is None:
         tmp = tempfile.mkdtemp(prefix="shmex-drill-")
@@ -451,7 +493,10 @@ def _check(cfg, out, killer, args, wall, load_hash, PREFIX, SHM_DIR) -> dict:
     data = cfg.data_dir
     ctl = out.ctl
     problems: list[str] = []
-    if out.status != "ok":
+    halted = any(k["target"] == SYNC_TARGET for k in killer.kills)
+    if halted:
+        problems += _halt_problems(cfg, out)
+    elif out.status != "ok":
         problems.append(f"engine: {out.status}: {out.reason}")
     if killer.error:
         problems.append(killer.error)
@@ -487,12 +532,16 @@ def _check(cfg, out, killer, args, wall, load_hash, PREFIX, SHM_DIR) -> dict:
         replay = r.matcher.state_hash()
         if r.damage:
             problems.append(f"(2) replay stopped at damage: {r.damage}")
+        if halted and ctl is not None and r.last_seq != int(ctl[cells.DURABLE_SEQ]):
+            problems.append(f"(2) replay reached seq {r.last_seq}, the halt left the log durable up to "
+                            f"{int(ctl[cells.DURABLE_SEQ])}")
     except Exception as e:  # noqa: BLE001
         replay = ""
         problems.append(f"(2) replay failed: {e}")
-    if live != replay:
+    if live != replay and not halted:
         problems.append(f"(2) live state_hash {live} != replay {replay}")
-    if unanswered or any(p["sent_not_logged"] for p in per_producer):
+    # a halted engine answers nothing after its durable seq: (3) does not apply to it
+    if not halted and (unanswered or any(p["sent_not_logged"] for p in per_producer)):
         problems.append(f"(3) {unanswered} submitted commands got no report "
                         f"({sum(p['sent_not_logged'] for p in per_producer)} not logged)")
     v = subprocess.run([sys.executable, "-m", "shmex.cli", "verify", data], capture_output=True, text=True)
@@ -506,6 +555,8 @@ def _check(cfg, out, killer, args, wall, load_hash, PREFIX, SHM_DIR) -> dict:
     back: dict[str, list[float]] = {}
     back_kill: dict[str, list[float]] = {}
     for k in killer.kills:
+        if k["recovery_ms"] is None:
+            continue          # the sync error: a halt, not a recovery
         by_target.setdefault(k["target"], []).append(k["recovery_ms"])
         if k["throughput_back_ms"] is not None:
             for t in (k["target"], "all"):
@@ -527,7 +578,7 @@ def _check(cfg, out, killer, args, wall, load_hash, PREFIX, SHM_DIR) -> dict:
                             f"{WINDOW_S:g}-s windows in the {BEFORE_S:g} s before the kill; back: end of the first "
                             f"{WINDOW_S:g}-s window after READY (sliding {SAMPLE_S * 1e3:g} ms) at >= "
                             f"{BACK_FRACTION:.0%} of it, measured from READY"),
-        "torn_records_written": killer.torn,
+        "torn_records_written": killer.torn, "halted": halted,
         "acked_lost": acked_lost, "duplicates_applied": duplicates,
         "state_hash_live": live, "state_hash_replay": replay, "verify_exit": v.returncode,
         "segments_leaked": leaked, "orders": int(sum(p["sent"] for p in per_producer)),
@@ -537,10 +588,31 @@ def _check(cfg, out, killer, args, wall, load_hash, PREFIX, SHM_DIR) -> dict:
     }
 
 
+def _halt_problems(cfg, out) -> list[str]:
+    """After the "sync error" fault: the engine stopped on the WAL writer's halt, with a
+    line naming the segment file and EIO, and no successor of the WAL writer was started."""
+    from shmex.engine import halt
+
+    role = registry.drill_targets()[SYNC_TARGET][0].name
+    problems = []
+    if out.status != "failed" or "halted" not in out.reason:
+        problems.append(f"syncerror: the engine did not halt: {out.status}: {out.reason}")
+    elif "fdatasync" not in out.reason or "EIO" not in out.reason or cfg.data_dir not in out.reason:
+        problems.append(f"syncerror: the halt does not name the fdatasync, the file and EIO: {out.reason}")
+    again = [e for e in out.restarts if e["role"] == role and e["reason"] == f"exit status {halt.HALT_STATUS}"]
+    if again:
+        problems.append(f"syncerror: the halted {role} was restarted (pid {again[0]['new_pid']})")
+    return problems
+
+
 def _print_verdict(doc: dict, log) -> None:
     print(f"drill {doc['run_id']}: {len(doc['kills'])} kills, {doc['orders']:,} orders, last seq "
           f"{doc['last_seq']:,}, {doc['seconds']:.1f} s ({doc['machine']})")
     for i, k in enumerate(doc["kills"]):
+        if k["target"] == SYNC_TARGET:
+            print(f"  fault {i + 1:>2}: {k['target']:<9} {k['process']:<11} at seq {k['at_seq']:>10,}: its next "
+                  f"fdatasync failed (durable {k['durable_seq']:,}); engine: {doc['engine_reason']}")
+            continue
         rate = k.get("orders_per_s_before")
         tb = k.get("throughput_back_ms")
         tput = ("" if k["target"] == STANDBY else
@@ -563,9 +635,14 @@ def _print_verdict(doc: dict, log) -> None:
               f"{doc['throughput_never_back']}")
     print(f"  standby: {doc['standby'] if doc['standby_on'] else 'off'}")
     print(f"  (1) acknowledged commands lost: {doc['acked_lost']}; applied twice: {doc['duplicates_applied']}")
-    print(f"  (2) state_hash live {doc['state_hash_live']}  replay {doc['state_hash_replay']}")
-    print(f"  (3) every submitted command answered: "
-          f"{all(p['answered'] >= p['sent'] for p in doc['producers'])}")
+    if doc["halted"]:
+        print(f"  (2) replay rebuilt the log up to the durable seq of the halt: state_hash {doc['state_hash_replay']}"
+              f" (the live one counts commands never durable)")
+        print("  (3) every submitted command answered: does not apply after a halt")
+    else:
+        print(f"  (2) state_hash live {doc['state_hash_live']}  replay {doc['state_hash_replay']}")
+        print(f"  (3) every submitted command answered: "
+              f"{all(p['answered'] >= p['sent'] for p in doc['producers'])}")
     print(f"  (4) shmex verify exit {doc['verify_exit']}")
     print(f"  (5) segments leaked: {len(doc['segments_leaked'])}")
     for pr in doc["problems"]:

@@ -57,6 +57,9 @@ def add_arguments(p) -> None:
                    help="publisher as its own process, or inside the matcher's loop (default)")
     p.add_argument("--snapshot-every", type=int, metavar="N",
                    help="commands between snapshots (default 1,000,000; 0: only the final one)")
+    p.add_argument("--keep-snapshots", type=int, metavar="N",
+                   help="snapshots kept, with the WAL segments they need; older segments are removed "
+                        "(default 3; at least 2; 0: keep every snapshot and the whole log)")
     p.add_argument("--capacity", type=int, help="resting orders the book can hold (default 1,048,576)")
     p.add_argument("--seed", type=int)
     p.add_argument("--wait", metavar="ROLE=STRAT,...",

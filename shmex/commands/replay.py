@@ -1,7 +1,8 @@
 """``shmex replay DIR [--until SEQ] [--json PATH]``: rebuild the book from a run's
 snapshots and WAL and print its state hash.
 
-Exit: 0 ok, 1 the log is damaged (replay stopped at the last valid record), 2 cannot open.
+Exit: 0 ok, 1 the log is damaged (replay stopped at a torn tail, or refused damage followed
+by intact records), 2 cannot open (also ``--until`` a seq that retention removed: it says so).
 """
 
 from __future__ import annotations

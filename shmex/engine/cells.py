@@ -6,7 +6,10 @@ processes sit on different 64-byte lines (8 cells per line)::
     cell   written by     field
     ----   ------------   ------------------------------------------------------------
       0    supervisor     PHASE        STARTING 0, RUNNING 1, STOPPING 2, ABORT 3
+      1    supervisor     FAULT_SYNC   drill: bumped to fail the WAL writer's next fdatasync
+                                       (read only where the drill turned faults on)
       8    walwriter      DURABLE_SEQ  highest seq the WAL holds as its mode demands
+      9    walwriter      WAL_RETIRED_SEGMENTS, WAL_RETIRED_BYTES (10): removed by retention
      16    matcher        MATCHER_SEQ  highest seq stamped
      24    matcher        MATCHER_DONE 1: drained, final snapshot written (2: aborted)
      25..26 matcher       STATE_HASH   final state_hash (16 bytes)
@@ -15,6 +18,8 @@ processes sit on different 64-byte lines (8 cells per line)::
      29    matcher        BATCHES
      32    walwriter      WAL_DONE     1: sealed (3: halted on a durability fault)
      33    walwriter      COMMITS
+     34..38 walwriter     HALT_OP, HALT_ERRNO, HALT_FILE, HALT_OFFSET, HALT_SEQ: what a
+                          durability fault stopped (`engine.halt`)
      40    publisher      PUB_DONE     1: every report routed
      41    publisher      ROUTED       reports routed
      42    publisher      DROPPED      reports to a destination nobody reads (a dead client)
@@ -39,7 +44,10 @@ from __future__ import annotations
 PH_STARTING, PH_RUNNING, PH_STOPPING, PH_ABORT = 0, 1, 2, 3
 
 PHASE = 0
+FAULT_SYNC = 1
 DURABLE_SEQ = 8
+WAL_RETIRED_SEGMENTS = 9
+WAL_RETIRED_BYTES = 10
 MATCHER_SEQ = 16
 MATCHER_DONE = 24
 STATE_HASH = 25
@@ -48,6 +56,11 @@ SNAP_PAUSE_MAX_NS = 28
 BATCHES = 29
 WAL_DONE = 32
 COMMITS = 33
+HALT_OP = 34        # `halt.OPS` index of what failed; 0: nothing recorded
+HALT_ERRNO = 35
+HALT_FILE = 36      # segment index, or halt.FILE_SPARE / FILE_MANIFEST / FILE_OTHER
+HALT_OFFSET = 37
+HALT_SEQ = 38       # the durable seq at the halt (-1: not known); a corrupt log: the damaged seq
 PUB_DONE = 40
 ROUTED = 41
 DROPPED = 42

@@ -61,6 +61,9 @@ class EngineConfig:
     seed: int = 1
     snapshot_every: int = 1_000_000      # commands between snapshots (0: only the final one);
                                          # fewer: faster restarts, more CPU for the forked writer
+    keep_snapshots: int = 3              # snapshots kept, and the WAL segments they need: older
+                                         # segments are removed (more: older fallbacks and a longer
+                                         # log on disk); 0: keep every snapshot and the whole log
     publisher_inline: bool = True        # route reports inside the matcher's loop (one process less)
     ring_in: int = 1 << 16               # slots per input ring: a producer's retransmission window
     ring_rep: int = 1 << 16              # slots per report ring: how far a client may lag
@@ -95,6 +98,10 @@ class EngineConfig:
         _require(self.rate is None or self.rate > 0, "--rate", f"{self.rate}: must be > 0 orders/s")
         _require(self.durability in DURABILITY, "--durability", f"{self.durability!r}: one of {', '.join(DURABILITY)}")
         _require(self.snapshot_every >= 0, "--snapshot-every", f"{self.snapshot_every}: must be >= 0")
+        # a restarted matcher may rebuild from the snapshot before the newest (the out
+        # ring's last command can precede the newest snapshot): at least two are kept
+        _require(self.keep_snapshots == 0 or self.keep_snapshots >= 2, "--keep-snapshots",
+                 f"{self.keep_snapshots}: must be >= 2 (0: keep everything)")
         _require(self.max_restarts >= 0, "--restarts", f"{self.max_restarts}: must be >= 0")
         _require(self.restart_window_s > 0, "--restart-window", f"{self.restart_window_s}: must be > 0 s")
         _require(self.heartbeat_timeout_s > 0, "--heartbeat-timeout", f"{self.heartbeat_timeout_s}: must be > 0 s")
@@ -230,7 +237,7 @@ class EngineConfig:
             producers=producers, clients=int(pick("clients")), symbols=int(pick("symbols")),
             capacity=int(pick("capacity")), orders=orders, duration=duration, rate=pick("rate"),
             durability=pick("durability"), seed=int(pick("seed")),
-            snapshot_every=int(pick("snapshot_every")),
+            snapshot_every=int(pick("snapshot_every")), keep_snapshots=int(pick("keep_snapshots")),
             publisher_inline=(publisher == "inline") if publisher else _DEFAULTS["publisher_inline"],
             cid_base=(int(time.time()) & 0xFFFFFFF) << 32, wait=wait,
             max_restarts=int(pick("restarts", "max_restarts")),

@@ -32,6 +32,10 @@ KILL = "kill"                     # SIGKILL the process at a random instant
 KILL_IN_FORK = "kill_in_fork"     # SIGKILL it while a child it forked runs (the snapshot writer)
 KILL_TEAR_WAL = "kill_tear_wal"   # SIGKILL it, then write half a record after the log's end
 HANG = "hang"                     # SIGSTOP it: alive and silent, the supervisor's watchdog must act
+SYNC_ERROR = "sync_error"         # its next fdatasync fails with EIO: it must halt the engine, not restart
+# Fault injection a role reads (FAULT_SYNC) exists only where the drill set this in the
+# environment of the run: in any other engine no control cell can fail a sync.
+FAULTS_ENV = "SHMEX_DRILL_FAULTS"
 
 
 def _one(cfg) -> int:
@@ -103,7 +107,7 @@ BUILTIN: tuple[RoleSpec, ...] = (
     # 'hybrid': yields between journal polls while commands keep coming, blocks once the
     # journal stayed empty for a while (mode none's duty kernel runs the spin and yield)
     RoleSpec("walwriter", "shmex.roles.walwriter", rank=1, wait="hybrid", starts_first=True,
-             drill={"walwriter": KILL, "wal": KILL, "torn": KILL_TEAR_WAL}),
+             drill={"walwriter": KILL, "wal": KILL, "torn": KILL_TEAR_WAL, "syncerror": SYNC_ERROR}),
     RoleSpec("publisher", "shmex.roles.publisher", rank=2,
              processes=lambda cfg: 0 if cfg.publisher_inline else 1, slots=_one,
              on_restart=_reset_pub_done, drill={"publisher": KILL}),

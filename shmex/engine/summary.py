@@ -3,6 +3,7 @@ document (`--json`) and its printed form."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
@@ -105,9 +106,25 @@ def result_doc(cfg, out) -> dict:
         "segments_left": out.leaked, "dead_runs_cleaned": out.cleaned,
         "dead_runs_cleaned_ids": out.cleaned_runs,
         "restarts": [{k: v for k, v in e.items() if k not in ("died_s", "ready_s")} for e in out.restarts],
-        "standby": out.standby,
+        "standby": out.standby, "wal": wal_kept(cfg, ctl),
         "verify": f"shmex verify {cfg.data_dir}", "replay": f"shmex replay {cfg.data_dir}",
     }, h
+
+
+def wal_kept(cfg, ctl: np.ndarray) -> dict:
+    """The log the data directory keeps after the run, and what retention removed in it."""
+    from shmex.errors import CannotOpen, CorruptRecord
+    from shmex.wal.segment import list_segments, read_header
+
+    try:
+        segs = list_segments(cfg.data_dir)
+        first = int(read_header(segs[0][1])["first_seq"]) if segs else None
+        kept = sum(os.path.getsize(p) for _, p in segs)
+    except (CannotOpen, CorruptRecord, OSError):
+        segs, first, kept = [], None, 0      # verify names what is wrong with the directory
+    return {"keep_snapshots": cfg.keep_snapshots, "removed_segments": int(ctl[cells.WAL_RETIRED_SEGMENTS]),
+            "removed_bytes": int(ctl[cells.WAL_RETIRED_BYTES]), "kept_segments": len(segs), "kept_bytes": kept,
+            "first_seq": first}
 
 
 def print_summary(doc: dict) -> None:
@@ -149,6 +166,12 @@ def print_summary(doc: dict) -> None:
     p(f"  snapshots   {doc['snapshots']} (longest matching pause {doc['snapshot_pause_max_ns'] / 1e6:.2f} ms); "
       f"WAL commits {doc['wal_commits']:,}")
     p(f"  data        {doc['data_dir']} (WAL + snapshots/)")
+    w = doc["wal"]
+    keep = f"keep {w['keep_snapshots']} snapshots" if w["keep_snapshots"] else "off: the whole log is kept"
+    p(f"  wal         kept {w['kept_segments']} segment(s) ({w['kept_bytes'] / 2**20:,.1f} MiB)"
+      + (f" from seq {w['first_seq']:,}" if w["first_seq"] is not None else "")
+      + f"; retention ({keep}) removed {w['removed_segments']} segment(s) "
+        f"({w['removed_bytes'] / 2**20:,.1f} MiB) in this run")
     p(f"  verify      {doc['verify']}    replay: {doc['replay']}")
     bad = [k for k, v in doc["checks"].items() if not v]
     p(f"  checks      " + ("all passed (" + ", ".join(doc["checks"]) + ")" if not bad else "FAILED: " + ", ".join(bad)))

@@ -19,13 +19,15 @@ a clean exit after the stop began) aborts the run: every other child is told to 
 at once (the WAL writer still seals what it holds), stragglers are killed after a grace
 period, and the result names the process and its exit status.
 
-Restarts (issue 6): once the load runs, a matcher, WAL writer, publisher or load producer
+Restarts: once the load runs, a matcher, WAL writer, publisher or load producer
 that dies (SIGKILL at any instant included) is started again in its slot, and the new
 process resumes from the rings (`resume.py`: the ring is the retransmission buffer). Each
 restart is logged with its reason, the seq at the time and the time to recover (death
 seen -> the successor READY), and kept in `Supervisor.restarts`. A process that dies more
 than ``max_restarts`` times within ``restart_window_s`` stops the engine with a message
-naming it; ``max_restarts`` 0 restores stop-on-first-death. A restarted load producer
+naming it; ``max_restarts`` 0 restores stop-on-first-death. A process that exits with
+`halt.HALT_STATUS` fail-stopped on a durability fault: it is never restarted, and the
+engine stops with the one line `halt.describe` makes of what it recorded. A restarted load producer
 continues its pseq from its input ring (new client ids). Children die with the
 supervisor (parent-death signal in `child.py`).
 
@@ -52,6 +54,7 @@ import numpy as np
 import psutil
 
 from shmex.engine import cells
+from shmex.engine import halt
 from shmex.engine import placement
 from shmex.engine import registry
 from shmex.engine import standby
@@ -336,9 +339,11 @@ class Supervisor:
             dead = self._dead(expected_done)
             if dead is None:
                 return None
+            rc = dead.popen.poll()
+            if rc == halt.HALT_STATUS:    # a fail-stop: a successor would trust what the fault left
+                return dead
             if self.max_restarts <= 0 or not dead.spec.restart or self.ctl[cells.PHASE] == cells.PH_ABORT:
                 return dead
-            rc = dead.popen.poll()
             now = time.monotonic()
             refused = restart_refused(self.restarts, dead.name, now, self.max_restarts, self.restart_window_s)
             if refused:
@@ -577,6 +582,9 @@ class Supervisor:
     def _fail(self, out: Outcome, dead: Child) -> None:
         rc = dead.popen.poll()
         out.status, out.exit_code = "failed", 1
+        if not out.reason and rc == halt.HALT_STATUS:
+            out.reason = (f"{dead.name} (pid {dead.pid}) halted: {halt.describe(self.cfg, self.ctl)}; "
+                          f"engine stopped (a halted process is not restarted)")
         if not out.reason:
             out.reason = f"{dead.name} (pid {dead.pid}) died: {describe_status(rc)}; engine stopped"
         self.ctl[cells.PHASE] = cells.PH_ABORT

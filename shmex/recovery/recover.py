@@ -16,7 +16,7 @@ from shmex.errors import CannotOpen, CorruptRecord
 from shmex.snapshot import store
 from shmex.wal import layout as wal_layout
 from shmex.wal import manifest
-from shmex.wal.reader import ScanEnd, WalReader
+from shmex.wal.reader import ScanEnd, WalReader, intact_after
 
 
 @dataclass
@@ -42,9 +42,10 @@ def recover(directory, *, until: int | None = None, use_snapshots: bool = True,
             progress=None) -> Recovered:
     """Rebuild the book from ``directory`` (a WAL dir with its ``snapshots/``).
 
-    Stops at the first bad record (reported in ``damage``; nothing after it is applied) or
-    at ``until``. Raises CannotOpen when the directory is missing, or when there is neither a
-    snapshot nor a matcher config in the manifest to start from.
+    Stops at a torn tail (reported in ``damage``; nothing after it is applied) or at
+    ``until``; damage followed by intact records raises CorruptRecord. Raises CannotOpen
+    when the directory is missing, or when there is neither a snapshot nor a matcher
+    config in the manifest to start from.
     ``progress(seq, records)`` is called about every million commands.
     """
     from shmex.matcher import Matcher
@@ -53,6 +54,14 @@ def recover(directory, *, until: int | None = None, use_snapshots: bool = True,
     reader = WalReader(directory)  # CannotOpen if missing
     refused: list[CorruptRecord] = []
     findings: list[str] = []
+    doc = _manifest(directory)
+    trusted = manifest.halted_at(doc)
+    if trusted is not None and (until is None or until > trusted):
+        # the last run halted on a failed sync: what it wrote after its last good sync was
+        # never acknowledged and is not trusted (the next writer cuts it)
+        findings.append(f"the last run halted on a durability fault at durable seq {trusted}: "
+                        f"the records after it are not trusted and not replayed")
+        until = trusted
     tried_above: int | None = None
     while True:
         m, info = None, None
@@ -63,6 +72,7 @@ def recover(directory, *, until: int | None = None, use_snapshots: bool = True,
         if m is None:
             m = Matcher(**_config(directory))
         start = m.last_seq + 1
+        _refuse_retired(directory, (doc or {}).get("retention"), start, until, refused)
         n = 0
         t_replay = time.perf_counter()
         next_report = 1 << 20
@@ -73,6 +83,7 @@ def recover(directory, *, until: int | None = None, use_snapshots: bool = True,
                 progress(m.last_seq, n)
                 next_report += 1 << 20
         end = reader.end
+        _refuse_corruption(directory, reader)
         replay_s = time.perf_counter() - t_replay
         if info is not None and end.last_seq < info.seq:
             # the intact log does not reach this snapshot: refuse it, try an older one
@@ -91,6 +102,39 @@ def recover(directory, *, until: int | None = None, use_snapshots: bool = True,
     return Recovered(matcher=m, last_seq=m.last_seq, records=n, snapshot=info, damage=end.damage,
                      refused=refused, findings=findings, mismatch=mismatch,
                      seconds=time.perf_counter() - t0, replay_seconds=replay_s, end=end)
+
+
+def _refuse_corruption(directory, reader: WalReader) -> None:
+    """Damage followed by records in good order is not a torn tail but damage inside
+    acknowledged records: raise CorruptRecord naming it instead of stopping quietly there."""
+    dmg = reader.end.damage
+    intact = intact_after(reader.end, reader.segments) if dmg is not None else None
+    if intact is not None:
+        raise CorruptRecord(dmg.path, dmg.offset, dmg.seq, f"{dmg.what}; {intact}: damage inside the log, "
+                            f"not a torn tail: recovery refuses it (`shmex repair {directory}` cuts it)")
+
+
+def _manifest(directory) -> dict | None:
+    try:
+        return manifest.read(directory)
+    except CorruptRecord:
+        return None      # a damaged manifest: `_config` (if it is needed) and verify name it
+
+
+def _refuse_retired(directory, retention: dict | None, start: int, until: int | None, refused: list) -> None:
+    """Retention removed the segments in front of the log's first seq F: a rebuild must
+    start from a snapshot at F - 1 or later. CannotOpen, saying so, when it would start
+    before (``until`` below what is kept, or no kept snapshot loads)."""
+    if not retention or start >= retention["first_seq"]:
+        return
+    first = retention["first_seq"]
+    kept = [s for s, _ in store.list_snapshots(snapshot_dir(directory)) if s >= first - 1]
+    asked = f"seq {until}" if until is not None else "the log's end"
+    hint = (f"; the oldest snapshot kept is at seq {min(kept)}: the oldest state it can rebuild"
+            + (f" ({len(refused)} newer snapshot(s) refused: {refused[0]})" if refused else "")
+            if kept else "; no snapshot it keeps loads" + (f": {refused[0]}" if refused else ""))
+    raise CannotOpen(f"{directory}: cannot rebuild {asked}: seqs {start}..{first - 1} were removed by retention "
+                     f"(the log starts at seq {first}, segment {retention['first_segment']}){hint}")
 
 
 def _config(directory) -> dict:
@@ -120,20 +164,12 @@ def _check_snapshot_marks(m, end: ScanEnd) -> list[str]:
 def remove_log(data_dir: str) -> None:
     """Remove a previous log from data_dir (only files shmex writes there), holding the WAL
     writer's lock: CannotOpen, and nothing removed, while an engine writes that log."""
-    import fcntl
-
-    from shmex.files import FILE_MODE
-    from shmex.wal.writer import LOCK_NAME
+    from shmex.wal.writer import lock_directory
 
     if not os.path.isdir(data_dir):
         return
-    fd = os.open(os.path.join(data_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT, FILE_MODE)
+    fd = lock_directory(data_dir, "a running engine's WAL writer holds")
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CannotOpen(f"{data_dir}: a running engine's WAL writer holds {LOCK_NAME}; "
-                             f"not removing its log") from None
         for name in os.listdir(data_dir):
             if wal_layout.parse_segment_name(name) is not None or name in (wal_layout.MANIFEST, wal_layout.SPARE_NAME):
                 os.unlink(os.path.join(data_dir, name))

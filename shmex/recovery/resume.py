@@ -13,10 +13,10 @@ everything its predecessor had not finished, and these helpers make the resume e
   report stream continues with no gap and no duplicate. It also scans the WAL tail for
   the last ``pseq`` per producer (`last_pseqs`), and `skip_logged` drops from each input
   ring the commands the WAL already holds (they are a prefix of what was not released).
-- **WAL writer** (`skip_journal`): the new WalWriter cut the torn tail and continues at
-  ``first_seq``; journal records before it (written by the dead writer, not yet released)
-  are skipped by seq. `sync_old_segments` makes what the dead writer left in the page
-  cache durable before the new writer reports it durable.
+- **WAL writer** (`skip_journal`): the new WalWriter cut the torn tail, synced what the
+  dead writer left in the page cache (it reports nothing durable it has not synced) and
+  continues at ``first_seq``; journal records before it (written by the dead writer, not
+  yet released) are skipped by seq.
 - **publisher** (`skip_delivered`): the out-ring window it re-reads (consumed, routed, not
   yet released) may hold reports already delivered; the last record of each report ring
   tells where delivery stopped, and those reports are skipped, not sent twice.
@@ -28,7 +28,6 @@ cycle, and no ring can have more than its capacity sequenced since its last rele
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -98,6 +97,12 @@ def last_pseqs(data_dir: str, lo: int, hi: int) -> np.ndarray:
     return last
 
 
+def pseq_window(in_caps: int) -> int:
+    """How far below the durable seq a restarted matcher reads the WAL for the last pseq
+    of each producer (see the bound in the module doc); retention keeps at least this."""
+    return 2 * (in_caps + MATCHER_BATCH)
+
+
 def resume_book(cfg, ctl, journal, out, in_caps: int) -> Resumed:
     from shmex.matcher import Matcher
     from shmex.recovery import recover as recovery
@@ -142,7 +147,7 @@ def resume_book(cfg, ctl, journal, out, in_caps: int) -> Resumed:
             backlog = reps[j:].copy()
             ph["reemit"] = (time.perf_counter() - t_re) * 1e3
     t_scan = time.perf_counter()
-    lo = max(base + 1, D - 2 * (in_caps + MATCHER_BATCH))
+    lo = max(base + 1, D - pseq_window(in_caps))
     lastp = last_pseqs(data, lo, D) if D >= lo else np.zeros(1 << 16, dtype=np.int64)
     t1 = time.perf_counter()
     ph["pseq_scan"] = (t1 - t_scan) * 1e3
@@ -182,23 +187,6 @@ def _release_prefix(ring, buf: np.ndarray, field: str, last: int) -> int:
 def skip_journal(journal, wal_last: int) -> int:
     """WAL writer restart: release journal records already in the log (seq <= wal_last)."""
     return _release_prefix(journal, commands(1024), "seq", wal_last)
-
-
-def sync_old_segments(directory: str, keep: int = 2) -> None:
-    """fsync the newest segments a dead writer may have left in the page cache only."""
-    from shmex.wal import layout as wal_layout
-
-    names = sorted((wal_layout.parse_segment_name(n), n) for n in os.listdir(directory)
-                   if wal_layout.parse_segment_name(n) is not None)
-    for _, name in names[-keep:]:
-        try:
-            fd = os.open(os.path.join(directory, name), os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def skip_delivered(pend: np.ndarray, hi: int, dests, sentinel: int) -> int:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from shmex.errors import CannotOpen, CorruptRecord
 from shmex.wal import layout as wal_layout
 from shmex.wal import manifest
-from shmex.wal.reader import WalReader
+from shmex.wal.reader import WalReader, intact_after
 
 # Errors that bytes from a damaged file could still provoke deep in a decoder; verify turns
 # them into a finding instead of a traceback (never a bare except: a bug elsewhere still shows).
@@ -77,8 +77,9 @@ def verify(directory) -> Report:
     if doc is None and reader.segments and not rep.findings:
         rep.findings.append(Finding("corrupt", manifest.path_of(directory), None, None, "manifest is missing"))
     _check_log(reader, rep)
+    _check_start(doc, reader, rep)
     _check_runs(doc, reader, rep)
-    _check_snapshots(snaps_dir, reader, rep)
+    _check_snapshots(snaps_dir, reader, rep, manifest.halted_at(doc) is not None)
     return rep
 
 
@@ -91,18 +92,50 @@ def _check_log(reader: WalReader, rep: Report) -> None:
     rep.segments = len(reader.segments)
     rep.last_seq = end.last_seq if reader.segments else None
     if end.damage is not None:
-        rep.findings.append(_corrupt(end.damage))
+        intact = intact_after(end, reader.segments)
+        f = _corrupt(end.damage)
+        if intact is not None:
+            f.what += (f"; {intact}: damage inside the log, not a torn tail "
+                       f"(`shmex repair {reader.directory}` cuts it)")
+        rep.findings.append(f)
         rep.findings.append(Finding("note", end.damage.path, None, None,
-                                    f"records up to seq {end.last_seq} are intact; recovery stops there"))
+                                    f"records up to seq {end.last_seq} are intact; " +
+                                    ("recovery refuses the records after them" if intact else
+                                     "recovery stops there (a torn tail: the next writer cuts it)")))
     for name in sorted(os.listdir(reader.directory)):
         if name == wal_layout.SPARE_NAME or name.endswith(".tmp"):
             rep.findings.append(Finding("note", os.path.join(reader.directory, name), None, None,
                                         "leftover temporary file (a writer was running or crashed)"))
 
 
+def _kept_from(doc) -> int:
+    """The first segment the log keeps: where retention left it, else 0."""
+    return int(((doc or {}).get("retention") or {}).get("first_segment", 0))
+
+
+def _check_start(doc, reader: WalReader, rep: Report) -> None:
+    """The log starts where the manifest says retention left it (segment 0 without it)."""
+    if not reader.segments:
+        return
+    want, first = _kept_from(doc), reader.segments[0][0]
+    path = os.path.join(reader.directory, wal_layout.segment_name(want))
+    if first > want:
+        rep.findings.append(Finding("corrupt", path, None, None, f"segments {want}..{first - 1} are missing "
+                                    f"(the manifest keeps the log from segment {want})"))
+    elif first < want:
+        rep.findings.append(Finding("note", reader.segments[0][1], None, None, f"segments {first}..{want - 1} "
+                                    f"are still there though retention gave them up (an interrupted removal)"))
+    ret = (doc or {}).get("retention")
+    if ret:
+        rep.findings.append(Finding("note", path, None, ret["first_seq"], f"retention removed {ret['removed_segments']} "
+                                    f"segments ({ret['removed_bytes']:,} bytes) before this one: the log keeps seqs "
+                                    f"from {ret['first_seq']}"))
+
+
 def _check_runs(doc, reader: WalReader, rep: Report) -> None:
     if doc is None:
         return
+    retired = _kept_from(doc)   # runs that started before it: their records may be gone
     mpath = manifest.path_of(reader.directory)
     starts = {c.run_id: c for c in reader.end.controls if c.kind == wal_layout.REC_RUN_START}
     seals = {c.run_id: c for c in reader.end.controls if c.kind == wal_layout.REC_RUN_SEALED}
@@ -119,7 +152,7 @@ def _check_runs(doc, reader: WalReader, rep: Report) -> None:
         known.add(rid)
         start = starts.get(rid)
         if start is None:
-            if not damaged:
+            if not damaged and run["first_segment"] >= retired:
                 rep.findings.append(Finding("corrupt", mpath, None, run["first_seq"],
                                             f"run {rid} is in the manifest but the log has no RUN_START for it"))
             continue
@@ -129,7 +162,7 @@ def _check_runs(doc, reader: WalReader, rep: Report) -> None:
         seal = seals.get(rid)
         if run["sealed"]:
             if seal is None:
-                if not damaged:
+                if not damaged and run["first_segment"] >= retired:
                     rep.findings.append(Finding("corrupt", mpath, None, run["last_seq"],
                                                 f"run {rid} is sealed in the manifest but the log has no RUN_SEALED for it"))
                 continue
@@ -143,6 +176,12 @@ def _check_runs(doc, reader: WalReader, rep: Report) -> None:
         elif seal is not None:
             rep.findings.append(Finding("note", mpath, None, seal.seq,
                                         f"run {rid} sealed in the log but not in the manifest (crash while sealing)"))
+        elif isinstance(run.get("halted"), dict):
+            d = run["halted"].get("durable_seq")
+            then = ("the next run cut what it wrote after it" if i < len(runs) - 1 else
+                    "what it wrote after it was never acknowledged and is not trusted: the next writer cuts it")
+            rep.findings.append(Finding("note", mpath, None, d, f"run {rid} halted on a durability fault "
+                                        f"({run['halted'].get('reason')}); it was durable up to seq {d}: {then}"))
         elif i < len(runs) - 1:
             rep.findings.append(Finding("note", mpath, None, run["first_seq"],
                                         f"run {rid} was not sealed: it crashed; the next run recovered from it"))
@@ -155,7 +194,7 @@ def _check_runs(doc, reader: WalReader, rep: Report) -> None:
                                         f"run {rid} has a RUN_START but no manifest entry (crash while starting)"))
 
 
-def _check_snapshots(snaps_dir, reader: WalReader, rep: Report) -> None:
+def _check_snapshots(snaps_dir, reader: WalReader, rep: Report, halted: bool) -> None:
     from shmex.snapshot import store
 
     logged = {c.last_seq: c for c in reader.end.controls if c.kind == wal_layout.REC_SNAPSHOT}
@@ -170,12 +209,21 @@ def _check_snapshots(snaps_dir, reader: WalReader, rep: Report) -> None:
             rep.findings.append(Finding("corrupt", path, None, seq, str(e)))
             continue
         if reader.segments and info.seq > reader.end.last_seq:
-            if reader.end.damage is None:
+            if halted:
+                rep.findings.append(Finding("note", path, None, info.seq,
+                                            f"snapshot is beyond the end of the log (seq {reader.end.last_seq}) of a "
+                                            f"run that halted on a durability fault: it was taken ahead of durability "
+                                            f"and holds commands never acknowledged; the next launch removes it"))
+            elif reader.end.damage is None:
                 rep.findings.append(Finding("corrupt", path, 16, info.seq,
                                             f"snapshot is at seq {info.seq}, beyond the end of the log (seq {reader.end.last_seq}): it holds commands that were never durable"))
             else:
                 rep.findings.append(Finding("note", path, None, info.seq,
                                             "snapshot lies past the damage: recovery from it does not need the damaged records (the log after it is not checked from here)"))
+        first = rep.first_seq if rep.first_seq is not None else reader.end.last_seq + 1
+        if reader.segments and info.seq < first - 1:
+            rep.findings.append(Finding("note", path, None, info.seq, f"snapshot is older than the log kept "
+                                        f"(from seq {first}): recovery cannot start from it"))
         mark = logged.get(info.seq)
         if mark is not None and mark.state_hash and mark.state_hash != info.state_hash:
             rep.findings.append(Finding("corrupt", path, 64, info.seq,

@@ -98,6 +98,7 @@ class MatcherAgent:
         self._duty_arrays(P)
         self.snap_dir = recovery.snapshot_dir(cfg.data_dir)
         self.snap_every = int(cfg.snapshot_every)
+        self.snap_keep = int(cfg.keep_snapshots) or None   # None: keep every one (retention off)
         self.snap_cores = cfg.snapshot_cores   # placement.snapshot_cores
         self.next_snap = next_snapshot_due(self.resumed.snapshot_seq, self.m.last_seq, self.snap_every)
         self.child = 0
@@ -233,7 +234,7 @@ class MatcherAgent:
                 b = self.m.book
                 state = {name: arr for name, arr in zip(FIELDS, b)}
                 store.write_state(self.snap_dir, state, self.m.last_seq, self.m.state_hash(),
-                                  pause=os.sched_yield)
+                                  keep=self.snap_keep, pause=os.sched_yield)
             except BaseException as e:  # noqa: BLE001 - report and exit non-zero, never return
                 print(f"matcher snapshot child: {e}", file=sys.stderr, flush=True)
                 code = 1
@@ -273,7 +274,7 @@ class MatcherAgent:
             # views, not export_state()'s copies: the book no longer changes, and a copy
             # would double the matcher's resident memory at the stop
             state = {name: arr for name, arr in zip(FIELDS, self.m.book)}
-            store.write_state(self.snap_dir, state, last, self.m.state_hash())
+            store.write_state(self.snap_dir, state, last, self.m.state_hash(), keep=self.snap_keep)
             self.ctl.a[cells.SNAPSHOTS] += 1
 
     def drop_views(self) -> None:

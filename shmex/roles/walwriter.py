@@ -6,8 +6,13 @@
 - DURABLE_SEQ only grows and is stored (release) only after the flush the mode demands.
 - Journal slots are released only up to the durable seq: a WAL writer killed before a
   sync leaves those commands in the ring for its successor.
-- At the end (the matcher done and the journal empty) it seals the run; on a durability
-  fault it records WAL_DONE = 3, prints the reason and exits 3 (fail-stop).
+- At the end (the matcher done and the journal empty) it seals the run. On a durability
+  fault (a failed fdatasync, ENOSPC, a log whose damage it must not cut) it records what
+  failed (`engine.halt`), WAL_DONE = 3, prints the reason and exits `halt.HALT_STATUS`:
+  the supervisor stops the engine and restarts no successor (fail-stop).
+- A successor counts nothing durable that it did not sync itself (`WalWriter` syncs the
+  dead writer's last run first) and never cuts a record at or below the DURABLE_SEQ its
+  predecessor published.
 - Mode none runs its duty cycle in numba (`wal_duty`: journal -> mapped segment ->
   DURABLE_SEQ, yielding between polls) while prefilled room lasts; batches beyond it
   (pwrite, rotation) and modes group/always take the Python path below.
@@ -15,13 +20,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
 import numpy as np
 
-from shmex.errors import Halt, UsageError
-from shmex.engine import cells
+from shmex.errors import CorruptRecord, Halt, UsageError
+from shmex.engine import cells, halt, registry
 from shmex.roles import walwriter_duty
 from shmex.engine.ctl import Aborted, Ctl, ProcessSlot, shares_core
 from shmex.ring import Ring
@@ -64,24 +70,29 @@ def run(cfg, ctl: Ctl, me: ProcessSlot, index: int = 0) -> int:
     extra = {"segment_bytes": int(cfg.segment_bytes)} if cfg.segment_bytes else {}
     # a successor in a running engine (DURABLE_SEQ was stored): its predecessor died in a
     # process crash, so only the log's tail needs scanning (bounded, not O(log))
-    successor = ctl.load(cells.DURABLE_SEQ) > 0
-    wal = WalWriter(cfg.data_dir, mode=cfg.durability, group_records=BATCH,
-                    config=cfg.book, tail_only=successor, **extra)
+    durable_before = ctl.load(cells.DURABLE_SEQ)
+    successor = durable_before > 0
+    try:
+        wal = WalWriter(cfg.data_dir, mode=cfg.durability, group_records=BATCH, config=cfg.book,
+                        tail_only=successor, durable_floor=durable_before, sync_fault=_sync_fault(ctl), **extra)
+    except (Halt, CorruptRecord) as e:
+        return _halt(ctl, e, cfg.data_dir)
+    if ctl.phase == cells.PH_STARTING:
+        _drop_stale_snapshots(cfg.data_dir, wal.first_seq - 1)
     strategy = resolve(cfg.wait["walwriter"])
     kernel = wal.mode == "none"   # mode none: the duty cycle runs in numba (wal_duty)
     # with the kernel, its spin and yield phases are the strategy's; Python only blocks
     journal = Ring.attach(Ring.name_for(cfg.run_id, "journal"), COMMAND, side="consumer",
                           wait=BLOCK_ONLY if kernel and strategy.block else strategy)
     if journal.released_seq < journal.published_seq or ctl.load(cells.DURABLE_SEQ):
-        # a restart (resume.py): what the dead writer left in the page cache is made
-        # durable, and journal records the log already holds are skipped by seq
-        from shmex.recovery.resume import log, skip_journal, sync_old_segments
+        # a restart (resume.py): journal records the log already holds are skipped by seq
+        from shmex.recovery.resume import log, skip_journal
 
-        sync_old_segments(cfg.data_dir)
         skipped = skip_journal(journal, wal.first_seq - 1)
         log(f"walwriter: resumed at seq {wal.first_seq - 1:,}; {skipped:,} journal records "
             f"already logged skipped")
     base = journal.released_seq          # journal position of seq wal.first_seq
+    retention = Retention(cfg, ctl)
     first = wal.first_seq
     ctl.store(cells.DURABLE_SEQ, wal.durable_seq)
     buf = commands(BATCH)
@@ -109,6 +120,7 @@ def run(cfg, ctl: Ctl, me: ProcessSlot, index: int = 0) -> int:
     try:
         me.wait_go()
         while True:
+            retention.tick(wal)           # a compare, unless the last batch rotated
             if kernel:
                 words, pos_w, room = wal.mapped_room()
                 if room:
@@ -160,28 +172,102 @@ def run(cfg, ctl: Ctl, me: ProcessSlot, index: int = 0) -> int:
                 break
     except Aborted:
         # drain what the journal holds (whole sequenced commands) so the sealed run is complete
-        while (n := journal.consume(buf, release=False)):
-            wal.append(buf[:n])
-    except Halt as e:
-        print(f"walwriter: durability fault, stopping: {e}", file=sys.stderr, flush=True)
-        ctl.store(cells.WAL_DONE, 3)
-        return 3
+        try:
+            while (n := journal.consume(buf, release=False)):
+                wal.append(buf[:n])
+        except Halt:
+            pass                   # wal.halt says why: handled below
+    except Halt:
+        pass                       # wal.halt says why: handled below
     finally:
         if kernel:
             del j_slots, j_ctl, j_loc
-        if wal.halted is None:
-            d = wal.close(seal=True)
-            sealed = True
-            ctl.store(cells.DURABLE_SEQ, d)
-            # only what the log holds: records read after a bad seq stay for a successor
-            upto = min(journal.read_seq, base + d - first + 1)
-            if upto > journal.released_seq:
-                journal.release(upto)
+        if wal.halt is None:
+            try:
+                d = wal.close(seal=True)
+            except Halt:
+                d = None           # wal.halt says why: handled below
+            if d is not None:
+                sealed = True
+                ctl.store(cells.DURABLE_SEQ, d)
+                # only what the log holds: records read after a bad seq stay for a successor
+                upto = min(journal.read_seq, base + d - first + 1)
+                if upto > journal.released_seq:
+                    journal.release(upto)
         journal.close()
         h_durable = dtab = None
         hseg.close()
+    if wal.halt is not None:
+        return _halt(ctl, wal.halt, cfg.data_dir)
     ctl.store(cells.WAL_DONE, 1 if sealed else 2)
     return 0
+
+
+class Retention:
+    """WAL retention (``cfg.keep_snapshots``; 0: off): once per segment (at the start and
+    after each rotation) remove the segments wholly older than what the kept snapshots and
+    a matcher's restart need (`retention.retire_bound`); counted in WAL_RETIRED_*."""
+
+    def __init__(self, cfg, ctl: Ctl):
+        from shmex.recovery.resume import pseq_window
+
+        self.cfg, self.ctl = cfg, ctl
+        self.window = pseq_window(cfg.ring_in * cfg.producer_slots)
+        self.segment = -1
+
+    def tick(self, wal: WalWriter) -> None:
+        if not self.cfg.keep_snapshots or wal.segment == self.segment:
+            return
+        from shmex.recovery.retention import retire_bound
+
+        self.segment = wal.segment
+        upto = retire_bound(self.cfg.data_dir, keep=self.cfg.keep_snapshots, durable_seq=wal.durable_seq,
+                            window=self.window)
+        if upto is not None:
+            n, nbytes = wal.retire(upto)
+            if n:
+                self.ctl.a[cells.WAL_RETIRED_SEGMENTS] += n    # plain: this process is the only writer
+                self.ctl.a[cells.WAL_RETIRED_BYTES] += nbytes
+
+
+def _drop_stale_snapshots(data_dir: str, log_end: int) -> None:
+    """Before this engine's matcher runs: a snapshot beyond the log's end holds commands
+    the log does not (taken ahead of durability before a crash or a halt, or cut since);
+    the log now goes on with other commands at those seqs, so it must go."""
+    from shmex.recovery.resume import log
+    from shmex.recovery.retention import drop_snapshots_after
+
+    gone = drop_snapshots_after(data_dir, log_end)
+    if gone:
+        log(f"walwriter: removed {len(gone)} snapshot(s) beyond the log's end (seq {log_end:,}): "
+            + ", ".join(os.path.basename(p) for p in gone))
+
+
+def _halt(ctl: Ctl, err, data_dir: str) -> int:
+    """Fail-stop: say why, record it for the supervisor (which restarts no successor: it
+    would trust what the fault left in the page cache), exit HALT_STATUS."""
+    print(f"walwriter: durability fault, stopping: {err}", file=sys.stderr, flush=True)
+    halt.record(ctl, err, data_dir)
+    ctl.store(cells.WAL_DONE, 3)
+    return halt.HALT_STATUS
+
+
+def _sync_fault(ctl: Ctl):
+    """The drill's "sync error" fault: each bump of FAULT_SYNC fails the writer's next
+    fdatasync with EIO. None (no hook at all) unless the drill turned faults on in the
+    run's environment (`registry.FAULTS_ENV`)."""
+    if os.environ.get(registry.FAULTS_ENV) != "1":
+        return None
+    seen = [ctl.load(cells.FAULT_SYNC)]
+
+    def fault() -> bool:
+        n = ctl.load(cells.FAULT_SYNC)
+        if n == seen[0]:
+            return False
+        seen[0] = n
+        return True
+
+    return fault
 
 
 def _turn(ctl: Ctl, journal: Ring, wal: WalWriter, *, wait: bool) -> bool:

@@ -82,8 +82,9 @@ def list_snapshots(snap_dir) -> list[tuple[int, str]]:
 
 
 def write_state(snap_dir, state: dict[str, np.ndarray], seq: int, state_hash: str, *,
-                keep: int = KEEP, state_format: int = 1, pause=None) -> SnapshotInfo:
-    """Write one snapshot of an exported state; then delete all but the newest ``keep``.
+                keep: int | None = KEEP, state_format: int = 1, pause=None) -> SnapshotInfo:
+    """Write one snapshot of an exported state; then delete all but the newest ``keep``
+    (None: keep every one).
 
     Takes an already exported state so that the slow part (compress, write, fsync) can
     run away from the matcher (a forked child or another process). ``pause`` (e.g.
@@ -118,16 +119,17 @@ def write_state(snap_dir, state: dict[str, np.ndarray], seq: int, state_hash: st
     return SnapshotInfo(final, seq, state_hash, int(h["created_ns"][0]), raw_bytes, len(payload))
 
 
-def write_snapshot(snap_dir, matcher, *, keep: int = KEEP) -> SnapshotInfo:
+def write_snapshot(snap_dir, matcher, *, keep: int | None = KEEP) -> SnapshotInfo:
     """Snapshot a live matcher now (export, then write_state)."""
     return write_state(snap_dir, matcher.export_state(), matcher.last_seq, matcher.state_hash(), keep=keep)
 
 
-def prune(snap_dir, keep: int) -> list[str]:
-    """Delete all but the newest ``keep`` snapshots, and temp files of dead writers."""
+def prune(snap_dir, keep: int | None) -> list[str]:
+    """Delete all but the newest ``keep`` snapshots (None: none of them), and temp files of
+    dead writers."""
     removed = []
-    snaps = list_snapshots(snap_dir)
-    for _, path in snaps[: max(0, len(snaps) - keep)]:
+    snaps = list_snapshots(snap_dir) if keep is not None else []
+    for _, path in snaps[: max(0, len(snaps) - (keep or 0))]:
         os.unlink(path)
         removed.append(path)
     for name in os.listdir(snap_dir):

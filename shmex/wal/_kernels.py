@@ -132,16 +132,27 @@ def _scan_slots(words, pos, end, expect_seq, skip_below, last_seq, out, digest, 
 
 
 @njit(cache=True, nogil=True)
-def _count_intact(words, pos, end, hw):
-    """How many slots from ``pos`` to ``end`` hold a record whose CRC checks (damage probe)."""
-    n = 0
+def _find_intact(words, pos, end, min_seq, hw):
+    """Slots from word ``pos`` to ``end`` that hold a record in good order (length, kind and
+    CRC check out; a command's header seq is its payload's) with seq >= ``min_seq``: the
+    probe that tells damage inside the log from a torn tail.
+    Returns (word pos of the first such slot or -1, how many, the highest seq among them)."""
+    first, n, top = -1, 0, np.int64(-1)
     while pos + SLOT_WORDS <= end:
         w0 = words[pos]
-        if (w0 & np.uint64(0xFFFF)) == _LEN:
+        kind = (w0 >> _S16) & np.uint64(0xFFFF)
+        if (w0 & np.uint64(0xFFFF)) == _LEN and _KMIN <= kind <= _KMAX:
             crc = crc_step(_ONES, w0 & _LO32, hw)
             for k in range(1, SLOT_WORDS):
                 crc = crc_step(crc, words[pos + k], hw)
-            if ((crc ^ _ONES) & _LO32) == (w0 >> _S32):
+            seq = np.int64(words[pos + 1])
+            ok = ((crc ^ _ONES) & _LO32) == (w0 >> _S32) and seq >= min_seq
+            if ok and kind == REC_COMMAND:
+                ok = np.int64(words[pos + 2 + _SEQ_WORD]) == seq
+            if ok:
+                if first < 0:
+                    first = pos
                 n += 1
+                top = max(top, seq)
         pos += SLOT_WORDS
-    return n
+    return first, n, top

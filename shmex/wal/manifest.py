@@ -3,7 +3,8 @@
 Each run: ``run_id`` (32 hex), ``started_ns``, ``config`` (the matcher config),
 ``first_seq``, ``first_segment``, ``sealed``; a sealed run adds ``last_seq``,
 ``records`` (commands it wrote), ``digest`` (CRC32C chain over its command records,
-hex) and ``sealed_ns``. An unsealed run that is not the live one crashed.
+hex) and ``sealed_ns``. An unsealed run that is not the live one crashed; one that halted
+on a durability fault says so in ``halted`` (its durable seq and the reason).
 Every update is atomic: temp file, fsync, rename, directory fsync. The file carries
 ``crc32c``: the CRC32C of the rest of the document in its canonical form (sorted keys, no
 spaces); a manifest whose checksum does not match is corrupt, not trusted.
@@ -21,7 +22,7 @@ from shmex.files import FILE_MODE, fsync_dir
 
 FORMAT = 1
 _RUN_KEYS = ("run_id", "started_ns", "config", "first_seq", "first_segment", "sealed")
-_SEALED_KEYS = ("last_seq", "records", "digest", "sealed_ns")
+SEALED_KEYS = ("last_seq", "records", "digest", "sealed_ns")
 
 
 def path_of(directory) -> str:
@@ -64,7 +65,7 @@ def _check(p, doc) -> None:
             raise CorruptRecord(p, 0, None, f"manifest run {i} is not an object")
         missing = [k for k in _RUN_KEYS if k not in run]
         if run.get("sealed"):
-            missing += [k for k in _SEALED_KEYS if k not in run]
+            missing += [k for k in SEALED_KEYS if k not in run]
         if missing:
             raise CorruptRecord(p, 0, None, f"manifest run {i} lacks {', '.join(missing)}")
         for k in ("first_seq", "first_segment") + (("last_seq", "records") if run["sealed"] else ()):
@@ -87,6 +88,15 @@ def write(directory, doc: dict) -> None:
         os.close(fd)
     os.rename(tmp, p)
     fsync_dir(directory)
+
+
+def halted_at(doc: dict | None) -> int | None:
+    """The durable seq of the log's last run if that run halted on a durability fault (its
+    ``halted`` entry): what it wrote after that seq is not trusted. None otherwise."""
+    if not doc or not doc["runs"]:
+        return None
+    halted = doc["runs"][-1].get("halted")
+    return None if not isinstance(halted, dict) else halted.get("durable_seq")
 
 
 def new() -> dict:

@@ -6,9 +6,13 @@ naming file, offset, seq and what is wrong) or None, and the control records met
 Nothing at or after the first bad record is ever yielded.
 
 ``cut_tail(dir)`` makes a crashed log writable again: it zeroes a torn tail and removes
-segments after it. It refuses (CorruptRecord) when intact records lie further than
-TAIL_WINDOW_BYTES past the damage, or when the manifest says a run was sealed beyond it:
-that is damage inside the log, not a torn write, and cutting would drop durable records.
+segments after it. Only a tail after which no record is in good order is torn
+(`intact_after`); it refuses (CorruptRecord) damage followed by intact records, damage at
+or below the seq a dead writer reported durable, and damage inside a run the manifest says
+was sealed beyond it: that is damage inside acknowledged records, not a torn write, and
+only an explicit ``shmex repair`` (``force``) cuts it. A group that was being written when
+the machine crashed can reach the disk out of order (intact pages behind a torn one):
+that tail too is refused, and repair cuts it; nothing in it was acknowledged.
 """
 
 from __future__ import annotations
@@ -24,13 +28,10 @@ from shmex.wal import _kernels as wal_kernels
 from shmex.wal import layout as wal_layout
 from shmex.wal import manifest
 from shmex.crc import HW
-from shmex.files import fsync_dir
+from shmex.files import fsync_dir, pwrite_all
 from shmex.wal.segment import MappedSegment, list_segments, read_header
 
 BATCH = 65536
-# A group commit writes at most this much in one pwrite; intact records within it past
-# a torn record can be the unsynced rest of that last write (pages reach disk in any order).
-TAIL_WINDOW_BYTES = 4 << 20
 _SEQ_MAX = (1 << 63) - 1
 
 
@@ -87,7 +88,12 @@ class WalReader:
         for i, (_, path) in enumerate(self.segments):
             try:
                 first = int(read_header(path)["first_seq"])
-            except (CorruptRecord, CannotOpen):
+            except CannotOpen:
+                if os.path.exists(path):
+                    break      # unreadable: the scan from `start` meets it and reports it
+                start = i + 1  # removed by retention since the listing: the scan starts after it
+                continue
+            except CorruptRecord:
                 break  # the scan from `start` meets this segment and reports it
             if first > from_seq:
                 break
@@ -229,27 +235,90 @@ def _control(seg: MappedSegment, ctrl_pos: int, computed: np.uint64 | None) -> C
 
 
 @dataclass
+class Intact:
+    """Records in good order after the first damage: the log is corrupt there, not torn."""
+    path: str
+    offset: int        # of the first of them
+    seq: int           # of the first of them
+    count: int
+    last_seq: int      # the highest seq among them
+
+    def __str__(self) -> str:
+        return (f"intact records follow it ({self.count:,} in all, up to seq {self.last_seq}; the first, "
+                f"seq {self.seq}, at {self.path} offset {self.offset})")
+
+
+def intact_after(end: ScanEnd, segments) -> Intact | None:
+    """The records in good order after ``end.damage``: in the rest of its segment and in every
+    later one, whatever their headers say (a record counts if its length, kind, CRC and seq
+    check out and its seq is not below the damage's). None: nothing intact follows, so the
+    damage is a torn tail. ``segments``: the (index, path) list of the log (`list_segments`)."""
+    dmg = end.damage
+    if dmg is None:
+        return None
+    min_seq = -(1 << 62) if dmg.seq is None else dmg.seq - 1   # a control record carries seq - 1
+    found = None
+    for index, path in segments:
+        if index < end.segment or (index == end.segment and path != dmg.path):
+            continue
+        words = _raw_words(path)
+        start = wal_layout.HEADER_WORDS
+        if path == dmg.path and dmg.offset >= wal_layout.HEADER_BYTES:
+            start += (dmg.offset - wal_layout.HEADER_BYTES) // wal_layout.SLOT_BYTES * wal_layout.SLOT_WORDS
+        first, n, top = wal_kernels._find_intact(words, start, len(words), min_seq, HW)
+        if n and found is None:
+            found = Intact(path, int(first) * 8, int(np.int64(words[first + 1])), 0, -1)
+        if n:
+            found.count += int(n)
+            found.last_seq = max(found.last_seq, int(top))
+        del words
+    return found
+
+
+def _raw_words(path) -> np.ndarray:
+    """A segment file's bytes as u64 words, whatever its header says (none if it is gone)."""
+    try:
+        n = os.path.getsize(path) // 8
+    except FileNotFoundError:
+        n = 0
+    if n == 0:
+        return np.zeros(0, dtype=np.uint64)
+    return np.memmap(path, dtype=np.uint64, mode="r", shape=(n,))
+
+
+@dataclass
 class Cut:
-    """What cut_tail did: the log now ends after ``last_seq``."""
+    """What cut_tail did (or, ``dry_run``, would do): the log now ends after ``last_seq``."""
     last_seq: int
     next_segment: int              # index for the next segment a writer creates
-    damage: CorruptRecord | None   # the damage that was cut, if any
+    damage: CorruptRecord | None   # where the cut starts (the damage, or the first untrusted record)
     zeroed_bytes: int = 0
     removed: list[str] = field(default_factory=list)
     end: ScanEnd | None = None
+    seqs: tuple[int, int] | None = None   # first..last command seq the cut bytes held, where known
+    intact: Intact | None = None   # records in good order that the cut dropped (force only)
 
 
-def cut_tail(directory, *, force: bool = False, tail_segments: int | None = None) -> Cut:
+def cut_tail(directory, *, force: bool = False, tail_segments: int | None = None,
+             durable_floor: int = 0, trust_upto: int | None = None, dry_run: bool = False) -> Cut:
     """Scan the log; zero a torn tail and remove later segments so a writer can go on.
 
-    Raises CorruptRecord when intact records lie beyond TAIL_WINDOW_BYTES after the
-    damage (unless ``force``): that is not a torn tail, and cutting loses durable records.
+    Only a torn tail is cut without ``force``: damage after which no record is in good
+    order (`intact_after`), at a seq above ``durable_floor`` (what the dead writer reported
+    durable: its successor passes it), in a run the manifest does not say was sealed
+    beyond it. Anything else is damage inside acknowledged records: CorruptRecord naming
+    file, offset and seq (``shmex repair`` cuts it, with ``force``).
+
+    ``trust_upto`` D: the records after seq D are cut whatever they look like (the last
+    run halted on a failed sync after D: they were never acknowledged, and the page cache
+    that shows them may not be what the disk holds).
 
     ``tail_segments`` N: scan only the last N segments (all of them by default). Only
     for a successor after a *process* crash, whose page cache saw every write the dead
     writer made, so that only its last record can be torn: the cost is then bounded
     instead of growing with the log.
     After a machine crash damage can lie anywhere in unsynced data: scan everything.
+    ``dry_run``: find and report the cut, change nothing.
     """
     r = WalReader(directory)
     start = None
@@ -258,39 +327,65 @@ def cut_tail(directory, *, force: bool = False, tail_segments: int | None = None
             start = int(read_header(r.segments[-tail_segments][1])["first_seq"])
         except (CorruptRecord, CannotOpen):
             start = None   # a bad header there: the whole scan finds and names it
-    for _ in r.commands(from_seq=start, batch=BATCH):
-        pass
-    end = r.end
+    end = _scan_end(r, start, None)
     next_segment = r.segments[-1][0] + 1 if r.segments else 0
     cut = Cut(last_seq=end.last_seq, next_segment=next_segment, damage=end.damage, end=end)
-    if end.damage is None:
+    if trust_upto is not None and end.last_seq >= trust_upto and (end.last_seq > trust_upto or end.damage):
+        untrusted = max(end.last_seq, trust_upto + 1)
+        if end.last_seq > trust_upto:
+            end = _scan_end(r, start, trust_upto)     # stops in front of command trust_upto + 1
+        cut.last_seq, cut.end, cut.seqs = end.last_seq, end, (trust_upto + 1, untrusted)
+        cut.damage = CorruptRecord(end.path, end.offset, trust_upto + 1,
+                                   f"seqs {trust_upto + 1}..{untrusted} were written after the last good sync "
+                                   f"of a run that halted on a failed sync (never acknowledged): not trusted")
+    elif end.damage is None:
         return cut
-    dmg_path, dmg_off = end.damage.path, end.damage.offset
-    later = [(i, p) for i, p in r.segments if i > end.segment]
-    header_bad = dmg_off < wal_layout.HEADER_BYTES  # the segment as a whole is wrong: it goes entirely
-    if header_bad:
-        later.insert(0, (end.segment, dmg_path))
-    intact = _intact_beyond(None if header_bad else dmg_path, dmg_off, later)
-    doc = manifest.read(directory)
-    sealed = [r for r in (doc["runs"] if doc else []) if r["sealed"] and r["last_seq"] > end.last_seq]
-    if sealed and not force:
-        raise CorruptRecord(dmg_path, dmg_off, end.damage.seq,
-                            f"{end.damage.what}; run {sealed[0]['run_id']} was sealed at seq "
-                            f"{sealed[0]['last_seq']}, so the records after seq {end.last_seq} were "
-                            f"durable: this is damage, not a torn tail: refusing to cut")
-    if intact and not force:
-        raise CorruptRecord(dmg_path, dmg_off, end.damage.seq,
-                            f"{end.damage.what}; {intact} intact records follow more than "
-                            f"{TAIL_WINDOW_BYTES} bytes after it (or in later segments), so this is "
-                            f"damage inside the log, not a torn tail: refusing to cut")
-    if not header_bad:
+    else:
+        cut.intact = intact_after(end, r.segments)
+        if not force:
+            _refuse_unless_torn(directory, end, cut.intact, durable_floor)
+        if end.damage.seq is not None:
+            cut.seqs = (end.damage.seq, max(end.damage.seq, cut.intact.last_seq if cut.intact else end.damage.seq))
+    dmg_path, dmg_off = cut.damage.path, cut.damage.offset
+    later = [p for i, p in r.segments if i > end.segment]
+    if dmg_off < wal_layout.HEADER_BYTES:   # the segment as a whole is wrong: it goes entirely
+        later.insert(0, dmg_path)
+    elif not dry_run:
         cut.zeroed_bytes = _zero_from(dmg_path, dmg_off, _segment_size(dmg_path))
-    for _, p in later:
-        os.unlink(p)
-        cut.removed.append(p)
-    if cut.removed:
-        fsync_dir(directory)
+    else:
+        cut.zeroed_bytes = _nonzero_span(dmg_path, dmg_off)
+    cut.removed = later
+    if not dry_run:
+        for p in later:
+            os.unlink(p)
+        if later:
+            fsync_dir(directory)
     return cut
+
+
+def _scan_end(r: WalReader, start: int | None, until: int | None) -> ScanEnd:
+    for _ in r.commands(from_seq=start, until=until, batch=BATCH):
+        pass
+    return r.end
+
+
+def _refuse_unless_torn(directory, end: ScanEnd, intact: Intact | None, durable_floor: int) -> None:
+    """Raise CorruptRecord unless ``end.damage`` is a torn tail (see `cut_tail`)."""
+    dmg = end.damage
+
+    def refuse(why: str):
+        raise CorruptRecord(dmg.path, dmg.offset, dmg.seq, f"{dmg.what}; {why}, so this is damage inside "
+                            f"the log, not a torn tail: refusing to cut (`shmex repair {directory}` cuts it)")
+
+    doc = manifest.read(directory)
+    sealed = [run for run in (doc["runs"] if doc else []) if run["sealed"] and run["last_seq"] > end.last_seq]
+    if sealed:
+        refuse(f"run {sealed[0]['run_id']} was sealed at seq {sealed[0]['last_seq']}, so the records after "
+               f"seq {end.last_seq} were durable")
+    if intact is not None:
+        refuse(str(intact))
+    if dmg.seq is not None and dmg.seq <= durable_floor:
+        refuse(f"seq {dmg.seq} was durable (the writer before reported durable seq {durable_floor})")
 
 
 def _segment_size(path) -> int:
@@ -301,27 +396,11 @@ def _segment_size(path) -> int:
         seg.close()
 
 
-def _intact_beyond(path, offset: int, later) -> int:
-    n = 0
-    limit = offset + TAIL_WINDOW_BYTES
-    if path is not None:
-        seg = MappedSegment(path)
-        try:
-            first = wal_layout.HEADER_WORDS + max(0, -(-(limit - wal_layout.HEADER_BYTES) // wal_layout.SLOT_BYTES)) * wal_layout.SLOT_WORDS
-            if first < seg.end_word:
-                n += int(wal_kernels._count_intact(seg.words, first, seg.end_word, HW))
-        finally:
-            seg.close()
-    for _, p in later:
-        try:
-            s = MappedSegment(p)
-        except (CorruptRecord, CannotOpen):
-            continue
-        try:
-            n += int(wal_kernels._count_intact(s.words, wal_layout.HEADER_WORDS, s.end_word, HW))
-        finally:
-            s.close()
-    return n
+def _nonzero_span(path, offset: int) -> int:
+    """Bytes from ``offset`` to the last non-zero byte of a segment (what a cut would zero)."""
+    words = _raw_words(path)
+    nz = np.flatnonzero(words[offset // 8:])
+    return int(nz[-1] + 1) * 8 if nz.size else 0
 
 
 def _zero_from(path, offset: int, size_bytes: int) -> int:
@@ -342,9 +421,8 @@ def _zero_from(path, offset: int, size_bytes: int) -> int:
     fd = os.open(path, os.O_WRONLY)
     try:
         zero = bytes(1 << 20)
-        pos = offset
-        while pos < stop:
-            pos += os.pwrite(fd, zero[:min(len(zero), stop - pos)], pos)
+        for pos in range(offset, stop, len(zero)):
+            pwrite_all(fd, zero[:min(len(zero), stop - pos)], pos)
         if file_bytes != size_bytes:  # cut short (or extended): back to the preallocated size
             os.ftruncate(fd, size_bytes)
         os.fdatasync(fd)

@@ -17,7 +17,7 @@ import numpy as np
 from shmex.errors import CannotOpen, CorruptRecord
 from shmex.wal import layout as wal_layout
 from shmex.crc import crc32c
-from shmex.files import FILE_MODE, fsync_dir
+from shmex.files import FILE_MODE, fsync_dir, pwrite_all
 
 _ZERO_CHUNK = bytes(1 << 20)
 
@@ -84,7 +84,8 @@ def fill_spare(fd: int, done: int, size_bytes: int, step: int = 1 << 20) -> int:
     """Write up to ``step`` more zero bytes at ``done``; return the new ``done``."""
     n = min(step, size_bytes - done)
     while n > 0:
-        k = os.pwrite(fd, _ZERO_CHUNK[:min(n, len(_ZERO_CHUNK))], done)
+        k = min(n, len(_ZERO_CHUNK))
+        pwrite_all(fd, _ZERO_CHUNK[:k], done)
         done += k
         n -= k
     return done
@@ -114,7 +115,7 @@ def finish_spare(fd: int, spare_path, final_path, *, run_id: bytes, segment: int
     elif done < size_bytes:
         os.ftruncate(fd, size_bytes)
     hdr = pack_header(run_id=run_id, segment=segment, first_seq=first_seq, size_bytes=size_bytes)
-    os.pwrite(fd, hdr, 0)
+    pwrite_all(fd, hdr, 0)
     os.fsync(fd)
     os.rename(spare_path, final_path)
     fsync_dir(os.path.dirname(os.path.abspath(final_path)))

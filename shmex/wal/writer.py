@@ -29,13 +29,15 @@ land in the same page cache.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import time
+from contextlib import contextmanager
 
 import numpy as np
 
-from shmex.files import FILE_MODE, make_private_dir
+from shmex.files import FILE_MODE, fsync_dir, make_private_dir, pwrite_all
 from shmex.errors import CannotOpen, CorruptRecord, Halt, SchemaMismatch, UsageError
 from shmex.schema import COMMAND
 from shmex.wal import _kernels as wal_kernels
@@ -43,7 +45,8 @@ from shmex.wal import layout as wal_layout
 from shmex.wal import manifest
 from shmex.crc import HW
 from shmex.wal.reader import cut_tail
-from shmex.wal.segment import _ZERO_CHUNK, create_spare, fill_spare, finish_spare, size_spare
+from shmex.wal.segment import (_ZERO_CHUNK, create_spare, fill_spare, finish_spare, list_segments,
+                               read_header, size_spare)
 
 MODES = ("none", "group", "always")
 _SMALL = 1024                 # mode none: appends this large go through staging + pwrite
@@ -55,6 +58,31 @@ LOCK_NAME = ".writer.lock"
 TAIL_SEGMENTS = 2            # tail_only: the segment being written and the one before it
 
 
+def _first_seq_of(path) -> int | None:
+    """A segment's first seq from its checked header; None if the header does not check
+    out (retention stops in front of it: verify and recovery name it)."""
+    try:
+        return int(read_header(path)["first_seq"])
+    except (CorruptRecord, CannotOpen):
+        return None
+
+
+def lock_directory(directory, held: str = "a running engine's WAL writer holds") -> int:
+    """Take the WAL writer's lock of a log directory (flock on LOCK_NAME); -> its fd, whose
+    close releases it. CannotOpen, saying ``held``, while another process holds it."""
+    path = os.path.join(str(directory), LOCK_NAME)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    except OSError as e:
+        raise CannotOpen(f"{path}: cannot open the WAL writer's lock: {e.strerror}") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise CannotOpen(f"{directory}: {held} {LOCK_NAME}") from None
+    return fd
+
+
 class WalWriter:
     """Appends to a log directory (created if missing). One writer per directory (flock).
 
@@ -62,7 +90,17 @@ class WalWriter:
     a new run in a new segment at seq ``last_seq + 1`` with a RUN_START record.
     ``tail_only``: the successor of a writer that died in a process crash (the page cache
     is coherent, only the last record can be torn) scans the last TAIL_SEGMENTS segments,
-    not the whole log.
+    not the whole log. ``durable_floor``: the durable seq the dead writer reported; damage
+    at or below it is refused, never cut (it was acknowledged).
+    ``sync_fault``: a callable asked before each fdatasync; True makes that sync fail with
+    EIO (the drill's "sync error" fault; None in every other use).
+
+    Faults: an OSError anywhere (a failed fdatasync, ENOSPC in a write, a prefill, a
+    rotation) halts the writer for good (`Halt`, naming operation, file, offset, errno):
+    after a failed fdatasync the kernel may have dropped the dirty pages and a later sync
+    may report success, so nothing written since the last good sync is trusted. The halt
+    is noted in the manifest; the next writer cuts those records (they were never
+    acknowledged) instead of counting what the page cache shows.
 
     Knobs: ``mode`` (see module doc); ``group_records`` / ``group_us``: a group commits when
     this many records wait or the oldest has waited this long (smaller = lower commit latency,
@@ -72,7 +110,8 @@ class WalWriter:
     def __init__(self, directory, *, mode: str = "group", group_records: int = 4096,
                  group_us: int = 500, segment_bytes: int = wal_layout.SEGMENT_BYTES,
                  config: dict | None = None, first_seq: int | None = None,
-                 force_cut: bool = False, tail_only: bool = False):
+                 force_cut: bool = False, tail_only: bool = False, durable_floor: int = 0,
+                 sync_fault=None):
         if mode not in MODES:
             raise UsageError(f"mode={mode!r}: expected one of {', '.join(MODES)}")
         if group_records < 1 or group_us < 0:
@@ -85,29 +124,29 @@ class WalWriter:
         self.group_ns = int(group_us) * 1000
         self.segment_bytes = int(segment_bytes)
         self._slots_per_segment = (self.segment_bytes - wal_layout.HEADER_BYTES) // wal_layout.SLOT_BYTES
-        self._halted: str | None = None
+        self._halted: Halt | None = None
         self._closed = False
+        self._manifest = None
+        self._sync_fault = sync_fault
+        self.durable_seq = None           # unknown until the open has synced what it keeps
         try:
             make_private_dir(self.directory)
-            self._lock_fd = os.open(os.path.join(self.directory, LOCK_NAME), os.O_RDWR | os.O_CREAT, FILE_MODE)
         except OSError as e:
             raise CannotOpen(f"{self.directory}: cannot create WAL directory: {e.strerror}") from e
+        self._lock_fd = lock_directory(self.directory, "another WAL writer holds")
         try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as e:
-            os.close(self._lock_fd)
-            raise CannotOpen(f"{self.directory}: another WAL writer holds {LOCK_NAME}") from e
-        try:
-            self._open_run(config, first_seq, force_cut, TAIL_SEGMENTS if tail_only else None)
+            self._open_run(config, first_seq, force_cut, TAIL_SEGMENTS if tail_only else None, durable_floor)
         except BaseException:
             os.close(self._lock_fd)
             raise
 
     # ---- opening ---------------------------------------------------------------------------
 
-    def _open_run(self, config, first_seq, force_cut, tail_segments) -> None:
-        cut = cut_tail(self.directory, force=force_cut, tail_segments=tail_segments)
+    def _open_run(self, config, first_seq, force_cut, tail_segments, durable_floor) -> None:
         doc = manifest.read(self.directory)
+        with self._io("cut", self.directory):
+            cut = cut_tail(self.directory, force=force_cut, tail_segments=tail_segments,
+                           durable_floor=durable_floor, trust_upto=manifest.halted_at(doc))
         has_log = cut.end is not None and cut.end.segments > 0
         if has_log and doc is None:
             raise CorruptRecord(manifest.path_of(self.directory), 0, None, "segments exist but the manifest is missing")
@@ -121,7 +160,8 @@ class WalWriter:
         self.run_id = os.urandom(16)
         self.first_seq = nxt
         self.next_seq = nxt              # the seq the next appended command must carry
-        self.durable_seq = nxt - 1       # only grows; see commit()
+        self._sync_last_run(doc)
+        self.durable_seq = nxt - 1       # only grows, only after a sync of this process; see commit()
         self.records = 0
         self._digest = np.uint64(0)
         self._staging_slots = _NONE_CHUNK if self.mode == "none" else max(self.group_records, 1)
@@ -144,26 +184,47 @@ class WalWriter:
             run["recovered"] = {"last_seq": cut.last_seq, "damage": str(cut.damage),
                                 "zeroed_bytes": cut.zeroed_bytes, "removed": cut.removed}
         doc["runs"].append(run)
-        manifest.write(self.directory, doc)
+        with self._io("manifest", manifest.path_of(self.directory)):
+            manifest.write(self.directory, doc)
         self._manifest = doc
+
+    def _sync_last_run(self, doc) -> None:
+        """fsync the segments of the log's last run unless it was sealed (its close synced
+        them): a run that crashed left records in the page cache only, and this writer
+        counts them durable only once it has synced them itself (earlier runs were synced
+        by the writer that opened the log after them)."""
+        last = doc["runs"][-1] if doc and doc["runs"] else None
+        if last is not None and last["sealed"]:
+            return
+        first = last["first_segment"] if last is not None else 0
+        for index, path in list_segments(self.directory):
+            if index >= first:
+                with self._io("fsync", path):
+                    fd = os.open(path, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
 
     def _new_segment(self) -> None:
         """Close the current segment and open the next (finishing the spare if it is not ready)."""
         self._close_segment()
         self._segment += 1
         spare = os.path.join(self.directory, wal_layout.SPARE_NAME)
-        if self._spare_fd is None:
-            self._spare_fd, self._spare_done = create_spare(spare), 0
         final = os.path.join(self.directory, wal_layout.segment_name(self._segment))
-        finish_spare(self._spare_fd, spare, final, run_id=self.run_id, segment=self._segment,
-                     first_seq=self.next_seq, size_bytes=self.segment_bytes, done=self._spare_done,
-                     zero_fill=self.mode != "none")
-        self._fd, self._spare_fd, self._spare_done = self._spare_fd, None, 0
+        with self._io("rotation", spare, self._spare_done):
+            if self._spare_fd is None:
+                self._spare_fd, self._spare_done = create_spare(spare), 0
+            finish_spare(self._spare_fd, spare, final, run_id=self.run_id, segment=self._segment,
+                         first_seq=self.next_seq, size_bytes=self.segment_bytes, done=self._spare_done,
+                         zero_fill=self.mode != "none")
+            self._fd, self._spare_fd, self._spare_done = self._spare_fd, None, 0
+            if self.mode == "none":
+                self._words = np.memmap(final, dtype=np.uint64, mode="r+", shape=(self.segment_bytes // 8,))
         self._pos = wal_layout.HEADER_BYTES        # byte offset of the next slot
         self._slots_left = self._slots_per_segment
         self._path = final
         if self.mode == "none":
-            self._words = np.memmap(final, dtype=np.uint64, mode="r+", shape=(self.segment_bytes // 8,))
             self._ready = wal_layout.HEADER_BYTES  # the header's page: written, so in the page cache
 
     def _close_segment(self) -> None:
@@ -232,14 +293,9 @@ class WalWriter:
             k, self._digest, bad = wal_kernels._encode_commands(src, self._staging, 0,
                                                       min(self._slots_left, self._staging_slots),
                                                       self.next_seq, self._digest, HW)
-            nbytes = k * wal_layout.SLOT_BYTES
-            try:
-                written = os.pwrite(self._fd, self._staging[: k * wal_layout.SLOT_WORDS], self._pos) if k else 0
-                if written != nbytes:
-                    raise OSError(0, f"short write: {written} of {nbytes} bytes")
-            except OSError as e:
-                self._halt(f"{self._path} at offset {self._pos}: write failed: {e}")
-            self._ready = max(self._ready, self._pos + nbytes)
+            with self._io("write", self._path, self._pos):
+                pwrite_all(self._fd, self._staging[: k * wal_layout.SLOT_WORDS], self._pos)
+            self._ready = max(self._ready, self._pos + k * wal_layout.SLOT_BYTES)
         self._advance(k)
         return k, bad
 
@@ -286,10 +342,10 @@ class WalWriter:
         if start - self._pos >= _PREFILL_AHEAD or start >= self.segment_bytes:
             return
         n = min(_PREFILL_STEP, self.segment_bytes - start)
-        try:
-            os.pwrite(self._fd, _ZEROS[:n], start)
-        except OSError:
-            return  # only an optimisation: the stores fault the pages in instead
+        # the stores the mapping then takes land only on blocks these writes allocated: a
+        # disk too full for them would kill the process (SIGBUS) at a store, so it halts here
+        with self._io("prefill", self._path, start):
+            pwrite_all(self._fd, _ZEROS[:n], start)
         self._ready = start + n
 
     def _advance(self, k: int) -> None:
@@ -305,14 +361,9 @@ class WalWriter:
         if self.mode == "none" or self._staged == 0:
             return self.durable_seq
         nbytes = self._staged * wal_layout.SLOT_BYTES
-        try:
-            view = self._staging[: self._staged * wal_layout.SLOT_WORDS]
-            written = os.pwrite(self._fd, view, self._pos)
-            if written != nbytes:
-                raise OSError(0, f"short write: {written} of {nbytes} bytes")
-            os.fdatasync(self._fd)
-        except OSError as e:
-            self._halt(f"{self._path} at offset {self._pos}: write/fdatasync failed: {e}")
+        with self._io("write", self._path, self._pos):
+            pwrite_all(self._fd, self._staging[: self._staged * wal_layout.SLOT_WORDS], self._pos)
+        self._sync(self._path, self._pos)
         self._pos += nbytes
         self._slots_left -= self._staged
         self._staged = 0
@@ -337,13 +388,15 @@ class WalWriter:
     def _prepare_spare(self) -> None:
         """Prepare the next segment one step per idle call, so rotation rarely stalls:
         group/always zero-fill it 1 MiB a step; none sizes it sparse (ftruncate + fsync)."""
-        if self._spare_fd is None:
-            self._spare_fd, self._spare_done = create_spare(os.path.join(self.directory, wal_layout.SPARE_NAME)), 0
-        elif self._spare_done < self.segment_bytes:
-            if self.mode == "none":
-                self._spare_done = size_spare(self._spare_fd, self.segment_bytes)
-            else:
-                self._spare_done = fill_spare(self._spare_fd, self._spare_done, self.segment_bytes)
+        spare = os.path.join(self.directory, wal_layout.SPARE_NAME)
+        with self._io("spare", spare, self._spare_done):
+            if self._spare_fd is None:
+                self._spare_fd, self._spare_done = create_spare(spare), 0
+            elif self._spare_done < self.segment_bytes:
+                if self.mode == "none":
+                    self._spare_done = size_spare(self._spare_fd, self.segment_bytes)
+                else:
+                    self._spare_done = fill_spare(self._spare_fd, self._spare_done, self.segment_bytes)
 
     def _rotate(self) -> None:
         self.commit()  # group/always: the old segment is synced before the new one gets records
@@ -368,12 +421,10 @@ class WalWriter:
             self._new_segment()
         slot = np.zeros(wal_layout.SLOT_WORDS, dtype=np.uint64)
         wal_kernels._encode_slot(slot, 0, kind, self.next_seq - 1, payload.view(np.uint64).reshape(1, 8), 0, HW)
-        try:
-            os.pwrite(self._fd, slot, self._pos)
-            if sync:
-                os.fdatasync(self._fd)
-        except OSError as e:
-            self._halt(f"{self._path} at offset {self._pos}: control record write failed: {e}")
+        with self._io("write", self._path, self._pos):
+            pwrite_all(self._fd, slot, self._pos)
+        if sync:
+            self._sync(self._path, self._pos)
         self._pos += wal_layout.SLOT_BYTES
         self._slots_left -= 1
         self._ready = max(self._ready, self._pos)
@@ -386,6 +437,39 @@ class WalWriter:
         p = np.zeros(1, dtype=wal_layout.CTRL_SNAPSHOT)
         p["seq"], p["time_ns"], p["state_hash"] = seq, time.time_ns(), state_hash.encode("ascii")[:48]
         self._write_control(wal_layout.REC_SNAPSHOT, p, sync=self.mode != "none")
+
+    # ---- retention -------------------------------------------------------------------------
+
+    def retire(self, upto_seq: int) -> tuple[int, int]:
+        """Remove the segment files whose records all lie at or below ``upto_seq`` (the
+        caller's bound: older than any snapshot recovery may start from), oldest first and
+        never the one being written; -> (segments, bytes) removed.
+
+        The manifest's ``retention`` says first where the log now starts (first segment and
+        seq, and the totals removed), then the files go: a crash in between leaves files
+        the manifest already gave up, never a log that looks cut at its start.
+        """
+        self._check_live()
+        segs = [(i, p) for i, p in list_segments(self.directory) if i <= self._segment]
+        gone = []
+        with self._io("retire", self.directory):
+            for (i, path), (_, nxt) in zip(segs, segs[1:]):
+                after = _first_seq_of(nxt)
+                if i == self._segment or after is None or after - 1 > upto_seq:
+                    break
+                gone.append((path, os.path.getsize(path)))
+            if not gone:
+                return 0, 0
+            keep = segs[len(gone)]
+            ret = self._manifest.setdefault("retention", {"removed_segments": 0, "removed_bytes": 0})
+            ret.update(first_segment=keep[0], first_seq=_first_seq_of(keep[1]),
+                       removed_segments=ret["removed_segments"] + len(gone),
+                       removed_bytes=ret["removed_bytes"] + sum(b for _, b in gone), retired_ns=time.time_ns())
+            manifest.write(self.directory, self._manifest)
+            for path, _ in gone:
+                os.unlink(path)
+            fsync_dir(self.directory)
+        return len(gone), sum(b for _, b in gone)
 
     # ---- closing ---------------------------------------------------------------------------
 
@@ -400,13 +484,14 @@ class WalWriter:
                     digest = int(self._digest) & 0xFFFFFFFF
                     self._write_control(wal_layout.REC_RUN_SEALED, self._run_payload(self.next_seq - 1, digest), sync=True)
                 else:
-                    os.fdatasync(self._fd)
+                    self._sync(self._path, self._pos)
                 self.durable_seq = self.next_seq - 1
                 if seal:
                     run = self._manifest["runs"][-1]
                     run.update(sealed=True, last_seq=self.next_seq - 1, records=self.records,
                                digest=f"{digest:08x}", sealed_ns=time.time_ns())
-                    manifest.write(self.directory, self._manifest)
+                    with self._io("manifest", manifest.path_of(self.directory)):
+                        manifest.write(self.directory, self._manifest)
         finally:
             self._closed = True
             self._close_segment()
@@ -427,14 +512,45 @@ class WalWriter:
 
     def _check_live(self) -> None:
         if self._halted is not None:
-            raise Halt(self._halted)
+            raise self._halted
         if self._closed:
             raise UsageError("WalWriter is closed")
 
-    def _halt(self, reason: str) -> None:
-        """A durability fault: fail-stop. After a failed fdatasync the file state is unknown."""
-        self._halted = reason
-        raise Halt(reason)
+    def _sync(self, path, offset: int) -> None:
+        """fdatasync the current segment, or halt (the drill's fault hook may fail it)."""
+        with self._io("fdatasync", path, offset):
+            if self._sync_fault is not None and self._sync_fault():
+                raise OSError(errno.EIO, "injected by shmex drill: sync error")
+            os.fdatasync(self._fd)
+
+    @contextmanager
+    def _io(self, op: str, path, offset: int = 0):
+        """Run the block; an OSError in it halts the writer (see `_fail`)."""
+        try:
+            yield
+        except OSError as e:
+            self._fail(op, path, offset, e)
+
+    def _fail(self, op: str, path, offset: int, e: OSError) -> None:
+        """A durability fault: fail-stop, for good. After a failed fdatasync the file's state
+        is unknown (dirty pages may be dropped and a later sync report success), so no sync
+        is tried again and nothing written since the last good one is trusted: the manifest
+        says so for the next writer, if the disk still takes that write."""
+        halt = Halt(op, path, offset, e.errno or errno.EIO, e.strerror or str(e), durable_seq=self.durable_seq)
+        self._halted = halt
+        if self._manifest is not None:
+            self._manifest["runs"][-1]["halted"] = {"durable_seq": self.durable_seq, "reason": str(halt),
+                                                    "at_ns": time.time_ns()}
+            try:
+                manifest.write(self.directory, self._manifest)
+            except OSError as m:
+                halt.args = (f"{halt}; the halt could not be noted in {wal_layout.MANIFEST}: {m.strerror}",)
+        raise halt from e
+
+    @property
+    def segment(self) -> int:
+        """The index of the segment being written."""
+        return self._segment
 
     @property
     def appended_seq(self) -> int:
@@ -442,4 +558,9 @@ class WalWriter:
 
     @property
     def halted(self) -> str | None:
+        """Why the writer halted (`Halt`'s message), or None."""
+        return None if self._halted is None else str(self._halted)
+
+    @property
+    def halt(self) -> Halt | None:
         return self._halted
