@@ -103,11 +103,18 @@ class Member:
     async def _next(self, deadline):
         """The next message before `deadline` (monotonic s), or None. Polls: a wait_for
         around the library's receive would end its queue when it times out."""
+        from nasdaq_protocols.common import StateError
+
         while True:
-            m = self.s.receive_msg_nowait()
+            if self.s.is_closed():
+                return None            # what it had not handed out yet comes again on a resend
+            try:
+                m = self.s.receive_msg_nowait()
+            except StateError:         # closing: the library drains its queue itself
+                return None
             if m is not None:
                 return m
-            if time.monotonic() >= deadline or self.s.is_closed():
+            if time.monotonic() >= deadline:
                 return None
             await asyncio.sleep(0.002)
 

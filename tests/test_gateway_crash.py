@@ -61,9 +61,9 @@ def test_sessions_resume_exactly_after_gateway_and_matcher_kills(shm_run, tmp_pa
     async def go(addr):
         seen = []                                  # every sequenced message, by number
         dave = await Member.login(addr, "dave", "dave1", sequence=1)   # dave keeps his orders
-        batch = [enter(u, b"B", 1, SHMX, (1 + u % 500) * D) for u in range(1, n + 1)]
+        batch = [enter(u, b"B", 1, SHMX, (1 + u % 150) * D) for u in range(1, n + 1)]
         for victim, urns in (("gateway", range(1, n + 1)), ("matcher", range(n + 1, 2 * n + 1))):
-            msgs = [enter(u, b"B", 1, SHMX, (1 + u % 500) * D) for u in urns]
+            msgs = [enter(u, b"B", 1, SHMX, (1 + u % 150) * D) for u in urns]
             dave.send(*msgs)
             seen += await dave.recv(5)             # some answers are in, most are in flight
             _pid(shm_run, victim).kill()
@@ -76,7 +76,14 @@ def test_sessions_resume_exactly_after_gateway_and_matcher_kills(shm_run, tmp_pa
                 assert dave.seq == len(seen)
             dave.send(*msgs)                       # resend all: only the unanswered ones were missing
             while len(_by_urn(seen, "A")) < urns[-1]:
-                seen += await dave.recv(1, timeout_s=120)
+                try:
+                    seen += await dave.recv(1, timeout_s=20)
+                except TimeoutError:
+                    got = _by_urn(seen, "A")
+                    missing = sorted(set(range(1, urns[-1] + 1)) - set(got))
+                    dup = [k for k, v in got.items() if len(v) > 1]
+                    raise AssertionError(f"{victim}: {len(seen)} messages, {len(got)} orders answered; "
+                                         f"missing {missing[:10]}.. ({len(missing)}), twice {dup[:10]}")
             seen += await dave.quiet(1.0)
         await dave.logout()
         again = await Member.login(addr, "dave", "dave1", sequence=1)   # the whole stream once more

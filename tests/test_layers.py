@@ -5,7 +5,7 @@ functions too (a lazy import is still a dependency). Bottom to top:
 
     0  schema, errors, crc, files     records, errors, checksums, file durability
     1  shm                            segments, headers, names
-    2  ring, matcher, wal             independent of each other
+    2  ring, matcher, wal, net        independent of each other (net: protocol codecs)
     3  snapshot                       loads a matcher
     4  recovery                       the one layer reading wal/ and snapshot/ together
     5  engine                         runtime: supervisor, child, standby, control cells
@@ -31,7 +31,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / "shmex"
 LAYERS = [
     {"schema", "errors", "crc", "files"},
     {"shm"},
-    {"ring", "matcher", "wal"},
+    {"ring", "matcher", "wal", "net"},
     {"snapshot"},
     {"recovery"},
     {"engine"},
@@ -46,13 +46,14 @@ SAME_LAYER_ALLOWED = {   # (importer, imported)
 }
 KNOWN_VIOLATIONS: set = set()   # (module, imported package) pairs that break the rule today: none
 
-ROLE_NAMES = ("matcher", "walwriter", "publisher", "producer")
+ROLE_NAMES = ("matcher", "walwriter", "publisher", "producer", "gateway")
 # The one engine module that may name roles: the role registry.
 ROLE_NAMES_ALLOWED_IN = {"registry.py"}
 KNOWN_ROLE_LITERALS = {   # (file, literal): the publisher's inline/process mode, which
     # EngineConfig, its CLI flag (--publisher) and the summary's JSON key name after the role
     ("shmex/engine/config.py", "publisher"),
     ("shmex/engine/summary.py", "publisher"),
+    ("shmex/engine/config.py", "gateway"),     # the --gateway flag's argparse attribute
 }
 
 
