@@ -318,3 +318,36 @@ def test_a_silent_session_is_dropped_and_heartbeats_flow(engine):
     assert got[2:3] == b"A"
     assert got.count(soup.HEARTBEAT) >= 1               # the server beat while the client was silent
     assert "silent for 3 s" in _log(engine)
+
+
+def test_the_ouch_command_trades_and_prints(engine, tmp_path):
+    host, port = engine["addr"]
+    orders = tmp_path / "orders.txt"
+    orders.write_text("# a buy and a sell that meet\nbuy 3 SHMX @ 12.34 clordid=first\nsell 3 SHMX @ 12.34\n"
+                      "sell 5 NOPE @ 1\n")
+    out = subprocess.run([sys.executable, "-m", "shmex.cli", "ouch", f"{host}:{port}", "--user", "bob",
+                          "--password", "bob1", "--file", str(orders), "--wait", "1.5"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("login accepted: session")
+    text = "\n".join(lines[1:])
+    assert text.count("accepted urn=") == 2 and "BUY" not in text and "buy 3 SHMX @ 12.3400" in text
+    assert text.count("executed") == 2 and "maker" in text and "taker" in text
+    assert "rejected" in text and "(invalid_symbol)" in text
+    bad = subprocess.run([sys.executable, "-m", "shmex.cli", "ouch", f"{host}:{port}", "--user", "bob",
+                          "--password", "nope"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "not authorized" in bad.stderr
+    usage = subprocess.run([sys.executable, "-m", "shmex.cli", "ouch", f"{host}:{port}", "buy 3 SHMX at 1"],
+                           capture_output=True, text=True, timeout=120)
+    assert usage.returncode == 2 and "want 'buy QTY SYMBOL @ PRICE" in usage.stderr
+
+
+def test_hash_password_round_trips():
+    from shmex.net.users import parse
+
+    out = subprocess.run([sys.executable, "-m", "shmex.cli", "ouch", "--hash-password", "s3cret"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    [user] = parse(f"erin, 7, {out.stdout.strip()}\n")
+    assert user.check("s3cret") and not user.check("s3cre") and user.cancel_on_disconnect

@@ -17,4 +17,6 @@ VERBS = {
     "replay": "rebuild the book from a run's snapshots and WAL",
     "repair": "cut a damaged WAL at its first damage, saying what it cut (exit 0 done, 2 cannot open)",
     "clean": "remove shared-memory segments of dead runs",
+    "ouch": "log in to a gateway over SoupBinTCP, send OUCH orders, print the answers "
+            "(exit 0 ok, 1 refused or closed, 2 usage)",
 }
