@@ -10,6 +10,7 @@ WHAT = {  # name: (help, module with main(args))
     "matcher": ("matcher throughput against PyPI order books", "shmex.bench.matcher_bench"),
     "ring": ("shared-memory ring against Python IPC", "shmex.bench.ring_bench"),
     "wal": ("WAL appends, commit latency, replay, recovery", "shmex.bench.wal_bench"),
+    "gateway": ("the engine over TCP (OUCH/SoupBinTCP) against asyncio servers", "shmex.bench.gateway_bench"),
 }
 
 
@@ -34,6 +35,18 @@ def add_arguments(p) -> None:
     b = which.add_parser("wal", help=WHAT["wal"][0])
     b.add_argument("--records", type=int, default=2_000_000)
     b.add_argument("--dir", metavar="DIR", help="where to write (default: a temp dir)")
+    b.add_argument("--json", metavar="PATH")
+
+
+    b = which.add_parser("gateway", help=WHAT["gateway"][0])
+    b.add_argument("--sessions", type=int, default=4, help="member sessions (default 4)")
+    b.add_argument("--orders", type=int, default=1_000_000, help="orders of the full-speed phase")
+    b.add_argument("--window", type=int, default=8192, help="unanswered orders per session at full speed")
+    b.add_argument("--rate", type=float, default=50_000.0, help="orders/s offered in the latency phase")
+    b.add_argument("--duration", type=float, default=60.0, help="seconds of the latency phase (0: skip)")
+    b.add_argument("--durability", choices=("none", "group", "always"), default="group")
+    b.add_argument("--baseline-orders", type=int, default=200_000, help="orders sent to each baseline server")
+    b.add_argument("--no-baselines", action="store_true")
     b.add_argument("--json", metavar="PATH")
 
 

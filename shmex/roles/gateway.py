@@ -43,7 +43,7 @@ from collections import deque
 import numpy as np
 
 from shmex.engine import cells
-from shmex.engine.ctl import Aborted, Ctl
+from shmex.engine.ctl import Aborted, Backoff, Ctl, shares_core
 from shmex.net import instruments, journal as jnl, ouch, soup, users as users_mod
 from shmex.ring import Ring
 from shmex.roles import producer_duty
@@ -216,16 +216,16 @@ class Gateway:
         ctl, st = self.ctl, self.st
         stopping_since = None
         last_timers = 0.0
-        idle_turns = 0
+        # idle: poll, yield, then nap; epoll's timeout has only millisecond steps, and a
+        # report arriving on the ring wakes no socket, so the loop polls both itself
+        backoff = Backoff(shares_core())
         while True:
             self.me.beat()
             ctl.check()
             if stopping_since is None and ctl.phase >= cells.PH_STOPPING:
                 stopping_since = time.monotonic()
                 self._stop_listening()
-            busy = bool(self.pending) or self.rep.published_seq > self.rep.read_seq
-            timeout = 0 if busy or idle_turns < 50 else 0.001
-            events = self.sel.select(timeout)
+            events = self.sel.select(0)
             now = time.monotonic()
             self._begin_group()
             for key, mask in events:
@@ -243,7 +243,10 @@ class Gateway:
             for s in list(self.sessions.values()):
                 if s.user >= 0 and (s.send_off < self.journal.committed[s.user] or s.ctrl) and not s.writing:
                     self._send(s, now)
-            idle_turns = 0 if (events or took) else idle_turns + 1
+            if events or took or self.pending:
+                backoff.reset()
+            else:
+                backoff.idle()
             if now - last_timers >= 0.1:
                 last_timers = now
                 self._timers(now)
