@@ -218,7 +218,7 @@ class Gateway:
         last_timers = 0.0
         # idle: poll, yield, then nap; epoll's timeout has only millisecond steps, and a
         # report arriving on the ring wakes no socket, so the loop polls both itself
-        backoff = Backoff(shares_core())
+        backoff = Backoff(shares_core(), yield_ns=50_000)
         while True:
             self.me.beat()
             ctl.check()
