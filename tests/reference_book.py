@@ -168,6 +168,9 @@ class ReferenceBook:
             self.report(out, ReportKind.FILL, 0, maker.side, Liquidity.MAKER, maker.producer,
                         taker.producer, taker.symbol, maker.price, q, maker.leaves,
                         maker.client_id, taker.client_id, False)
+            # the maker's report carries the fill's index within the command (match number)
+            k = sum(1 for r in out if r[0] == ReportKind.FILL and r[3] == Liquidity.TAKER and r[12] == self.seq)
+            out[-1] = out[-1][:-1] + (k,)
             if maker.leaves == 0:
                 self.drop(maker)
         if taker.leaves == 0:

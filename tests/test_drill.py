@@ -121,3 +121,17 @@ def test_an_injected_sync_error_halts_the_engine_and_loses_nothing_acknowledged(
     assert doc["acked_lost"] == 0 and doc["duplicates_applied"] == 0
     assert doc["verify_exit"] == 0 and doc["segments_leaked"] == []
     assert "PASSED" in r.stdout and "walwriter: durability fault, stopping: fdatasync" in r.stderr
+
+
+def test_a_tcp_member_outlives_gateway_and_matcher_kills(tmp_path):
+    """The gateway target brings a TCP member: it reconnects after each gateway kill,
+    resumes its stream, resends what had no answer; every order it saw Accepted is in the
+    WAL once, none answered twice, none unanswered."""
+    r, doc = _drill(tmp_path, "--kills", "3", "--targets", "gateway,matcher", "--orders", "20000",
+                    "--rate", "10000", "--seed", "5", "--gap", "0.3", "0.8", "--no-wait-standby")
+    _passed(r, doc)
+    m = doc["tcp_member"]
+    assert sorted(k["target"] for k in doc["kills"])[-1] == "matcher"
+    assert m["sent"] > 0 and m["acked"] == m["logged"] == m["sent"]
+    assert m["acked_lost"] == m["answered_twice"] == m["unanswered"] == 0
+    assert m["reconnects"] == sum(k["target"] == "gateway" for k in doc["kills"])

@@ -23,6 +23,10 @@ supervisor's watchdog must take it for hung after ``--heartbeat-timeout`` and re
 it. ``torn`` stops the WAL writer
 (SIGSTOP), writes a torn record (garbage that fails its CRC) right after the last intact
 record of the log, then SIGKILLs it: its successor must cut that tail and go on.
+``gateway`` kills the OUCH gateway; the drill then runs one with a TCP member
+(`bench.tcp_member`, user dave, 2,000 orders/s) that reconnects after each kill, asks for
+the message after the last it read and resends what had no answer: every order it saw
+Accepted must be in the WAL exactly once, none answered twice, none left unanswered.
 ``standby`` kills the supervisor's warm standby (`standby.py`): it must be replaced.
 ``syncerror`` makes the WAL writer's next fdatasync fail with EIO (an injection hook that
 exists only in a drill's engine: `registry.FAULTS_ENV`): the engine must halt with a line
@@ -66,6 +70,8 @@ from shmex.engine import cells, registry
 DRILL_MARK = ".shmex-drill"   # marks a directory the drill made (and may empty again)
 STANDBY = "standby"       # the supervisor's warm spare: not a role, a drill target of its own
 SYNC_TARGET = "syncerror"  # the fault that ends the drill: the engine must halt
+GATEWAY_TARGET = "gateway"  # brings the gateway and a TCP member (`bench.tcp_member`) into the run
+MEMBER_RATE = 2000.0        # the member's orders/s
 HALT_WAIT_S = 30.0         # how long a failed sync may take to halt the engine under load
 STANDBY_WAIT_S = 120.0   # generous for a loaded CI box (the standby warms up at nice 19)
 SAMPLE_S = 0.01            # throughput sampling period
@@ -118,6 +124,8 @@ def _config(args):
                             segment_bytes=args.segment_bytes, no_standby=args.no_standby)
     cfg = EngineConfig.from_args(ns).replace(orders=None)   # the drill says when to stop
     wanted = [registry.drill_targets()[t][0] for t in args.target_list if t != STANDBY]
+    if GATEWAY_TARGET in args.target_list:    # the gateway with a TCP member as its load
+        cfg = cfg.replace(gateway="127.0.0.1:0")
     if any(spec.processes(cfg) == 0 for spec in wanted):     # e.g. the publisher, inline by default
         cfg = cfg.replace(publisher_inline=False)
     return cfg
@@ -131,6 +139,7 @@ class Killer(threading.Thread):
         self.error: str | None = None
         self.stop_flag = False
         self.torn = 0
+        self.member = None                         # the TCP member, with a gateway
 
     def _ctl(self, i: int) -> int:
         c = self.sup.ctl
@@ -149,6 +158,8 @@ class Killer(threading.Thread):
         except Exception as e:  # noqa: BLE001 - reported in the verdict
             self.error = f"killer: {type(e).__name__}: {e}"
         finally:
+            if self.member is not None:           # its last orders answered before the stop
+                self.member.finish()
             self.sup.request_stop()
 
     def _run(self) -> None:
@@ -402,6 +413,40 @@ def _wal_pairs(data_dir: str, base: int):
     return np.concatenate(prods), np.concatenate(pseqs)
 
 
+def _member_check(cfg, m, data: str, base: int, problems: list[str]) -> dict:
+    """The TCP member's view: every order it saw Accepted is a NEW command of its user in
+    the WAL, none is logged twice, none was answered twice, every order was answered, and
+    each resumed stream went on at the number asked for."""
+    import numpy as np
+
+    from shmex.net.users import load as load_users
+    from shmex.wal import WalReader
+
+    u = next(x.index for x in load_users(cfg.users_path) if x.name == m.user)
+    cids = []
+    for cmds in WalReader(data).commands(base + 1):
+        mine = cmds[(cmds["producer"] == cfg.gateway_slot + 1) & (cmds["kind"] == 1)]
+        cids.append(mine["client_id"].astype(np.int64))
+    logged = np.concatenate(cids) if cids else np.zeros(0, np.int64)
+    urns = logged[(logged >> 32) == u] & 0xFFFFFFFF
+    lost = sorted(set(m.acked) - set(int(x) for x in urns))
+    twice_logged = int(len(urns) - len(np.unique(urns)))
+    unanswered = m.unanswered
+    if lost:
+        problems.append(f"(1) tcp: {len(lost)} orders the member saw Accepted are not in the WAL: {lost[:5]}")
+    if twice_logged:
+        problems.append(f"(1) tcp: {twice_logged} of the member's orders were logged twice")
+    if m.twice:
+        problems.append(f"(1) tcp: {len(m.twice)} orders were answered twice: {m.twice[:5]}")
+    if unanswered:
+        problems.append(f"(3) tcp: {len(unanswered)} of {m.sent} orders got no answer: {unanswered[:5]}")
+    if m.errors:
+        problems.append(f"tcp: {m.errors[0]}")
+    return {"user": m.user, "sent": m.sent, "acked": len(m.acked), "logged": int(len(urns)),
+            "reconnects": m.reconnects, "acked_lost": len(lost), "answered_twice": len(m.twice),
+            "unanswered": len(unanswered)}
+
+
 def _percentiles(xs: list[float]) -> dict:
     import numpy as np
 
@@ -459,6 +504,11 @@ def main(args) -> int:
         sup = Supervisor(cfg)
         killer = Killer(sup, args, random.Random(args.seed), log)
         sampler = Sampler(sup)
+        if cfg.gateway is not None:
+            from shmex.bench.tcp_member import Member, address_file
+
+            killer.member = Member(address_file(cfg.data_dir, cfg.run_id), "dave", "dave1", MEMBER_RATE)
+            killer.member.start()
         killer.start()
         sampler.start()
         t0 = time.monotonic()
@@ -522,6 +572,7 @@ def _check(cfg, out, killer, args, wall, load_hash, PREFIX, SHM_DIR) -> dict:
         unanswered += max(0, sent - answered)
         per_producer.append({"producer": k, "sent": sent, "answered": answered, "last_answered": last_ans,
                              "logged": int(len(mine)), "sent_not_logged": missing_sent})
+    member = _member_check(cfg, killer.member, data, base, problems) if killer.member is not None else None
     if acked_lost:
         problems.append(f"(1) {acked_lost} acknowledged commands are not in the WAL")
     if duplicates:
@@ -582,6 +633,7 @@ def _check(cfg, out, killer, args, wall, load_hash, PREFIX, SHM_DIR) -> dict:
         "acked_lost": acked_lost, "duplicates_applied": duplicates,
         "state_hash_live": live, "state_hash_replay": replay, "verify_exit": v.returncode,
         "segments_leaked": leaked, "orders": int(sum(p["sent"] for p in per_producer)),
+        "tcp_member": member,
         "last_seq": int(ctl[cells.MATCHER_SEQ]) if ctl is not None else 0,
         "producers": per_producer, "engine_status": out.status, "engine_reason": out.reason,
         "seconds": round(wall, 2), "problems": problems, "passed": not problems,
@@ -622,6 +674,11 @@ def _print_verdict(doc: dict, log) -> None:
                 if rate is not None else "; throughput: no clean window before the kill")
         print(f"  kill {i + 1:>2}: {k['target']:<9} {k['process']:<11} at seq {k['at_seq']:>10,}: recovered in "
               f"{k['recovery_ms']:>6,.0f} ms ({k['path']}){tput}")
+    if doc.get("tcp_member"):
+        m = doc["tcp_member"]
+        print(f"  tcp member {m['user']}: {m['sent']:,} orders, {m['acked']:,} accepted, {m['logged']:,} in the WAL, "
+              f"{m['reconnects']} reconnects; lost {m['acked_lost']}, answered twice {m['answered_twice']}, "
+              f"unanswered {m['unanswered']}")
     for t, p in doc["recovery_ms"].items():
         print(f"  recovery {t:<10} n={p['n']:<3} p50 {p['p50']:,.0f} ms  p90 {p['p90']:,.0f} ms  "
               f"max {p['max']:,.0f} ms")
