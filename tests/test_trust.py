@@ -209,7 +209,8 @@ def _displacement(m):
 
 def test_client_ids_crafted_against_a_fixed_hash_do_not_pile_up_in_the_id_table():
     """A fixed hash puts all these ids in one probe run (about n * n / 2 probes); keyed,
-    they cost what as many honest ids 1, 2, 3, ... cost."""
+    they land like random ids: a few probes each (a run of 16 per home, half the table
+    free), as honest ids 1, 2, 3, ... do."""
     n = 16_384
     books = []
     for crafted in (False, True):
@@ -223,7 +224,7 @@ def test_client_ids_crafted_against_a_fixed_hash_do_not_pile_up_in_the_id_table(
         books.append(m)
     honest, crafted = (_displacement(m) for m in books)
     assert honest < 16 * n
-    assert crafted < 2 * honest
+    assert crafted < 16 * n
 
 
 def test_the_hash_key_is_book_state_that_snapshots_and_config_reproduce():

@@ -138,6 +138,7 @@ class EngineConfig:
         _require(len(set(acc)) == len(acc), "producer_accounts", f"{list(acc)}: an account is one slot's")
         _require(all(0 <= k < self.producer_slots for k in self.multi_account_slots), "multi_account_slots",
                  f"{list(self.multi_account_slots)}: each must be a producer slot in [0, {self.producer_slots})")
+
     # -- derived ---------------------------------------------------------------------------
     @property
     def producer_slots(self) -> int:
@@ -216,7 +217,8 @@ class EngineConfig:
             run_id=check_run_id(args.name) if getattr(args, "name", None) else new_run_id(),
             data_dir=os.path.abspath(getattr(args, "data_dir", None) or DEFAULT_DIR),
             producers=producers, clients=int(pick("clients")), symbols=int(pick("symbols")),
-            capacity=int(pick("capacity")), max_open_orders=int(pick("max_open_orders")), orders=orders, duration=duration, rate=pick("rate"),
+            capacity=int(pick("capacity")), max_open_orders=int(pick("max_open_orders")),
+            orders=orders, duration=duration, rate=pick("rate"),
             durability=pick("durability"), seed=int(pick("seed")),
             snapshot_every=int(pick("snapshot_every")),
             publisher_inline=(publisher == "inline") if publisher else _DEFAULTS["publisher_inline"],

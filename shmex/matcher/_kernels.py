@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit
 
 from shmex.matcher._bits import _clear_bit, _find_down, _find_up, _set_bit
-from shmex.matcher.book import (C_HMASK, C_LO, C_NSUM, C_NTICKS, C_NWORDS, C_OPEN_CAP, C_SYMBOLS,
+from shmex.matcher.book import (C_HMASK, C_HSHIFT, C_LO, C_NSUM, C_NTICKS, C_NWORDS, C_OPEN_CAP, C_SYMBOLS,
                                 M_FREE_TOP, M_LAST_SEQ, M_LIVE)
 from shmex.schema import (BUY, FOK, GTC, K_CANCEL, K_NEW, K_REPLACE, LIMIT, LIQ_NONE, MAKER,
                           MARKET, POST_ONLY, R_ACK, R_CANCELED, R_EXPIRED, R_FILL, R_REJECTED,
@@ -31,9 +31,6 @@ ST_DONE = 0        # every command processed
 ST_OUT_FULL = 1    # stopped before a command whose worst case does not fit in `out`
 ST_SEQ_GAP = 2     # apply(): a command's seq is not last_seq + 1
 
-_K1 = np.uint64(0x9E3779B97F4A7C15)
-_K2 = np.uint64(0xC2B2AE3D27D4EB4F)
-_K3 = np.uint64(0xFF51AFD7ED558CCD)
 _RUN = np.uint64(15)  # ids in one run of consecutive homes: 16 entries, 4 cache lines
 
 
@@ -41,16 +38,10 @@ _RUN = np.uint64(15)  # ids in one run of consecutive homes: 16 entries, 4 cache
 
 @njit(cache=True, nogil=True, inline="always", _nrt=False)
 def _home(b, prod, cid):
-    """(prod, cid >> 4) through two multiply-xorshift rounds, each keyed by one word of
-    b.hkey, then + cid & 15. The xorshift between the rounds brings every bit of the id
-    into the masked bits (one round leaves out the bits above 29 + log2(table size): ids
-    that differ only there would share a home whatever the key). Not a cryptographic
-    PRF; what it gives is that without the key nobody can compute ids that collide."""
-    x = ((cid >> np.uint64(4)) ^ b.hkey[0]) * _K1
-    x ^= x >> np.uint64(32)
-    x = (x ^ b.hkey[1] ^ (np.uint64(prod) * _K2)) * _K3
-    x ^= x >> np.uint64(29)
-    return np.int64(((x << np.uint64(4)) + (cid & _RUN)) & np.uint64(b.cfg[C_HMASK]))
+    """Multiply-shift: the top bits of (cid >> 4) * hkey[0] + prod * hkey[1] pick the run,
+    cid & 15 the place in it (`book` says why this is safe against chosen ids)."""
+    x = (cid >> np.uint64(4)) * b.hkey[0] + np.uint64(prod) * b.hkey[1]
+    return np.int64(((x >> np.uint64(b.cfg[C_HSHIFT])) << np.uint64(4)) + (cid & _RUN))
 
 
 @njit(cache=True, nogil=True, inline="always", _nrt=False)

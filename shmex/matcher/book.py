@@ -17,17 +17,20 @@ Ladder (one row per (symbol, side, tick); book index bk = symbol * 2 + side_inde
     cnt[bk]               resting orders on the side
 
 Id table (open addressing, linear probing, backward-shift deletion, size a power of two
-at least twice the capacity); one 16-byte entry, so a probe costs one cache line::
+at least twice the capacity and 32); one 16-byte entry, so a probe costs one cache line::
 
     ids[h] = (cid u8, prod i4 (-1: empty), slot i4)
 
 The home of (prod, cid) keeps runs of 16 consecutive client ids of one producer
 together: users number orders 1, 2, 3, ..., so the live orders near the touch share
-a few hot cache lines instead of one cold line each. Which run goes where is a keyed
-hash of (prod, cid >> 4): `hkey` holds two 64-bit key words, drawn when the book is
-made, so that nobody who reads this source can compute client ids that pile up in one
-probe run (with a fixed hash, 100K such ids cost ~5e9 probes). The key is book state:
-snapshots keep it and `Matcher.config` names it, so replay rebuilds the same table.
+a few hot cache lines instead of one cold line each. Which run goes where is
+multiply-shift universal hashing of (cid >> 4, prod): the top bits of
+``(cid >> 4) * hkey[0] + prod * hkey[1]`` (mod 2**64), two odd words derived from a
+64-bit key (hkey[2]) drawn when the book is made. For ids chosen without the key, two
+runs share a home with probability about 2 / (table size / 16), so nobody who reads
+this source can compute client ids that pile up in one probe run (with a fixed hash,
+100K such ids cost ~5e9 probes). The key is book state: snapshots keep it and
+`Matcher.config` names it, so replay rebuilds the same table.
 
 Per producer id (all 65536)::
 
@@ -43,8 +46,8 @@ from collections import namedtuple
 import numpy as np
 
 # cfg indices
-C_SYMBOLS, C_LO, C_HI, C_NTICKS, C_CAP, C_NWORDS, C_NSUM, C_HMASK, C_OPEN_CAP = range(9)
-CFG_CELLS = 9
+C_SYMBOLS, C_LO, C_HI, C_NTICKS, C_CAP, C_NWORDS, C_NSUM, C_HMASK, C_OPEN_CAP, C_HSHIFT = range(10)
+CFG_CELLS = 10
 # meta indices
 M_LAST_SEQ, M_FREE_TOP, M_LIVE = range(3)
 
@@ -67,7 +70,7 @@ def _sizes(symbols: int, price_lo: int, price_hi: int, capacity: int) -> tuple[i
     nticks = price_hi - price_lo + 1
     nwords = (nticks + 63) >> 6
     nsum = (nwords + 63) >> 6
-    hsize = 1 << max(4, int(2 * capacity - 1).bit_length())
+    hsize = 1 << max(5, int(2 * capacity - 1).bit_length())   # >= 32: the hash shift stays < 64
     nbooks = symbols * 2
     return nticks, nwords, nsum, hsize, nbooks, nbooks * nticks
 
@@ -82,7 +85,7 @@ def book_spec(symbols: int, price_lo: int, price_hi: int, capacity: int) -> dict
                 free=(i4, (capacity,)), lv_head=(i4, (nlv,)), lv_tail=(i4, (nlv,)), lv_qty=(i8, (nlv,)),
                 lv_cnt=(i8, (nlv,)), bm=(np.dtype(np.uint64), (nbooks * nwords,)),
                 sm=(np.dtype(np.uint64), (nbooks * nsum,)), best=(i8, (nbooks,)), cnt=(i8, (nbooks,)),
-                ids=(IDS, (hsize,)), hkey=(np.dtype(np.uint64), (2,)), p_open=(i4, (PRODUCER_IDS,)))
+                ids=(IDS, (hsize,)), hkey=(np.dtype(np.uint64), (3,)), p_open=(i4, (PRODUCER_IDS,)))
     return spec
 
 
@@ -90,8 +93,9 @@ def new_book(symbols: int, price_lo: int, price_hi: int, capacity: int, max_open
              hash_key: int) -> Book:
     """Allocate an empty book. Every array is allocated here, once."""
     nticks, nwords, nsum, hsize, nbooks, nlv = _sizes(symbols, price_lo, price_hi, capacity)
+    # the hash's top bits pick one of hsize / 16 runs: shift 64 - log2(hsize / 16)
     cfg = np.array([symbols, price_lo, price_hi, nticks, capacity, nwords, nsum, hsize - 1,
-                    max_open_orders], dtype=np.int64)
+                    max_open_orders, 64 - (hsize.bit_length() - 1 - 4)], dtype=np.int64)
     meta = np.zeros(3, dtype=np.int64)
     meta[M_FREE_TOP] = capacity
     return Book(
@@ -116,12 +120,12 @@ _M64 = (1 << 64) - 1
 
 
 def hash_words(key: int) -> np.ndarray:
-    """The id table's two key words from one 64-bit key: the key, and a splitmix64 step of
-    it (so that the second round of the hash is keyed independently of the first)."""
+    """hkey from one 64-bit key: the id table's two odd multipliers (the key and a
+    splitmix64 step of it, each with its low bit set), then the key itself."""
     z = (key + _SPLIT) & _M64
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
-    return np.array([key, z ^ (z >> 31)], dtype=np.uint64)
+    return np.array([key | 1, (z ^ (z >> 31)) | 1, key], dtype=np.uint64)
 
 
 def _empty_ids(n: int) -> np.ndarray:

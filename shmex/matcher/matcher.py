@@ -122,7 +122,7 @@ class Matcher:
         c = self._b.cfg
         return dict(symbols=int(c[C_SYMBOLS]), price_lo=int(c[C_LO]), price_hi=int(c[C_HI]),
                     capacity=int(c[C_CAP]), max_open_orders=int(c[C_OPEN_CAP]),
-                    hash_key=int(self._b.hkey[0]))
+                    hash_key=int(self._b.hkey[2]))
 
     @property
     def last_seq(self) -> int:
