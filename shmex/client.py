@@ -14,6 +14,18 @@
 - A client takes a free client slot (`--clients N` at launch): an input ring it
   produces into and a report ring it consumes; the slot's id is its ``producer`` id.
   The ring locks make a slot single-owner; a slot frees when its client exits.
+- Identity is the engine's: whatever a record says, the matcher stamps ``producer``
+  from the ring it read and rejects a record whose ``pseq`` is not its place in the
+  ring (BAD_PSEQ), so a client acts only on its own orders.
+- `connect(account=A)` binds the slot to account A (default: the slot's own,
+  `cells.default_account`); self-trade prevention acts between orders of one account.
+  A command with account 0 acts for A; one with another account is REJECTED
+  WRONG_ACCOUNT. An account held by another slot (or another slot's default) is refused
+  at connect; a slot keeps its account until its next client connects. The binding is
+  the slot's control cell, written here before the first command; binding to another
+  account waits until every command of the slot's previous client is durable, so that
+  none of them is checked against it. It holds for clients of this API: a process that
+  maps the engine's segments itself (it runs as the engine's user) can write any cell.
 - `submit` fills in ``producer``, ``pseq`` (per slot, continuing across clients of the
   same slot) and ``sent_ns`` (now, unless set) and waits for ring space (back-pressure).
 - Reports of a command arrive only after it is durable in the WAL. Reports about this
@@ -56,11 +68,15 @@ def find_runs() -> list[str]:
     return [r.run_id for r in list_runs() if r.alive and any(s.role == "ctl" for s in r.segments)]
 
 
-def connect(name: str | None = None, *, timeout_s: float = 60.0, wait: str = "block") -> "Client":
-    """Attach to the running engine `name` (or the only one running) as a producer.
+def connect(name: str | None = None, *, account: int | None = None, timeout_s: float = 60.0,
+            wait: str = "block") -> "Client":
+    """Attach to the running engine `name` (or the only one running) as a producer whose
+    commands act for `account` (None: the slot's default account).
 
     Waits up to `timeout_s` for the engine to exist and be running (warm-up included).
     """
+    if account is not None and not (isinstance(account, (int, np.integer)) and 0 <= account <= cells.ACCOUNT_MAX):
+        raise UsageError(f"account: {account!r} is not an integer in [0, {cells.ACCOUNT_MAX}]")
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -70,7 +86,7 @@ def connect(name: str | None = None, *, timeout_s: float = 60.0, wait: str = "bl
                     raise AttachError(f"{len(runs)} engines running ({', '.join(runs) or 'none'}): "
                                       f"name the one to attach to")
                 name = runs[0]
-            return Client(name, wait=wait, deadline=deadline)
+            return Client(name, account=account, wait=wait, deadline=deadline)
         except AttachError:
             if time.monotonic() > deadline:
                 raise
@@ -89,7 +105,8 @@ def _alive(pid: int) -> bool:
 
 
 class Client:
-    def __init__(self, run_id: str, *, wait: str = "block", deadline: float | None = None):
+    def __init__(self, run_id: str, *, account: int | None = None, wait: str = "block",
+                 deadline: float | None = None):
         self.run_id = run_id
         self._cnt = None
         seg = Segment.attach(segment_name(run_id, "ctl"), layout="ctl")
@@ -130,6 +147,11 @@ class Client:
         self._hist = self._hseg.view(0, np.int64, P * NBUCKETS).reshape(P, NBUCKETS)[self.slot]
         b = cells.prod_base(proc_slots, self.slot)
         self._cnt = self._ctl[b:b + cells.PROD_CELLS]
+        try:
+            self.account = self._bind(account, proc_slots, P, deadline)
+        except BaseException:
+            self.close()
+            raise
         self._cnt[cells.C_LAST_ANSWERED] = self._in.published_seq   # earlier clients' commands
         self._pseq = self._in.published_seq                      # the slot's sequence goes on
         self._next_cid = 1
@@ -138,6 +160,34 @@ class Client:
         stale = self._rep.consume(self._rbuf)                     # a previous client's leftovers
         while stale:
             stale = self._rep.consume(self._rbuf)
+
+    def _bind(self, account: int | None, proc_slots: int, P: int, deadline: float | None) -> int:
+        """Bind this slot to `account` (None: the slot's default) in its control cell; -> it."""
+        own = cells.default_account(self.slot)
+        account = own if account is None else int(account)
+        if account >= cells.DEFAULT_ACCOUNT_BASE and account != own:
+            raise UsageError(f"account: {account:#x} is another slot's default (accounts from "
+                             f"{cells.DEFAULT_ACCOUNT_BASE:#x} up are the slots' own)")
+        if account:
+            held = [k for k in range(P) if k != self.slot
+                    and int(self._ctl[cells.prod_base(proc_slots, k) + cells.C_ACCOUNT]) == account]
+            if held:
+                raise UsageError(f"account: {account} is bound to producer slot {held[0]} "
+                                 f"(producer {held[0] + 1}); an account acts through one slot")
+        cell = cells.prod_base(proc_slots, self.slot) + cells.C_ACCOUNT
+        if int(self._ctl[cell]) != account:
+            # the previous client's commands are checked against the old account: rebind
+            # only when they are all released (durable), none still to be read
+            while self._in.released_seq < self._in.published_seq:
+                self._check_running()
+                if deadline is not None and time.monotonic() > deadline:
+                    raise AttachError(f"engine {self.run_id}: the previous client's commands on slot "
+                                      f"{self.slot} are not yet durable; cannot bind account {account}")
+                time.sleep(0.001)
+            # ORDER: before this client's first publish (its release store of PUB_SEQ);
+            # pairs with the matcher's acquire of PUB_SEQ before it reads the cell
+            ring_kernels._store(self._ctl, cell, account)
+        return account
 
     # -- sending -----------------------------------------------------------------------------
     def _check_running(self) -> None:
@@ -193,7 +243,8 @@ class Client:
 
     def new_order(self, side, price: int, qty: int, *, symbol: int = 0, order_type=LIMIT, tif=GTC,
                   stp: int = 0, account: int = 0, client_id: int | None = None) -> int:
-        """Send one NEW order; -> its client id (chosen here unless given)."""
+        """Send one NEW order; -> its client id (chosen here unless given). account 0: the
+        slot's; another one is rejected WRONG_ACCOUNT unless the slot is multi-account."""
         if client_id is None:
             client_id = self._next_cid
             self._next_cid += 1

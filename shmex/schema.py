@@ -8,18 +8,24 @@ Prices are integer ticks, sizes integer lots, times integer nanoseconds. No floa
 
 COMMAND (producer -> matcher -> journal)::
 
-     0      1     2        3    4    5     6         8        12        16
-    +------+-----+--------+----+----+-----+---------+--------+---------+
-    | kind | side| ord_typ| tif| stp| pad | producer| symbol | account |
-    +------+-----+--------+----+----+-----+---------+--------+---------+
+     0      1     2        3    4    5        6         8        12        16
+    +------+-----+--------+----+----+--------+---------+--------+---------+
+    | kind | side| ord_typ| tif| stp| verdict| producer| symbol | account |
+    +------+-----+--------+----+----+--------+---------+--------+---------+
     16          24      28     32       40        48     56          64
     +-----------+-------+------+--------+---------+------+-----------+
     | client_id | price | qty  | pseq   | sent_ns | seq  | engine_ns |
     +-----------+-------+------+--------+---------+------+-----------+
 
-``pseq`` is the producer's own sequence number (1, 2, ... per producer): with it a
-restarted matcher knows exactly which ring records the WAL already holds.
-``seq`` and ``engine_ns`` are stamped by the matcher, the sequencer.
+``pseq`` is the producer's own sequence number: 1, 2, ... per input ring, the record's
+place in the ring. ``seq`` and ``engine_ns`` are stamped by the matcher, the sequencer.
+A producer writes its own records, so the matcher's merge step trusts none of its
+identity fields: it stamps ``producer`` from the ring it read, journals the ring place as
+``pseq`` (a record whose pseq is not its place is rejected BAD_PSEQ), gives ``account``
+0 the slot's account (another one is rejected WRONG_ACCOUNT, unless the slot carries
+many accounts), and writes ``verdict``: 0, or the Reason the command is rejected with
+before it reaches the book. The journal holds the stamped record, so replay rejects
+the same commands, and a restarted matcher's skip counts only engine-written fields.
 
 REPORT (matcher -> publisher -> producer)::
 
@@ -46,7 +52,7 @@ from enum import IntEnum
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RECORD_BYTES = 64
 
 
@@ -119,6 +125,9 @@ class Reason(IntEnum):
     BOOK_FULL = 7
     POST_ONLY_WOULD_CROSS = 8
     SELF_TRADE = 9
+    BAD_PSEQ = 10          # the record's pseq is not its place in its ring
+    WRONG_ACCOUNT = 11     # the command's account is not its slot's
+    TOO_MANY_ORDERS = 12   # its producer has max_open_orders resting already
 
 
 # Module-level int constants for numba kernels (globals are folded as constants).
@@ -130,7 +139,8 @@ STP_NONE, STP_CANCEL_NEWEST, STP_CANCEL_OLDEST, STP_CANCEL_BOTH, STP_DECREMENT =
 R_ACK, R_FILL, R_CANCELED, R_REPLACED, R_REJECTED, R_EXPIRED = map(int, ReportKind)
 LIQ_NONE, MAKER, TAKER = map(int, Liquidity)
 (RS_NONE, RS_UNKNOWN_ORDER, RS_DUPLICATE_ID, RS_BAD_QTY, RS_PRICE_BAND, RS_UNKNOWN_SYMBOL,
- RS_BAD_FIELD, RS_BOOK_FULL, RS_POST_ONLY_WOULD_CROSS, RS_SELF_TRADE) = map(int, Reason)
+ RS_BAD_FIELD, RS_BOOK_FULL, RS_POST_ONLY_WOULD_CROSS, RS_SELF_TRADE, RS_BAD_PSEQ,
+ RS_WRONG_ACCOUNT, RS_TOO_MANY_ORDERS) = map(int, Reason)
 
 COMMAND = record(
     ("kind", "u1", 0),
@@ -138,6 +148,7 @@ COMMAND = record(
     ("order_type", "u1", 2),
     ("tif", "u1", 3),
     ("stp", "u1", 4),
+    ("verdict", "u1", 5),
     ("producer", "u2", 6),
     ("symbol", "u4", 8),
     ("account", "u4", 12),

@@ -61,10 +61,10 @@ def test_client_submits_cancels_and_reads(shm_run, tmp_path):
     assert not [e for e in os.listdir(SHM_DIR) if e.startswith(f"{PREFIX}{shm_run}-")]
 
 
-def _launch_clients(shm_run, tmp_path, *extra):
+def _launch_clients(shm_run, tmp_path, *extra, clients=1):
     err = open(tmp_path / "launch.err", "w")
     return subprocess.Popen([sys.executable, "-m", "shmex.cli", "launch", "--name", shm_run, "--producers", "0",
-                             "--clients", "1", "--quiet", "--data-dir", str(tmp_path / "data"), *extra],
+                             "--clients", str(clients), "--quiet", "--data-dir", str(tmp_path / "data"), *extra],
                             stdout=subprocess.PIPE, stderr=err, text=True)
 
 
@@ -138,10 +138,10 @@ def test_submit_raises_engine_stopped_once_the_supervisor_is_killed(shm_run, tmp
         subprocess.run([sys.executable, "-m", "shmex.cli", "clean"], capture_output=True, timeout=60)
 
 
-def _one_order(cid):
+def _one_order(cid, *, side=Side.BUY, price=5000, account=0, stp=0):
     c = np.zeros(1, dtype=COMMAND)
-    c["kind"], c["side"], c["order_type"], c["tif"] = K_NEW, Side.BUY, 1, 1
-    c["client_id"], c["price"], c["qty"] = cid, 5000, 1
+    c["kind"], c["side"], c["order_type"], c["tif"], c["stp"] = K_NEW, side, 1, 1, stp
+    c["client_id"], c["price"], c["qty"], c["account"] = cid, price, 1, account
     return c
 
 
@@ -160,3 +160,38 @@ def test_an_idle_engine_keeps_beating(shm_run, tmp_path):
     assert p.returncode == 0, (tmp_path / "launch.err").read_text()
     doc = json.loads((tmp_path / "run.json").read_text())
     assert doc["restarts"] == []
+
+
+def test_a_client_acts_only_for_the_account_it_connected_with(shm_run, tmp_path):
+    """B rests three sells under its account; A's 1-lot buy carrying B's account with
+    CANCEL_OLDEST is REJECTED WRONG_ACCOUNT and B's sells stay; a third client cannot
+    connect with B's account while B's slot holds it; the default is the slot's own."""
+    import pytest
+
+    from shmex.engine import cells
+    from shmex.errors import UsageError
+    from shmex.schema import Stp
+
+    p = _launch_clients(shm_run, tmp_path, clients=3)
+    try:
+        with connect(shm_run, timeout_s=900, account=202) as b, connect(shm_run, account=101) as a:
+            assert (b.account, a.account) == (202, 101)
+            sells = [b.new_order(Side.SELL, 9000, 1) for _ in range(3)]
+            b.wait_answers([1, 2, 3], timeout_s=60)
+            pq = a.submit(_one_order(1, side=Side.BUY, price=9000, account=202, stp=Stp.CANCEL_OLDEST))[0]
+            r = a.wait_answers([pq], timeout_s=60)
+            mine = r[r["pseq"] == pq]
+            assert [(ReportKind(int(x["kind"])).name, Reason(int(x["reason"])).name) for x in mine] == [
+                ("REJECTED", "WRONG_ACCOUNT")]
+            with pytest.raises(UsageError, match="account"):
+                connect(shm_run, account=202, timeout_s=10)
+            with connect(shm_run, timeout_s=10) as c:
+                assert c.account == cells.default_account(c.slot)
+            cancels = [b.cancel(cid) for cid in sells]
+            rb = b.wait_answers(cancels, timeout_s=60)
+            done = rb[np.isin(rb["pseq"], cancels)]
+            assert [ReportKind(int(x["kind"])).name for x in done] == ["CANCELED"] * 3
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=180)
+    assert p.returncode == 0, (tmp_path / "launch.err").read_text()

@@ -50,9 +50,11 @@ def _published(ring, dtype):
 
 
 class _Rig:
-    """Two producers' input rings, journal, out ring and two report rings, all in-process."""
+    """Two producers' input rings, journal, out ring and two report rings, all in-process.
+    Both input rings are client slots (account from their control cell, 0 until bound),
+    except those named in `multi_account`."""
 
-    def __init__(self):
+    def __init__(self, multi_account=()):
         self.m = Matcher(**BOOK)
         self.ins = [_ring(64), _ring(64)]                         # the matcher's (consumer) cells
         self.prod_locs = [np.zeros(ring_layout.LOCAL_CELLS, np.int64) for _ in self.ins]   # the producers'
@@ -68,6 +70,13 @@ class _Rig:
         self.scratch = np.zeros((2, PENDING), REPORT)
         self.counts = np.zeros(3, np.int64)
         self.dest_of = np.array([-1, 0, 1, -2], np.int64)
+        self.idents = np.array([(matcher_duty.ID_MULTI, 0) if k in multi_account else
+                                (matcher_duty.ID_CELL, cells.prod_base(8, k) + cells.C_ACCOUNT) for k in range(2)],
+                               np.int64)
+
+    def bind_account(self, k, account):
+        """What a client of slot k does at connect."""
+        self.ctl[cells.prod_base(8, k) + cells.C_ACCOUNT] = account
 
     def publish(self, k, cmds):
         slots, ctl, _ = self.ins[k]
@@ -78,7 +87,7 @@ class _Rig:
         lists = [List([r[i] for r in self.ins]) for i in range(3)]
         dl = [List([r[i] for r in self.dests]) for i in range(3)]
         rc = matcher_duty.duty(m.book, m._out, _words(m._out), self.buf, _words(self.buf), *lists,
-                    np.zeros(2, np.int64), *self.journal, 0, *self.out, 0, self.ctl,
+                    np.zeros(2, np.int64), self.idents, *self.journal, 0, *self.out, 0, self.ctl,
                     np.zeros(8192, np.int64), self.pq, self.pqi, np.zeros(2, np.int64), self.ds, 64,
                     True, np.zeros(2, np.int64), *self.rout, 0, self.pend, _words(self.pend),
                     self.dest_of, self.scratch, self.scratch.view(np.uint64).reshape(2, PENDING, 8),

@@ -65,8 +65,7 @@ def reference(cmds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     price-time book: best price first, FIFO within a level, at the resting order's price."""
     book: dict[int, list[list[int]]] = {BUY: [], SELL: []}  # [cid, price, leaves], arrival order
     fills = []
-    for c in cmds.tolist():
-        kind, side, price, qty, cid = c[0], c[1], c[9], c[10], c[8]
+    for kind, side, price, qty, cid in zip(*(cmds[f].tolist() for f in ("kind", "side", "price", "qty", "client_id"))):
         if kind == K_CANCEL:
             for s in (BUY, SELL):
                 book[s] = [o for o in book[s] if o[0] != cid]

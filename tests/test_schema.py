@@ -14,12 +14,12 @@ from shmex import schema
 
 COMMAND_DESCR = [
     ("kind", "|u1"), ("side", "|u1"), ("order_type", "|u1"), ("tif", "|u1"), ("stp", "|u1"),
-    ("", "|V1"), ("producer", "<u2"), ("symbol", "<u4"), ("account", "<u4"),
+    ("verdict", "|u1"), ("producer", "<u2"), ("symbol", "<u4"), ("account", "<u4"),
     ("client_id", "<u8"), ("price", "<i4"), ("qty", "<i4"), ("pseq", "<u8"),
     ("sent_ns", "<i8"), ("seq", "<i8"), ("engine_ns", "<i8"),
 ]
 COMMAND_OFFSETS = {
-    "kind": 0, "side": 1, "order_type": 2, "tif": 3, "stp": 4, "producer": 6, "symbol": 8,
+    "kind": 0, "side": 1, "order_type": 2, "tif": 3, "stp": 4, "verdict": 5, "producer": 6, "symbol": 8,
     "account": 12, "client_id": 16, "price": 24, "qty": 28, "pseq": 32, "sent_ns": 40,
     "seq": 48, "engine_ns": 56,
 }
@@ -46,7 +46,7 @@ LEVEL_OFFSETS = {"price": 0, "qty": 4, "orders": 12}
 
 # name: (descr, offsets, itemsize, dtype_digest hex)
 PINNED = {
-    "COMMAND": (COMMAND_DESCR, COMMAND_OFFSETS, 64, "1fadac02d226dcd9743d8871dec5a253"),
+    "COMMAND": (COMMAND_DESCR, COMMAND_OFFSETS, 64, "cb776816461ebd0fb93709f595b71255"),
     "REPORT": (REPORT_DESCR, REPORT_OFFSETS, 64, "65b202e165fab4ccd9f4cb8207ca3d82"),
     "RESTING": (RESTING_DESCR, RESTING_OFFSETS, 27, "aad960e3a55dbef42b8a3f72375fb981"),
     "LEVEL": (LEVEL_DESCR, LEVEL_OFFSETS, 16, "4f981bba3bd74d0952c1e5f60a2dc29a"),
@@ -55,7 +55,7 @@ RECORDS = ("COMMAND", "REPORT")   # the wire/disk records: one cache line each
 
 
 def test_schema_version():
-    assert schema.SCHEMA_VERSION == 1
+    assert schema.SCHEMA_VERSION == 2
     assert schema.RECORD_BYTES == 64
 
 
@@ -128,7 +128,8 @@ def test_record_builder_pads_and_forces_little_endian():
     (schema.Liquidity, {"NONE": 0, "MAKER": 1, "TAKER": 2}),
     (schema.Reason, {"NONE": 0, "UNKNOWN_ORDER": 1, "DUPLICATE_ID": 2, "BAD_QTY": 3,
                      "PRICE_BAND": 4, "UNKNOWN_SYMBOL": 5, "BAD_FIELD": 6, "BOOK_FULL": 7,
-                     "POST_ONLY_WOULD_CROSS": 8, "SELF_TRADE": 9}),
+                     "POST_ONLY_WOULD_CROSS": 8, "SELF_TRADE": 9, "BAD_PSEQ": 10,
+                     "WRONG_ACCOUNT": 11, "TOO_MANY_ORDERS": 12}),
 ], ids=lambda v: getattr(v, "__name__", ""))
 def test_enum_values_are_pinned(enum, values):
     # the values are bytes in the WAL: renumbering one is a layout change
@@ -146,6 +147,8 @@ def test_enum_values_are_pinned(enum, values):
     ("LIQ_NONE", schema.Liquidity.NONE), ("MAKER", schema.Liquidity.MAKER),
     ("TAKER", schema.Liquidity.TAKER),
     ("RS_NONE", schema.Reason.NONE), ("RS_SELF_TRADE", schema.Reason.SELF_TRADE),
+    ("RS_BAD_PSEQ", schema.Reason.BAD_PSEQ), ("RS_WRONG_ACCOUNT", schema.Reason.WRONG_ACCOUNT),
+    ("RS_TOO_MANY_ORDERS", schema.Reason.TOO_MANY_ORDERS),
 ])
 def test_kernel_constants_match_their_enums(const, member):
     value = getattr(schema, const)

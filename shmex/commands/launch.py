@@ -61,6 +61,9 @@ def add_arguments(p) -> None:
                    help="snapshots kept, with the WAL segments they need; older segments are removed "
                         "(default 3; at least 2; 0: keep every snapshot and the whole log)")
     p.add_argument("--capacity", type=int, help="resting orders the book can hold (default 1,048,576)")
+    p.add_argument("--max-open-orders", type=int, metavar="N",
+                   help="resting orders one producer slot may hold; a new order that would rest "
+                        "beyond is rejected TOO_MANY_ORDERS (default 1,048,576)")
     p.add_argument("--seed", type=int)
     p.add_argument("--wait", metavar="ROLE=STRAT,...",
                    help="wait strategies per role (spin|yield|hybrid|block; default walwriter=hybrid, others block)")

@@ -30,6 +30,11 @@ processes sit on different 64-byte lines (8 cells per line)::
                                        cells 8..15 of the slot are the role's own
      64 + 16 S + 32 k     producer k   counters (below), written only by producer k
 
+Producer slot k's cell C_ACCOUNT is the exception: the account its commands act for,
+written by the supervisor at creation (a load producer's configured account, a client
+slot's default `default_account(k)`) and by a client at connect; the matcher's merge
+step reads a client slot's there (a load producer's from the config).
+
 Process slots follow the role registry (`registry.slot_table`): each role has its slots
 in the registry's order; the producer role has one per producer slot k = 0..P-1 (load
 producers first, then client slots). A producer's id on the wire is k + 1. Readers take
@@ -85,7 +90,17 @@ PROD_CELLS = 32
 # producer counters (int64 indices into the producer's own block)
 (C_SENT, C_ANSWERED, C_LAST_ANSWERED, C_REPORTS, C_ACKS, C_FILLS_TAKER, C_FILLS_MAKER,
  C_QTY_TAKER, C_QTY_MAKER, C_REJECTS, C_CANCELED, C_EXPIRED, C_REPLACED, C_SENDING_DONE,
- C_FIRST_SENT_NS, C_LAST_ANSWER_NS, C_GENERATED, C_OTHER) = range(18)
+ C_FIRST_SENT_NS, C_LAST_ANSWER_NS, C_GENERATED, C_OTHER, C_ACCOUNT) = range(19)
+
+# Accounts from DEFAULT_ACCOUNT_BASE up are the slots' defaults (one per producer id);
+# a client cannot connect with another slot's.
+DEFAULT_ACCOUNT_BASE = 0xFFFF0000
+ACCOUNT_MAX = (1 << 32) - 1       # COMMAND.account is u4
+
+
+def default_account(k: int) -> int:
+    """The account of producer slot k when nothing else is configured or asked for."""
+    return DEFAULT_ACCOUNT_BASE + k + 1
 
 
 def proc_cell(slot: int, field: int) -> int:

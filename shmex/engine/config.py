@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import secrets
 import time
 from dataclasses import dataclass, field
 
+from shmex.engine import cells
 from shmex.errors import UsageError
 from shmex.shm.names import check_run_id, new_run_id
 
@@ -25,10 +27,12 @@ PRICE_LO, PRICE_HI, MID = 1, 20_000, 10_000
 SYMBOL_STEP = 50
 
 
-def book_config(symbols: int, capacity: int) -> dict:
-    """The matcher configuration the generator is meant for."""
+def book_config(symbols: int, capacity: int, max_open_orders: int | None = None,
+                hash_key: int | None = None) -> dict:
+    """The matcher configuration the generator is meant for (Matcher's keyword arguments)."""
     hi = max(PRICE_HI, MID + SYMBOL_STEP * symbols + 1000)
-    return dict(symbols=symbols, price_lo=PRICE_LO, price_hi=hi, capacity=capacity)
+    return dict(symbols=symbols, price_lo=PRICE_LO, price_hi=hi, capacity=capacity,
+                max_open_orders=max_open_orders, hash_key=hash_key)
 
 
 DURABILITY = ("none", "group", "always")
@@ -54,6 +58,13 @@ class EngineConfig:
     clients: int = 1                     # producer slots for client-API processes
     symbols: int = 4
     capacity: int = 1 << 20              # resting orders the book holds (arena size: memory)
+    max_open_orders: int = 1 << 20       # resting orders one producer slot may hold (TOO_MANY_ORDERS
+                                         # beyond): bounds what one client can take of the arena
+    producer_accounts: tuple = ()        # account of load producer k (missing: the slot's default)
+    multi_account_slots: tuple = ()      # producer slots whose commands keep the account they carry
+                                         # (a gateway stamping each session's); others: one account
+    hash_key: int | None = None          # the id table's hash key (None: drawn from the OS here);
+                                         # kept in the manifest and snapshots, never in shared memory
     orders: int | None = None            # orders in all (None: --duration or until stopped)
     duration: float | None = None        # seconds of load (None: --orders)
     rate: float | None = None            # offered orders/s, open loop (None: full speed)
@@ -93,6 +104,12 @@ class EngineConfig:
                                               f"slot is needed (or a --gateway)")
         _require(self.symbols >= 1, "--symbols", f"{self.symbols}: must be >= 1")
         _require(self.capacity >= 1, "--capacity", f"{self.capacity}: must be >= 1")
+        _require(1 <= self.max_open_orders <= 1 << 30, "--max-open-orders",
+                 f"{self.max_open_orders}: must be in [1, 2**30]")
+        self._check_accounts()
+        if self.hash_key is None:
+            object.__setattr__(self, "hash_key", secrets.randbits(64))
+        _require(0 <= self.hash_key < 1 << 64, "hash_key", f"{self.hash_key}: must be in [0, 2**64)")
         _require(self.orders is None or self.orders >= 0, "--orders", f"{self.orders}: must be >= 0")
         _require(self.duration is None or self.duration > 0, "--duration", f"{self.duration}: must be > 0 s")
         _require(self.rate is None or self.rate > 0, "--rate", f"{self.rate}: must be > 0 orders/s")
@@ -134,6 +151,21 @@ class EngineConfig:
         object.__setattr__(self, "wait", {**known, **self.wait})
         object.__setattr__(self, "snapshot_cores", tuple(int(c) for c in self.snapshot_cores))
 
+    def _check_accounts(self) -> None:
+        object.__setattr__(self, "producer_accounts", tuple(int(a) for a in self.producer_accounts))
+        object.__setattr__(self, "multi_account_slots", tuple(int(k) for k in self.multi_account_slots))
+        if self.gateway is not None and self.gateway_slot not in self.multi_account_slots:
+            # the gateway stamps each session's account itself (its users file binds them)
+            object.__setattr__(self, "multi_account_slots", self.multi_account_slots + (self.gateway_slot,))
+        acc = self.producer_accounts
+        _require(len(acc) <= self.producers, "producer_accounts",
+                 f"{list(acc)}: more accounts than the {self.producers} load producers")
+        _require(all(0 < a < cells.DEFAULT_ACCOUNT_BASE for a in acc), "producer_accounts",
+                 f"{list(acc)}: each must be in [1, {cells.DEFAULT_ACCOUNT_BASE:#x}) (above: slot defaults)")
+        _require(len(set(acc)) == len(acc), "producer_accounts", f"{list(acc)}: an account is one slot's")
+        _require(all(0 <= k < self.producer_slots for k in self.multi_account_slots), "multi_account_slots",
+                 f"{list(self.multi_account_slots)}: each must be a producer slot in [0, {self.producer_slots})")
+
     # -- derived ---------------------------------------------------------------------------
     @property
     def gateways(self) -> int:
@@ -173,7 +205,14 @@ class EngineConfig:
 
     @property
     def book(self) -> dict:
-        return book_config(self.symbols, self.capacity)
+        return book_config(self.symbols, self.capacity, self.max_open_orders, self.hash_key)
+
+    def account_of(self, k: int) -> int:
+        """The account producer slot k is bound to at the start: a load producer's
+        configured one, else the slot's default (a client may ask for its own at connect)."""
+        if k < len(self.producer_accounts):
+            return self.producer_accounts[k]
+        return cells.default_account(k)
 
     @property
     def orders_per_producer(self) -> list[int]:
@@ -189,7 +228,8 @@ class EngineConfig:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d["snapshot_cores"] = list(self.snapshot_cores)
+        for name in ("snapshot_cores", "producer_accounts", "multi_account_slots"):
+            d[name] = list(getattr(self, name))
         return d
 
     @classmethod
@@ -235,7 +275,8 @@ class EngineConfig:
             run_id=check_run_id(args.name) if getattr(args, "name", None) else new_run_id(),
             data_dir=os.path.abspath(getattr(args, "data_dir", None) or DEFAULT_DIR),
             producers=producers, clients=int(pick("clients")), symbols=int(pick("symbols")),
-            capacity=int(pick("capacity")), orders=orders, duration=duration, rate=pick("rate"),
+            capacity=int(pick("capacity")), max_open_orders=int(pick("max_open_orders")),
+            orders=orders, duration=duration, rate=pick("rate"),
             durability=pick("durability"), seed=int(pick("seed")),
             snapshot_every=int(pick("snapshot_every")), keep_snapshots=int(pick("keep_snapshots")),
             publisher_inline=(publisher == "inline") if publisher else _DEFAULTS["publisher_inline"],

@@ -210,6 +210,8 @@ class Supervisor:
         b = cfg.book
         self.ctl[cells.CFG_SYMBOLS], self.ctl[cells.CFG_PRICE_LO] = b["symbols"], b["price_lo"]
         self.ctl[cells.CFG_PRICE_HI], self.ctl[cells.CFG_CAPACITY] = b["price_hi"], b["capacity"]
+        for k in range(self.P):
+            self.ctl[self.prod_cell(k, cells.C_ACCOUNT)] = cfg.account_of(k)
         hseg = Segment.create(run_id, "hist", hist_cells(self.P) * 8, layout="hist")
         self.segments.append(hseg.name)
         self._hist_seg = hseg

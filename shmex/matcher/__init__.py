@@ -12,7 +12,11 @@ Fill semantics (what a user can rely on):
 - A NEW is checked in this order, and the first failing check is its only answer:
   BAD_FIELD (side/type/tif/stp; a MARKET order that is POST_ONLY), UNKNOWN_SYMBOL, BAD_QTY (qty <= 0), PRICE_BAND (LIMIT
   outside the band), DUPLICATE_ID (its (producer, client_id) is live),
-  POST_ONLY_WOULD_CROSS, BOOK_FULL (a GTC or POST_ONLY limit while the arena is full).
+  POST_ONLY_WOULD_CROSS, BOOK_FULL (a GTC or POST_ONLY limit while the arena is full),
+  TOO_MANY_ORDERS (a GTC or POST_ONLY limit while its producer has `max_open_orders`
+  resting).
+- A command with a `verdict` (set by the engine's merge step: BAD_PSEQ, WRONG_ACCOUNT)
+  is REJECTED with that reason and nothing else.
 - Accepted: one ACK, then it trades while it crosses; each fill gives the taker's FILL
   then the maker's, `leaves` being each owner's remaining quantity.
 - The remainder rests (LIMIT GTC, POST_ONLY) or is EXPIRED (MARKET whatever its tif, IOC,

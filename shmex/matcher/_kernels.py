@@ -9,20 +9,21 @@ Compilation choices (their figures are in PERFORMANCE.md):
 
 Kernels return counts and status codes; business outcomes are REPORT records, never
 exceptions. Everything here is deterministic: no clock, no randomness, no hashing of
-addresses; the same commands give the same reports and the same arrays.
+addresses; the same commands give the same reports, and on a book with the same hash
+key (`book.hkey`) the same arrays.
 """
 
 import numpy as np
 from numba import njit
 
 from shmex.matcher._bits import _clear_bit, _find_down, _find_up, _set_bit
-from shmex.matcher.book import (C_HMASK, C_LO, C_NSUM, C_NTICKS, C_NWORDS, C_SYMBOLS,
+from shmex.matcher.book import (C_HMASK, C_HSHIFT, C_LO, C_NSUM, C_NTICKS, C_NWORDS, C_OPEN_CAP, C_SYMBOLS,
                                 M_FREE_TOP, M_LAST_SEQ, M_LIVE)
 from shmex.schema import (BUY, FOK, GTC, K_CANCEL, K_NEW, K_REPLACE, LIMIT, LIQ_NONE, MAKER,
                           MARKET, POST_ONLY, R_ACK, R_CANCELED, R_EXPIRED, R_FILL, R_REJECTED,
                           R_REPLACED, RS_BAD_FIELD, RS_BAD_QTY, RS_BOOK_FULL, RS_DUPLICATE_ID,
                           RS_NONE, RS_POST_ONLY_WOULD_CROSS, RS_PRICE_BAND, RS_SELF_TRADE,
-                          RS_UNKNOWN_ORDER, RS_UNKNOWN_SYMBOL, SELL, STP_CANCEL_BOTH,
+                          RS_TOO_MANY_ORDERS, RS_UNKNOWN_ORDER, RS_UNKNOWN_SYMBOL, SELL, STP_CANCEL_BOTH,
                           STP_CANCEL_NEWEST, STP_CANCEL_OLDEST, STP_DECREMENT, STP_NONE, TAKER)
 
 # _run status codes
@@ -30,8 +31,6 @@ ST_DONE = 0        # every command processed
 ST_OUT_FULL = 1    # stopped before a command whose worst case does not fit in `out`
 ST_SEQ_GAP = 2     # apply(): a command's seq is not last_seq + 1
 
-_K1 = np.uint64(0x9E3779B97F4A7C15)
-_K2 = np.uint64(0xC2B2AE3D27D4EB4F)
 _RUN = np.uint64(15)  # ids in one run of consecutive homes: 16 entries, 4 cache lines
 
 
@@ -39,10 +38,10 @@ _RUN = np.uint64(15)  # ids in one run of consecutive homes: 16 entries, 4 cache
 
 @njit(cache=True, nogil=True, inline="always", _nrt=False)
 def _home(b, prod, cid):
-    """Mixes (prod, cid >> 4) so that any stride lands spread out, then adds cid & 15."""
-    x = ((cid >> np.uint64(4)) ^ (np.uint64(prod) * _K2)) * _K1
-    x ^= x >> np.uint64(29)
-    return np.int64(((x << np.uint64(4)) + (cid & _RUN)) & np.uint64(b.cfg[C_HMASK]))
+    """Multiply-shift: the top bits of (cid >> 4) * hkey[0] + prod * hkey[1] pick the run,
+    cid & 15 the place in it (`book` says why this is safe against chosen ids)."""
+    x = (cid >> np.uint64(4)) * b.hkey[0] + np.uint64(prod) * b.hkey[1]
+    return np.int64(((x >> np.uint64(b.cfg[C_HSHIFT])) << np.uint64(4)) + (cid & _RUN))
 
 
 @njit(cache=True, nogil=True, inline="always", _nrt=False)
@@ -169,12 +168,14 @@ def _remove(b, slot):
 @njit(cache=True, nogil=True, inline="always", _nrt=False)
 def _release(b, slot):
     """Free an order's slot and forget its id (the order is finished)."""
-    h = _id_find(b, b.o_prod[slot], b.o_cid[slot])
+    prod = b.o_prod[slot]
+    h = _id_find(b, prod, b.o_cid[slot])
     _id_delete(b, h)
     top = b.meta[M_FREE_TOP]
     b.free[top] = slot
     b.meta[M_FREE_TOP] = top + 1
     b.meta[M_LIVE] -= 1
+    b.p_open[prod] -= 1
 
 
 # ---------------------------------------------------------------- reports
@@ -358,6 +359,8 @@ def _new(b, out, n, c):
     rests = limit and (c.tif == GTC or c.tif == POST_ONLY)
     if rests and b.meta[M_FREE_TOP] == 0:
         return _reject(out, n, c, RS_BOOK_FULL)
+    if rests and b.p_open[prod] >= b.cfg[C_OPEN_CAP]:
+        return _reject(out, n, c, RS_TOO_MANY_ORDERS)
     n = _emit(out, n, R_ACK, RS_NONE, side, LIQ_NONE, prod, 0, sym, price, qty, qty, cid,
               np.uint64(0), c.seq, c.pseq, c.sent_ns)
     if c.tif == FOK and _crossing_qty(b, side, obk, lt, qty) < qty:   # all or nothing, market too
@@ -371,6 +374,7 @@ def _new(b, out, n, c):
         top = b.meta[M_FREE_TOP] - 1
         b.meta[M_FREE_TOP] = top
         b.meta[M_LIVE] += 1
+        b.p_open[prod] += 1
         slot = b.free[top]
         _rest(b, slot, side, sym, price, rem, prod, cid, np.int64(c.account))
         _id_insert(b, prod, cid, slot)
@@ -449,9 +453,10 @@ def _worst_case(b, c):
 
     A fill or a DECREMENT takes at least one lot, so a taker touches at most qty orders,
     except under CANCEL_OLDEST, which cancels resting orders without using any (and a
-    REPLACE applies it with the order's account, not the command's)."""
+    REPLACE applies it with the order's account, not the command's). A command with a
+    verdict gets its one REJECTED."""
     sym = np.int64(c.symbol)
-    if c.kind == K_CANCEL or sym >= b.cfg[C_SYMBOLS]:
+    if c.verdict != 0 or c.kind == K_CANCEL or sym >= b.cfg[C_SYMBOLS]:
         return 1
     touch = max(b.cnt[sym * 2], b.cnt[sym * 2 + 1])
     if c.stp != STP_CANCEL_OLDEST:
@@ -465,6 +470,8 @@ def _run(b, cmds, start, stop, out, n, stamp, engine_ns):
 
     stamp=True: the matcher is the sequencer and writes seq and engine_ns into each
     command. stamp=False (replay): each command must carry seq == last_seq + 1.
+    A command whose `verdict` is not 0 (the merge step's, journaled with it) is
+    REJECTED with that reason and does not reach the book.
     """
     cap = out.shape[0]
     i = start
@@ -480,7 +487,9 @@ def _run(b, cmds, start, stop, out, n, stamp, engine_ns):
             return i, n, ST_SEQ_GAP
         b.meta[M_LAST_SEQ] = seq
         k = c.kind
-        if k == K_NEW:
+        if c.verdict != 0:
+            n = _reject(out, n, c, np.int64(c.verdict))
+        elif k == K_NEW:
             n = _new(b, out, n, c)
         elif k == K_CANCEL:
             n = _cancel(b, out, n, c)

@@ -72,6 +72,10 @@ def check_book(m) -> list[str]:
             bad.append(f"book {bk}: count {int(b.cnt[bk])}, expected {count}")
     if len(seen) != live:
         bad.append(f"{len(seen)} orders rest but live says {live}")
+    per_prod = np.bincount(np.asarray([int(b.o_prod[s]) for s in seen], dtype=np.int64),
+                           minlength=len(b.p_open))
+    for prod in np.flatnonzero(per_prod != b.p_open):
+        bad.append(f"producer {prod}: p_open {int(b.p_open[prod])}, {int(per_prod[prod])} orders rest")
     if free | seen != set(range(cap)):
         bad.append("some slot is neither resting nor free")
     # The id table holds exactly the resting orders, each findable from its home.

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 import time
 
 import numpy as np
 
 from shmex.errors import SchemaMismatch, UsageError
 from shmex.matcher import _kernels as matcher_kernels
-from shmex.matcher.book import (C_CAP, C_HI, C_LO, C_SYMBOLS, FIELDS, M_LAST_SEQ,
+from shmex.matcher.book import (C_CAP, C_HI, C_LO, C_OPEN_CAP, C_SYMBOLS, FIELDS, M_LAST_SEQ,
                                 M_LIVE, MAX_TICKS, Book, book_spec, new_book)
 from shmex.schema import (COMMAND, LEVEL, REPORT, RESTING, Kind, OrderType, Side, Stp, Tif,
                           PRICE_MAX, PRICE_MIN)
@@ -25,13 +26,22 @@ class Matcher:
     """
 
     def __init__(self, symbols: int = 1, price_lo: int = 1, price_hi: int = 100_000,
-                 capacity: int = 1 << 20, *, report_buffer: int = 1 << 14,
+                 capacity: int = 1 << 20, *, max_open_orders: int | None = None,
+                 hash_key: int | None = None, report_buffer: int = 1 << 14,
                  _book: Book | None = None):
-        """report_buffer: initial size of the report buffer, in records; it doubles
+        """max_open_orders: resting orders one producer id may have (None: `capacity`);
+        a NEW that would rest beyond it is REJECTED TOO_MANY_ORDERS.
+        hash_key: the id table's 64-bit hash key (None: drawn from the OS); `config`
+        names it, so that Matcher(**m.config) builds a book with the same table layout.
+        report_buffer: initial size of the report buffer, in records; it doubles
         whenever a command's worst case would not fit (growth is rare, never per order)."""
         if _book is None:
-            _check_config(symbols, price_lo, price_hi, capacity)
-            _book = new_book(symbols, price_lo, price_hi, capacity)
+            if max_open_orders is None:
+                max_open_orders = capacity
+            if hash_key is None:
+                hash_key = secrets.randbits(64)
+            _check_config(symbols, price_lo, price_hi, capacity, max_open_orders, hash_key)
+            _book = new_book(symbols, price_lo, price_hi, capacity, max_open_orders, hash_key)
         self._b = _book
         self._out = np.zeros(max(1, report_buffer), dtype=REPORT)
 
@@ -107,9 +117,12 @@ class Matcher:
 
     @property
     def config(self) -> dict:
+        """The constructor's arguments that made this book: Matcher(**config) is the same
+        empty book (hash key included)."""
         c = self._b.cfg
         return dict(symbols=int(c[C_SYMBOLS]), price_lo=int(c[C_LO]), price_hi=int(c[C_HI]),
-                    capacity=int(c[C_CAP]))
+                    capacity=int(c[C_CAP]), max_open_orders=int(c[C_OPEN_CAP]),
+                    hash_key=int(self._b.hkey[2]))
 
     @property
     def last_seq(self) -> int:
@@ -199,11 +212,18 @@ class Matcher:
                 f"last_seq={self.last_seq})")
 
 
+def book_shape(config: dict) -> dict:
+    """What must agree between a data directory's book and a launch: the whole config but
+    the hash key (a book keeps the key it was made with)."""
+    return {k: v for k, v in config.items() if k != "hash_key"}
+
+
 def _config_of(cfg: np.ndarray) -> tuple[int, int, int, int]:
     return int(cfg[C_SYMBOLS]), int(cfg[C_LO]), int(cfg[C_HI]), int(cfg[C_CAP])
 
 
-def _check_config(symbols: int, price_lo: int, price_hi: int, capacity: int) -> None:
+def _check_config(symbols: int, price_lo: int, price_hi: int, capacity: int, max_open_orders: int,
+                  hash_key: int) -> None:
     if not 1 <= symbols <= 1 << 16:
         raise UsageError(f"symbols: {symbols} is not in [1, 65536]")
     if not (PRICE_MIN <= price_lo <= price_hi <= PRICE_MAX):
@@ -212,6 +232,10 @@ def _check_config(symbols: int, price_lo: int, price_hi: int, capacity: int) -> 
         raise UsageError(f"price band: {price_hi - price_lo + 1} ticks is more than {MAX_TICKS}")
     if not 1 <= capacity <= 1 << 30:
         raise UsageError(f"capacity: {capacity} is not in [1, 2**30]")
+    if not 1 <= max_open_orders <= 1 << 30:
+        raise UsageError(f"max_open_orders: {max_open_orders} is not in [1, 2**30]")
+    if not 0 <= hash_key < 1 << 64:
+        raise UsageError(f"hash_key: {hash_key} is not in [0, 2**64)")
     nbytes = symbols * 2 * (price_hi - price_lo + 1) * 24
     if nbytes > 8 << 30:
         raise UsageError(f"ladder: {symbols} symbols x {price_hi - price_lo + 1} ticks needs "

@@ -138,11 +138,14 @@ def _refuse_retired(directory, retention: dict | None, start: int, until: int | 
 
 
 def _config(directory) -> dict:
+    """The matcher config of the run that made the book: the last run that began where
+    the log begins (earlier ones left nothing durable; later ones continued its book,
+    which kept its hash key, whatever key their own config drew)."""
     doc = manifest.read(directory)
-    runs = doc["runs"] if doc else []
-    for run in reversed(runs):
-        if isinstance(run.get("config"), dict):
-            return run["config"]
+    runs = [r for r in (doc["runs"] if doc else []) if isinstance(r.get("config"), dict)]
+    if runs:
+        first = min(r["first_seq"] for r in runs)
+        return [r for r in runs if r["first_seq"] == first][-1]["config"]
     raise CannotOpen(f"{directory}: no usable snapshot and no matcher config in {wal_layout.MANIFEST}: nothing to start from")
 
 

@@ -13,6 +13,9 @@ everything its predecessor had not finished, and these helpers make the resume e
   report stream continues with no gap and no duplicate. It also scans the WAL tail for
   the last ``pseq`` per producer (`last_pseqs`), and `skip_logged` drops from each input
   ring the commands the WAL already holds (they are a prefix of what was not released).
+  Both trust only what the matcher wrote: in the WAL, ``producer`` is the ring a command
+  was read from and ``pseq`` its place in that ring (`matcher_duty._stamp_identity`),
+  and the skip releases ring places, never reading a field a client wrote.
 - **WAL writer** (`skip_journal`): the new WalWriter cut the torn tail, synced what the
   dead writer left in the page cache (it reports nothing durable it has not synced) and
   continues at ``first_seq``; journal records before it (written by the dead writer, not
@@ -105,6 +108,7 @@ def pseq_window(in_caps: int) -> int:
 
 def resume_book(cfg, ctl, journal, out, in_caps: int) -> Resumed:
     from shmex.matcher import Matcher
+    from shmex.matcher.matcher import book_shape
     from shmex.recovery import recover as recovery
     from shmex.wal import WalReader
 
@@ -131,9 +135,9 @@ def resume_book(cfg, ctl, journal, out, in_caps: int) -> Resumed:
                                f"(the log ends at {D})" + (f": {r.damage}" if r.damage else ""))
         m = r.matcher
         snap = r.snapshot.seq if r.snapshot else 0
-        if m.config != cfg.book:
-            raise RuntimeError(f"the data directory's book is {m.config}, this launch asks for "
-                               f"{cfg.book}: use another --data-dir or --fresh")
+        if book_shape(m.config) != book_shape(cfg.book):
+            raise RuntimeError(f"the data directory's book is {book_shape(m.config)}, this launch "
+                               f"asks for {book_shape(cfg.book)}: use another --data-dir or --fresh")
         if until is not None:   # rebuild the reports of c..D the out ring lacks
             t_re = time.perf_counter()
             parts = []
@@ -160,11 +164,21 @@ def resume_book(cfg, ctl, journal, out, in_caps: int) -> Resumed:
                    seconds=t1 - t0, snapshot_seq=snap, phases_ms=ph)
 
 
-def skip_logged(ring, producer_id: int, last: int, buf: np.ndarray) -> int:
-    """Release the prefix of an input ring the WAL already holds (pseq <= last); -> count."""
-    if last <= 0:
+def skip_logged(ring, last: int, buf: np.ndarray) -> int:
+    """Release an input ring's records up to place `last` (its last pseq in the WAL, which
+    the matcher stamped as the ring place); -> records released. The records' own bytes
+    are not read: a client wrote them."""
+    skipped = last - ring.released_seq
+    if skipped <= 0:
         return 0
-    return _release_prefix(ring, buf, "pseq", last)
+    if last > ring.published_seq:
+        raise RuntimeError(f"Invariant: {ring.name}: the WAL holds its place {last}, the ring "
+                           f"was published only up to {ring.published_seq}")
+    while ring.read_seq < last:      # read ahead to `last` (release needs it read), then release
+        ring.consume(buf[:min(len(buf), last - ring.read_seq)], release=False)
+    ring.release(last)
+    ring.rewind()
+    return skipped
 
 
 def _release_prefix(ring, buf: np.ndarray, field: str, last: int) -> int:

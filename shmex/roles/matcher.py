@@ -113,7 +113,7 @@ class MatcherAgent:
         r = resume.resume_book(cfg, ctl, self.journal, self.out, sum(x.capacity for x in self.ins))
         self.m = r.matcher
         self.backlog, self.blo = (r.backlog if len(r.backlog) else None), 0
-        skipped = sum(resume.skip_logged(ring, k + 1, int(r.last_pseq[k + 1]), self.buf)
+        skipped = sum(resume.skip_logged(ring, int(r.last_pseq[k + 1]), self.buf)
                       for k, ring in enumerate(self.ins))
         self.resumed = r
         if r.durable > ctl.load(cells.RUN_BASE_SEQ) or skipped or len(r.backlog):
@@ -138,6 +138,7 @@ class MatcherAgent:
         self.in_ctls = List([r.arrays()[1] for r in self.ins])
         self.in_locs = List([r.arrays()[2] for r in self.ins])
         self.in_sems = np.array([r.sem_addrs()[1] for r in self.ins], dtype=np.int64)
+        self.idents = slot_idents(self.cfg, self.ctl)
         self.j_arrays = self.journal.arrays() + (self.journal.sem_addrs()[0],)
         self.o_arrays = self.out.arrays() + (self.out.sem_addrs()[0],)
         qcap = max(r.capacity for r in self.ins)
@@ -174,7 +175,7 @@ class MatcherAgent:
         self.ds[matcher_duty.S_NEXT_SNAP] = self.next_snap
         out = m._out
         rc = matcher_duty.duty(m.book, out, out.view(np.uint64).reshape(len(out), -1), self.buf, self.bufw,
-                    self.in_slots, self.in_ctls, self.in_locs, self.in_sems, *self.j_arrays, *self.o_arrays,
+                    self.in_slots, self.in_ctls, self.in_locs, self.in_sems, self.idents, *self.j_arrays, *self.o_arrays,
                     self.ctl.a, self.h_to_matcher, self.pq, self.pqi, self.got, self.ds, self.share,
                     *self.pub_args, DUTY_BUDGET_NS, poll_ns, idle_ns)
         if rc == matcher_duty.RET_SNAPSHOT:
@@ -288,6 +289,22 @@ class MatcherAgent:
             r.close()
         self.h_to_matcher = None
         self._hseg.close()
+
+
+def slot_idents(cfg, ctl: Ctl) -> np.ndarray:
+    """Where each input ring's account comes from (`matcher_duty.ID_*`): a load producer's
+    is fixed by the config, a client slot's is the cell its client writes at connect, a
+    multi-account slot's commands keep their own."""
+    P = cfg.producer_slots
+    idents = np.zeros((P, 2), dtype=np.int64)
+    for k in range(P):
+        if k in cfg.multi_account_slots:
+            idents[k] = matcher_duty.ID_MULTI, 0
+        elif k < cfg.producers:
+            idents[k] = matcher_duty.ID_FIXED, cfg.account_of(k)
+        else:
+            idents[k] = matcher_duty.ID_CELL, ctl.prod_cell(k, cells.C_ACCOUNT)
+    return idents
 
 
 def loads_done(ctl: Ctl, cfg) -> bool:

@@ -16,6 +16,10 @@ batch, until nothing happened for a while or its time budget is spent.
   (`_sys.sem_post`), counted in the ring's post counter as `Ring._post_if_woken` does.
 - Python keeps what is rare: snapshots (RET_SNAPSHOT), report-buffer growth (RET_GROW),
   heartbeats and the phase (RET_BUDGET), the stop and idle naps (RET_IDLE).
+- The merge step is the trust boundary (`_stamp_identity`): a producer writes its own
+  ring records, so each record read from ring k gets ``producer`` k + 1, ``pseq`` its
+  place in the ring, the slot's account, and a ``verdict`` (BAD_PSEQ, WRONG_ACCOUNT)
+  that the book rejects it with; the journal holds what was stamped.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from shmex.roles.publisher import PENDING, _route_prefix
 from shmex.ring import _kernels as ring_kernels
 from shmex.ring.atomics import load_acquire, store_release
 from shmex.ring.layout import C_DATA_POSTS, C_SPACE_POSTS, L_POS
+from shmex.schema import RS_BAD_PSEQ, RS_WRONG_ACCOUNT
 
 # state cells (int64, private to the matcher process)
 S_START = 0       # round-robin start ring
@@ -51,6 +56,11 @@ S_GROW_AT = 13    # batch index of the command the report buffer is too small fo
 S_CELLS = 16
 
 RET_BUDGET, RET_IDLE, RET_SNAPSHOT, RET_GROW, RET_DEST_FULL = range(5)
+
+# idents[k] = (mode, value): where input ring k's account comes from
+ID_FIXED = 0      # value is the account (a load producer's, from the engine config)
+ID_CELL = 1       # value is the control cell a client writes its account into at connect
+ID_MULTI = 2      # a trusted multi-account slot: commands keep the account they carry
 
 
 @njit(cache=True, nogil=True)
@@ -76,7 +86,45 @@ def release_durable(durable, in_ctls, in_locs, in_sems, pq, pqi):
 
 
 @njit(cache=True, nogil=True)
-def _read_batch(bufw, in_slots, in_ctls, in_locs, ds, got, share):
+def _stamp_identity(buf, lo, g, k, pos0, ctl, idents):
+    """buf[lo:lo + g] came from ring k, at ring positions pos0, pos0 + 1, ...: stamp what
+    the engine, not the producer, decides. producer = k + 1; pseq = the place (pos + 1),
+    verdict BAD_PSEQ when the producer wrote another; account 0 = the slot's, verdict
+    WRONG_ACCOUNT for another one (a multi-account slot keeps what it wrote)."""
+    mode = idents[k, 0]
+    acct = idents[k, 1]
+    if mode == ID_CELL:
+        # plain load: the client stores its account before it publishes the records read
+        # here (its release store of PUB_SEQ orders it; pairs with _consume_batch's acquire)
+        acct = ctl[acct]
+    prod = k + 1
+    for i in range(g):
+        c = buf[lo + i]
+        place = np.uint64(pos0 + 1 + i)
+        v = 0
+        if c.pseq != place:
+            v = RS_BAD_PSEQ
+        elif mode != ID_MULTI:
+            if c.account == 0:
+                c.account = acct
+            elif c.account != acct:
+                v = RS_WRONG_ACCOUNT
+        c.producer = prod
+        c.pseq = place
+        c.verdict = v
+
+
+@njit(cache=True, nogil=True)
+def _take_from(k, buf, bufw, lo, hi, in_slots, in_ctls, in_locs, ctl, idents):
+    """Up to hi - lo records from ring k into buf[lo:hi], stamped; -> count."""
+    pos0 = in_locs[k][L_POS]
+    g = ring_kernels._consume_batch(in_slots[k], in_ctls[k], in_locs[k], bufw[lo:hi], False, True)
+    _stamp_identity(buf, lo, g, k, pos0, ctl, idents)
+    return g
+
+
+@njit(cache=True, nogil=True)
+def _read_batch(buf, bufw, in_slots, in_ctls, in_locs, ds, got, share, ctl, idents):
     """Up to len(bufw) commands from the rings, a fair share each, round robin; a second
     pass gives the busy rings what the idle ones left (only when a ring filled its share)."""
     P = len(in_slots)
@@ -89,7 +137,7 @@ def _read_batch(bufw, in_slots, in_ctls, in_locs, ds, got, share):
         lim = min(nb, n + share)
         g = 0
         if lim > n:
-            g = ring_kernels._consume_batch(in_slots[k], in_ctls[k], in_locs[k], bufw[n:lim], False, True)
+            g = _take_from(k, buf, bufw, n, lim, in_slots, in_ctls, in_locs, ctl, idents)
         got[k] = g
         n += g
         if n == lim:
@@ -99,7 +147,7 @@ def _read_batch(bufw, in_slots, in_ctls, in_locs, ds, got, share):
             if n >= nb:
                 break
             k = (start + j) % P
-            g = ring_kernels._consume_batch(in_slots[k], in_ctls[k], in_locs[k], bufw[n:], False, True)
+            g = _take_from(k, buf, bufw, n, nb, in_slots, in_ctls, in_locs, ctl, idents)
             got[k] += g
             n += g
     ds[S_START] = (start + 1) % P
@@ -159,7 +207,7 @@ def _route(ctl, ds, pdone, p_slots, p_ctl, p_loc, p_sem, pend, pendw, dest_of, s
 
 
 @njit(cache=True, nogil=True)
-def duty(b, out, outw, buf, bufw, in_slots, in_ctls, in_locs, in_sems, j_slots, j_ctl, j_loc,
+def duty(b, out, outw, buf, bufw, in_slots, in_ctls, in_locs, in_sems, idents, j_slots, j_ctl, j_loc,
          j_sem, o_slots, o_ctl, o_loc, o_sem, ctl, h_to_matcher, pq, pqi, got, ds, share,
          has_pub, pdone, p_slots, p_ctl, p_loc, p_sem, pend, pendw, dest_of, scratch, scratchw,
          counts, d_slots, d_ctls, d_locs, d_sems, budget_ns, poll_ns, idle_ns):
@@ -175,7 +223,7 @@ def duty(b, out, outw, buf, bufw, in_slots, in_ctls, in_locs, in_sems, j_slots, 
         work = 0
         n = ds[S_N]
         if n == 0:
-            n = _read_batch(bufw, in_slots, in_ctls, in_locs, ds, got, share)
+            n = _read_batch(buf, bufw, in_slots, in_ctls, in_locs, ds, got, share, ctl, idents)
             if n:
                 now = mono_ns()
                 for q in range(n):   # 'to_matcher': the producer's send time in engine_ns
@@ -287,10 +335,11 @@ def warm(book, out, buf) -> None:
     ins = [_scratch_ring()]
     in_slots, in_ctls, in_locs = List([r[0] for r in ins]), List([r[1] for r in ins]), List([r[2] for r in ins])
     sems = np.zeros(1, np.int64)
+    idents = np.zeros((1, 2), np.int64)
     pq, pqi = np.zeros((1, 4, 2), np.int64), np.zeros((1, 2), np.int64)
     for has_pub in (False, True):
         duty(book, out, out.view(np.uint64).reshape(len(out), -1), buf, buf.view(np.uint64).reshape(len(buf), -1),
-             in_slots, in_ctls, in_locs, sems, *_scratch_ring(), 0, *_scratch_ring(), 0, np.zeros(64, np.int64),
+             in_slots, in_ctls, in_locs, sems, idents, *_scratch_ring(), 0, *_scratch_ring(), 0, np.zeros(64, np.int64),
              np.zeros(8192, np.int64), pq, pqi, np.zeros(1, np.int64), np.zeros(S_CELLS, np.int64), 64,
              *publisher_args(has_pub), 0, 0, 0)
     release_durable(0, in_ctls, in_locs, sems, pq, pqi)

@@ -33,7 +33,7 @@ from shmex.crc import crc32c
 from shmex.files import FILE_MODE, fsync_dir, make_private_dir
 
 MAGIC = b"SHMEXSNP"
-VERSION = 1
+VERSION = 2
 HEADER_BYTES = 128
 KEEP = 3
 PAUSE_CHUNK = 64 << 10  # bytes compressed per call (between two pauses of a cooperative writer: tens of us)
