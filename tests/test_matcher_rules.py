@@ -286,7 +286,8 @@ def test_apply_keeps_seq_and_refuses_a_gap(m):
 def test_reports_echo_pseq_and_sent_ns_only_to_the_commanding_order(m):
     m.process(batch(cmd(Kind.NEW, SELL, 150, 5, 1, pseq=11, sent_ns=111)))
     r = m.process(batch(cmd(Kind.NEW, BUY, 150, 5, 2, pseq=12, sent_ns=222)))
-    assert rows(r, "pseq", "sent_ns") == [(12, 222), (12, 222), (0, 0)]
+    # the maker's fill: no pseq; its sent_ns is the fill's index within the command (match number)
+    assert rows(r, "pseq", "sent_ns") == [(12, 222), (12, 222), (0, 1)]
 
 
 def test_a_batch_that_overflows_the_report_buffer_grows_it():

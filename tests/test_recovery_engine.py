@@ -49,13 +49,14 @@ def test_supervisor_killed_children_exit_next_launch_recovers(shm_run, tmp_path)
     finally:
         if p.poll() is None:
             p.kill()
-    assert _segments(shm_run)                 # the dead run left its segments ...
+    # the dead run left its segments; under pytest-xdist another test's launch may remove
+    # them before this line (every launch removes dead runs'), so that is not asserted here
     second = shm_run + "b"
     r = subprocess.run([sys.executable, "-m", "shmex.cli", "launch", "--name", second, "--data-dir",
                         str(data), "--producers", "2", "--orders", "2000", "--quiet",
                         "--json", str(tmp_path / "b.json")], capture_output=True, text=True, timeout=TIMEOUT_S)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert _segments(shm_run) == []           # ... the next launch removed them
+    assert _segments(shm_run) == []           # the next launch (or another) removed them
     doc = json.loads((tmp_path / "b.json").read_text())
     # every launch removes every dead run's segments: under pytest-xdist another test's
     # launch may get there first, so the check is that they are gone, not who removed them
