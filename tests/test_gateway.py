@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import os
 import signal
 import socket
 import struct
 import subprocess
 import sys
-import time
 
 import pytest
 

@@ -61,7 +61,6 @@ def test_sessions_resume_exactly_after_gateway_and_matcher_kills(shm_run, tmp_pa
     async def go(addr):
         seen = []                                  # every sequenced message, by number
         dave = await Member.login(addr, "dave", "dave1", sequence=1)   # dave keeps his orders
-        batch = [enter(u, b"B", 1, SHMX, (1 + u % 150) * D) for u in range(1, n + 1)]
         for victim, urns in (("gateway", range(1, n + 1)), ("matcher", range(n + 1, 2 * n + 1))):
             msgs = [enter(u, b"B", 1, SHMX, (1 + u % 150) * D) for u in urns]
             dave.send(*msgs)
@@ -90,7 +89,6 @@ def test_sessions_resume_exactly_after_gateway_and_matcher_kills(shm_run, tmp_pa
         replay = await again.recv(len(seen))
         assert replay == seen
         await again.logout()
-        del batch
         return seen
 
     try:

@@ -23,6 +23,7 @@ from decimal import Decimal, InvalidOperation
 import numpy as np
 
 from shmex.errors import UsageError
+from shmex.net import textfile
 
 PRICE_SCALE = 10_000          # protocol prices: 4 implied decimals
 NAME_LEN = 8
@@ -59,20 +60,14 @@ def _units(text: str, where: str, field: str) -> int:
 
 def parse(text: str, source: str = "<symbols>") -> list[Instrument]:
     out: list[Instrument] = []
-    seen: dict[str, int] = {}
-    for lineno, line in enumerate(text.splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        where = f"{source}:{lineno}"
-        parts = [p.strip() for p in line.split(",")]
+    seen: dict[str, str] = {}
+    for where, parts in textfile.rows(text, source):
         if len(parts) != 5:
             raise UsageError(f"{where}: want 'name, tick, price_lo, price_hi, lot', got {len(parts)} fields")
         name = parts[0]
-        if not (1 <= len(name) <= NAME_LEN) or not name.isascii() or not name.isprintable() or " " in name:
-            raise UsageError(f"{where}: symbol {name!r}: 1 to {NAME_LEN} printable ASCII characters, no spaces")
+        textfile.name_field(name, where, "symbol", NAME_LEN)
         if name in seen:
-            raise UsageError(f"{where}: symbol {name} already defined on line {seen[name]}")
+            raise UsageError(f"{where}: symbol {name} already defined at {seen[name]}")
         tick, lo, hi = (_units(parts[i], where, f) for i, f in ((1, "tick"), (2, "price_lo"), (3, "price_hi")))
         try:
             lot = int(parts[4])
@@ -86,7 +81,7 @@ def parse(text: str, source: str = "<symbols>") -> list[Instrument]:
             raise UsageError(f"{where}: want 0 < price_lo <= price_hi")
         if lo % tick or hi % tick:
             raise UsageError(f"{where}: price_lo and price_hi must be multiples of the tick")
-        seen[name] = lineno
+        seen[name] = where
         out.append(Instrument(len(out), name, tick, lo, hi, lot))
     if not out:
         raise UsageError(f"{source}: no symbols")
@@ -94,11 +89,7 @@ def parse(text: str, source: str = "<symbols>") -> list[Instrument]:
 
 
 def load(path: str) -> list[Instrument]:
-    try:
-        with open(path, encoding="ascii") as f:
-            return parse(f.read(), path)
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"symbols file {path}: {e}") from None
+    return textfile.read(path, "symbols", parse)
 
 
 def name_bytes(name: str) -> bytes:

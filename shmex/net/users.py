@@ -23,6 +23,7 @@ import secrets
 from dataclasses import dataclass
 
 from shmex.errors import UsageError
+from shmex.net import textfile
 
 USER_LEN, PASSWORD_LEN = 6, 10
 ITERATIONS = 20_000
@@ -62,20 +63,14 @@ def verify_password(password: str, stored: str) -> bool:
 
 def parse(text: str, source: str = "<users>") -> list[User]:
     out: list[User] = []
-    seen: dict[str, int] = {}
-    for lineno, line in enumerate(text.splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        where = f"{source}:{lineno}"
-        parts = [p.strip() for p in line.split(",")]
+    seen: dict[str, str] = {}
+    for where, parts in textfile.rows(text, source):
         if len(parts) not in (3, 4):
             raise UsageError(f"{where}: want 'username, account, password hash[, cancel_on_disconnect]'")
         name, account, phash = parts[:3]
-        if not (1 <= len(name) <= USER_LEN) or not name.isascii() or not name.isprintable() or " " in name:
-            raise UsageError(f"{where}: username {name!r}: 1 to {USER_LEN} printable ASCII characters, no spaces")
+        textfile.name_field(name, where, "username", USER_LEN)
         if name in seen:
-            raise UsageError(f"{where}: user {name} already defined on line {seen[name]}")
+            raise UsageError(f"{where}: user {name} already defined at {seen[name]}")
         try:
             acct = int(account)
         except ValueError:
@@ -90,7 +85,7 @@ def parse(text: str, source: str = "<users>") -> list[User]:
             if parts[3].lower() not in ("yes", "no"):
                 raise UsageError(f"{where}: cancel_on_disconnect {parts[3]!r}: yes or no")
             cod = parts[3].lower() == "yes"
-        seen[name] = lineno
+        seen[name] = where
         out.append(User(len(out), name, acct, phash, cod))
     if not out:
         raise UsageError(f"{source}: no users")
@@ -98,8 +93,4 @@ def parse(text: str, source: str = "<users>") -> list[User]:
 
 
 def load(path: str) -> list[User]:
-    try:
-        with open(path, encoding="ascii") as f:
-            return parse(f.read(), path)
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"users file {path}: {e}") from None
+    return textfile.read(path, "users", parse)

@@ -213,7 +213,7 @@ class Gateway:
 
     # -- the loop ------------------------------------------------------------------------
     def loop(self) -> None:
-        ctl, st = self.ctl, self.st
+        ctl = self.ctl
         stopping_since = None
         last_timers = 0.0
         # idle: poll, yield, then nap; epoll's timeout has only millisecond steps, and a
