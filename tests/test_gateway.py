@@ -53,7 +53,7 @@ def engine(tmp_path_factory):
     log = (tmp / "launch.err").read_text()
     assert p.returncode == 0, log
     doc = json.loads((tmp / "run.json").read_text())
-    assert all(doc["checks"].values()), doc["checks"]
+    assert all(doc["checks"].values()), (doc["checks"], log[-3000:])
 
 
 def run(coro):

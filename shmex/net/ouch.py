@@ -90,7 +90,11 @@ P_FIELDS = 10
 # pending kinds
 PK_ENTER, PK_REPLACE, PK_CANCEL, PK_REDUCE, PK_MODIFY, PK_DISCONNECT = 1, 2, 3, 4, 5, 6
 
-State = namedtuple("State", "g uacct uhw uopen skey snum o oclord ofree keys pend pclord")
+# The kernels' state. A numba typed Dict inside a tuple argument costs tens of
+# microseconds to unbox at every call from Python, so the entry points take the arrays
+# (`Arrays`) and the dict apart and build `State` inside the compiled code.
+Arrays = namedtuple("Arrays", "g uacct uhw uopen skey snum o oclord ofree pend pclord")
+State = namedtuple("State", Arrays._fields + ("keys",))
 Out = namedtuple("Out", "cmds obuf omsg")
 
 CLORD = 14
@@ -110,8 +114,8 @@ def new_state(accounts, sym_keys, sym_nums, *, producer: int, capacity: int, max
     return State(g, np.asarray(accounts, dtype=np.int64), np.zeros(nu, np.int64), np.zeros(nu, np.int64),
                  np.asarray(sym_keys, dtype=np.uint64), np.asarray(sym_nums, dtype=np.int64),
                  np.zeros((capacity, O_FIELDS), np.int64), np.zeros((capacity, CLORD), np.uint8),
-                 np.arange(capacity - 1, -1, -1, dtype=np.int64), keys,
-                 np.zeros((inflight, P_FIELDS), np.int64), np.zeros((inflight, CLORD), np.uint8))
+                 np.arange(capacity - 1, -1, -1, dtype=np.int64),
+                 np.zeros((inflight, P_FIELDS), np.int64), np.zeros((inflight, CLORD), np.uint8), keys)
 
 
 def new_out(commands_cap: int, frames_cap: int) -> Out:
@@ -575,12 +579,34 @@ def _inbound(st, out, buf, p, n, u):
 
 
 @njit(cache=True, nogil=True)
-def decode(st, out, buf, start, end, u):
+def _state(ar, keys):
+    return State(ar.g, ar.uacct, ar.uhw, ar.uopen, ar.skey, ar.snum, ar.o, ar.oclord, ar.ofree,
+                 ar.pend, ar.pclord, keys)
+
+
+def decode(st: State, out: Out, buf, start: int, end: int, u: int):
+    """Frames in buf[start:end] from user u's session -> (position, status); see `_decode`."""
+    return _decode(Arrays(*st[:-1]), st.keys, out, buf, start, end, u)
+
+
+def on_reports(st: State, out: Out, reps, n: int) -> None:
+    """Apply REPORT records reps[:n]; each writes at most one outbound frame."""
+    _on_reports(Arrays(*st[:-1]), st.keys, out, reps, n)
+
+
+def cancel_all(st: State, out: Out, u: int) -> int:
+    """A CANCEL for every order of user u (its session went away); -> how many."""
+    return _cancel_all(Arrays(*st[:-1]), st.keys, out, u)
+
+
+@njit(cache=True, nogil=True)
+def _decode(ar, keys, out, buf, start, end, u):
     """Frames in buf[start:end] from user u's session -> (position, status).
 
     Stops before a frame it cannot take now (LOGIN, LOGOUT, FULL, an incomplete frame) or
     at a protocol error; everything before the returned position has been applied.
     """
+    st = _state(ar, keys)
     pos = start
     room_c = len(out.cmds)
     room_m = len(out.omsg)
@@ -718,15 +744,15 @@ def _on_report(st, out, r):
 
 
 @njit(cache=True, nogil=True)
-def on_reports(st, out, reps, n):
-    """Apply REPORT records reps[:n]; each writes at most one outbound frame."""
+def _on_reports(ar, keys, out, reps, n):
+    st = _state(ar, keys)
     for j in range(n):
         _on_report(st, out, reps[j])
 
 
 @njit(cache=True, nogil=True)
-def cancel_all(st, out, u):
-    """A CANCEL for every order of user u (its session went away); -> how many."""
+def _cancel_all(ar, keys, out, u):
+    st = _state(ar, keys)
     k = 0
     o = st.o
     for slot in range(len(o)):
