@@ -133,7 +133,7 @@ def main(args) -> int:
         except (OSError, ValueError):
             res["engine_ok"] = False
     if res.get("engine_stages_us"):
-        print("  engine stages over both phases (us; matcher stamp -> durable is the disk):")
+        print("  engine stages over both phases (us; to_durable: matcher stamp -> durable seq stored):")
         for name, st in res["engine_stages_us"].items():   # ns in the run's JSON
             if isinstance(st, dict) and st.get("samples"):
                 print(f"    {name:<12} p50 {st['p50'] / 1e3:>9,.1f}  p99 {st['p99'] / 1e3:>10,.1f}  "
