@@ -203,9 +203,7 @@ class MatcherAgent:
             c, done = int(pub.counts[d]), int(pdone[d])
             if done < c:
                 pub.scratch[d, :c - done] = pub.scratch[d, done:c].copy()
-                pub._deliver(d, c - done)
-                if not isinstance(pub.dests[d], Ring):
-                    pub.dest_of[d + 1] = -1   # its reader is gone: drop (and count) from now on
+                pub._deliver(d, c - done)     # a reader that is gone: dropped, counted from now on
         ds[matcher_duty.S_PLO] += k
         ds[matcher_duty.S_OUTREL] += k
         ds[matcher_duty.S_STALL_K] = 0
@@ -365,6 +363,8 @@ def run(cfg, ctl: Ctl, me, index: int = 0) -> int:
                 w = int(agent.ds[matcher_duty.S_WORK])
                 if rc == matcher_duty.RET_DEST_FULL:
                     agent.finish_route(pub)
+                if pub is not None and pub._gone:
+                    pub.revive()                     # a new reader on a dropped slot
                 if rc != matcher_duty.RET_IDLE:         # budget spent, snapshot, growth, delivery
                     if w:
                         idle.reset()

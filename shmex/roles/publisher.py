@@ -8,13 +8,16 @@
 - Out-ring slots are released only after their reports were routed (a publisher killed
   mid-batch leaves them for its successor: at least once, in order).
 - A destination whose reader is gone (a client that detached) has its reports dropped
-  and counted (DROPPED), so one dead client cannot stall everyone else.
+  and counted (DROPPED), so one dead client cannot stall everyone else; its ring is
+  looked at again every REVIVE_NS, and a new reader on it is delivered to again.
 
 `PublisherAgent.work()` is one duty cycle; it runs in its own process or inline in the
 matcher's loop (``--publisher inline``).
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 from numba import njit
@@ -26,6 +29,7 @@ from shmex.ring import Ring
 from shmex.schema import REPORT, reports
 
 PENDING = 1 << 15
+REVIVE_NS = 100_000_000
 
 
 @njit(cache=True, nogil=True)
@@ -70,7 +74,8 @@ class PublisherAgent:
         self.pend = reports(PENDING)
         self.lo = self.hi = 0
         self.out_rel = self.out.released_seq
-        self._gone: list[Ring] = []
+        self._gone: list[tuple[int, Ring]] = []    # (slot, ring) of readers that went away
+        self._revive_ns = 0
         self._warm()
         # a restart: what the out ring still holds may have been routed by the dead publisher
         from shmex.recovery.resume import log, skip_delivered
@@ -86,6 +91,8 @@ class PublisherAgent:
 
     def work(self) -> int:
         """One duty cycle; -> reports routed (0: idle)."""
+        if self._gone:
+            self.revive()
         if self.lo == self.hi:
             self.lo = self.hi = 0
         elif self.hi > PENDING // 2:
@@ -125,8 +132,9 @@ class PublisherAgent:
                 done += e.published
                 if not ring.peer_alive():            # nobody will ever read these
                     self.ctl.a[cells.DROPPED] += c - done
-                    self._gone.append(ring)
-                    self.dests[d] = _Dropping()
+                    self._gone.append((d, ring))
+                    self.dests[d] = _Gone()
+                    self.dest_of[self.dest_of == d] = -1   # later reports: dropped and counted
                     return
                 self.ctl.check(every_ns=0)
 
@@ -134,20 +142,26 @@ class PublisherAgent:
         """Everything the matcher produced has been routed (call after MATCHER_DONE)."""
         return self.lo == self.hi and self.out.published_seq == self.out.read_seq
 
+    def revive(self) -> None:
+        """A slot whose reader went away delivers again once a new reader holds its ring."""
+        now = time.monotonic_ns()
+        if now - self._revive_ns < REVIVE_NS:
+            return
+        self._revive_ns = now
+        for d, ring in list(self._gone):
+            if ring.peer_alive():
+                self._gone.remove((d, ring))
+                self.dests[d] = ring
+                self.dest_of[d + 1] = d
+
     def close(self) -> None:
         self.out.close()
-        for r in self.dests + self._gone:
+        for r in self.dests + [ring for _, ring in self._gone]:
             r.close()
 
 
-class _Dropping:
-    """A destination whose reader went away."""
-
-    def publish(self, recs, wait=True, timeout_s=None):
-        return len(recs)
-
-    def peer_alive(self):
-        return False
+class _Gone:
+    """The place of a destination whose reader went away (no report is routed to it)."""
 
     def close(self):
         pass
