@@ -119,13 +119,20 @@ _SPLIT = 0x9E3779B97F4A7C15
 _M64 = (1 << 64) - 1
 
 
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
 def hash_words(key: int) -> np.ndarray:
-    """hkey from one 64-bit key: the id table's two odd multipliers (the key and a
-    splitmix64 step of it, each with its low bit set), then the key itself."""
+    """hkey from one 64-bit key: the id table's two odd multipliers, then the key itself."""
     z = (key + _SPLIT) & _M64
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
-    return np.array([key | 1, (z ^ (z >> 31)) | 1, key], dtype=np.uint64)
+    # the cid multiplier: the golden ratio's high half (Fibonacci hashing spreads ids that
+    # come in sequence evenly over the table, whatever the key) and the key's low half
+    # (what an id chooser cannot know); a fully random multiplier left some keys with
+    # sequential ids clustered, tens of probes each
+    m0 = (_GOLDEN & 0xFFFFFFFF00000000) | (key & 0xFFFFFFFF) | 1
+    return np.array([m0, (z ^ (z >> 31)) | 1, key], dtype=np.uint64)
 
 
 def _empty_ids(n: int) -> np.ndarray:
