@@ -4,7 +4,9 @@ messages laid out from the spec with `struct` (nothing of shmex's codec is used 
 from __future__ import annotations
 
 import asyncio
-import os
+import signal
+import subprocess
+import sys
 import struct
 import time
 
@@ -68,19 +70,29 @@ def parse(msg: bytes) -> dict:
     return dict(type=t, ts=ts, raw=msg)
 
 
+def launch(run_id, tmp, *extra) -> subprocess.Popen:
+    """An engine whose only producer is the gateway, on a free port; stderr to tmp/launch.err."""
+    err = open(tmp / "launch.err", "w")
+    return subprocess.Popen([sys.executable, "-m", "shmex.cli", "launch", "--name", run_id, "--producers", "0",
+                             "--clients", "0", "--gateway", "127.0.0.1:0", "--quiet",
+                             "--data-dir", str(tmp / "data"), "--json", str(tmp / "run.json"), *extra],
+                            stdout=subprocess.PIPE, stderr=err, text=True)
+
+
+def stop(p: subprocess.Popen) -> None:
+    """A clean stop (SIGINT), a kill if it does not come."""
+    p.send_signal(signal.SIGINT)
+    try:
+        p.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
 def gateway_address(data_dir, run_id, proc=None, timeout_s=600.0) -> tuple[str, int]:
-    """The address the run's gateway wrote once it listened (waits; fails if `proc` exits)."""
-    path = os.path.join(data_dir, "gateway", run_id, "address")
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"the engine exited ({proc.returncode}) before its gateway listened")
-        try:
-            host, _, port = open(path).read().strip().rpartition(":")
-            return host, int(port)
-        except (FileNotFoundError, ValueError):
-            time.sleep(0.1)
-    raise TimeoutError(f"no gateway address in {path}")
+    from shmex.roles.gateway import wait_address
+
+    return wait_address(str(data_dir), run_id, proc, timeout_s)
 
 
 class Member:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import signal
 import socket
 import struct
 import subprocess
@@ -18,7 +17,7 @@ import sys
 
 import pytest
 
-from ouch_client import Member, POST_ONLY, cancel, enter, gateway_address, modify, replace
+from ouch_client import Member, POST_ONLY, cancel, enter, gateway_address, launch, modify, replace, stop
 from shmex.net import ouch
 from shmex.shm.names import new_run_id
 
@@ -35,21 +34,12 @@ def urns(k: int) -> list[int]:
 def engine(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gateway")
     run_id = new_run_id()
-    err = open(tmp / "launch.err", "w")
-    p = subprocess.Popen([sys.executable, "-m", "shmex.cli", "launch", "--name", run_id, "--producers", "0",
-                          "--clients", "0", "--gateway", "127.0.0.1:0", "--gateway-idle", "3", "--quiet",
-                          "--data-dir", str(tmp / "data"), "--json", str(tmp / "run.json")],
-                         stdout=subprocess.PIPE, stderr=err, text=True)
+    p = launch(run_id, tmp, "--gateway-idle", "3")
     try:
-        addr = gateway_address(str(tmp / "data"), run_id, p, timeout_s=900)
+        addr = gateway_address(tmp / "data", run_id, p, timeout_s=900)
         yield dict(addr=addr, run_id=run_id, tmp=tmp, proc=p)
     finally:
-        p.send_signal(signal.SIGINT)
-        try:
-            p.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        stop(p)
     log = (tmp / "launch.err").read_text()
     assert p.returncode == 0, log
     doc = json.loads((tmp / "run.json").read_text())

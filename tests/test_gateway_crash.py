@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import subprocess
-import sys
 import time
 
 import psutil
 
-from ouch_client import Member, enter, gateway_address
+from ouch_client import Member, enter, gateway_address, launch, stop
 from shmex.engine import cells, registry
 from shmex.engine.config import EngineConfig
 from shmex.engine.ctl import Ctl
@@ -51,11 +48,7 @@ def _by_urn(msgs, kind):
 
 
 def test_sessions_resume_exactly_after_gateway_and_matcher_kills(shm_run, tmp_path):
-    err = open(tmp_path / "launch.err", "w")
-    p = subprocess.Popen([sys.executable, "-m", "shmex.cli", "launch", "--name", shm_run, "--producers", "0",
-                          "--clients", "0", "--gateway", "127.0.0.1:0", "--quiet",
-                          "--data-dir", str(tmp_path / "data"), "--json", str(tmp_path / "run.json")],
-                         stdout=subprocess.PIPE, stderr=err, text=True)
+    p = launch(shm_run, tmp_path)
     n = 2000
 
     async def go(addr):
@@ -92,15 +85,10 @@ def test_sessions_resume_exactly_after_gateway_and_matcher_kills(shm_run, tmp_pa
         return seen
 
     try:
-        addr = gateway_address(str(tmp_path / "data"), shm_run, p, timeout_s=900)
+        addr = gateway_address(tmp_path / "data", shm_run, p, timeout_s=900)
         seen = asyncio.run(go(addr))
     finally:
-        p.send_signal(signal.SIGINT)
-        try:
-            p.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        stop(p)
     log = (tmp_path / "launch.err").read_text()
     accepted = _by_urn(seen, "A")
     assert sorted(accepted) == list(range(1, 2 * n + 1)), log     # every order answered ...

@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
@@ -78,15 +77,12 @@ def _launch(tmp: str, users_file: str, durability: str):
                           "--json", os.path.join(tmp, "run.json"), "--gateway-max-open", "1000000",
                           "--gateway-orders", str(1 << 18)],
                          stdout=subprocess.DEVNULL, stderr=err)
-    path = os.path.join(data, "gateway", run_id, "address")
-    deadline = time.monotonic() + 900
-    while not os.path.exists(path):
-        if p.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the engine did not start its gateway: {open(err.name).read()[-2000:]}")
-        time.sleep(0.1)
-    time.sleep(0.05)
-    host, _, port = open(path).read().strip().rpartition(":")
-    return p, (host, int(port))
+    from shmex.roles.gateway import wait_address
+
+    try:
+        return p, wait_address(data, run_id, p, timeout_s=900)
+    except (RuntimeError, TimeoutError) as e:
+        raise RuntimeError(f"{e}: {open(err.name).read()[-2000:]}") from None
 
 
 def _print_phase(name: str, r: dict) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import selectors
 import socket
-import struct
 import time
 
 import numpy as np
@@ -208,4 +207,3 @@ def warm() -> None:
     buf = np.zeros(FRAME, np.uint8)
     fill_enters(buf, 1, 1, np.uint64(symbol_key("WARM")), 100)
     scan(buf, 0, np.zeros(1, np.int64), 0, np.zeros(NBUCKETS, np.int64), np.zeros(4, np.int64))
-    assert struct.calcsize(">H") == 2

@@ -10,26 +10,25 @@ those never answered, and whether the resumed streams ever skipped or repeated a
 
 from __future__ import annotations
 
-import os
 import socket
-import struct
 import threading
 import time
 
 from shmex.net import soup
+from shmex.net.ouch_text import enter_order
+from shmex.roles.gateway import read_address
 
 
 def enter(urn: int, symbol: bytes, price: int) -> bytes:
-    side = b"B" if urn % 2 else b"S"
-    return (b"O" + struct.pack(">I", urn) + side + struct.pack(">I", 1) + symbol.ljust(8)
-            + struct.pack(">Q", price) + b"0YANN" + b" " * 14 + b"\0\0")
+    """Order urn: one lot, buys and sells in turn at one price."""
+    return enter_order(urn, b"B" if urn % 2 else b"S", 1, symbol, price)
 
 
 class Member(threading.Thread):
-    def __init__(self, address_file: str, user: str, password: str, rate: float, *,
+    def __init__(self, data_dir: str, run_id: str, user: str, password: str, rate: float, *,
                  symbol: bytes = b"SHMX", price: int = 100 * 10_000):
         super().__init__(daemon=True)
-        self.address_file, self.user, self.password = address_file, user, password
+        self.data_dir, self.run_id, self.user, self.password = data_dir, run_id, user, password
         self.period = 1.0 / rate
         self.symbol, self.price = symbol, price
         self.sent = 0                    # UserRefNums 1..sent were sent at least once
@@ -61,15 +60,8 @@ class Member(threading.Thread):
         return [u for u in range(1, self.sent + 1) if u not in self.answered]
 
     # -- the thread -------------------------------------------------------------------------
-    def _address(self):
-        try:
-            host, _, port = open(self.address_file).read().strip().rpartition(":")
-            return host, int(port)
-        except (OSError, ValueError):
-            return None
-
     def _connect(self) -> bool:
-        addr = self._address()
+        addr = read_address(self.data_dir, self.run_id)
         if addr is None:
             return False
         try:
@@ -158,6 +150,3 @@ class Member(threading.Thread):
                         self.answered[urn] = t
             del b[:2 + n]
 
-
-def address_file(data_dir: str, run_id: str) -> str:
-    return os.path.join(data_dir, "gateway", run_id, "address")

@@ -505,9 +505,9 @@ def main(args) -> int:
         killer = Killer(sup, args, random.Random(args.seed), log)
         sampler = Sampler(sup)
         if cfg.gateway is not None:
-            from shmex.bench.tcp_member import Member, address_file
+            from shmex.bench.tcp_member import Member
 
-            killer.member = Member(address_file(cfg.data_dir, cfg.run_id), "dave", "dave1", MEMBER_RATE)
+            killer.member = Member(cfg.data_dir, cfg.run_id, "dave", "dave1", MEMBER_RATE)
             killer.member.start()
         killer.start()
         sampler.start()

@@ -98,6 +98,7 @@ State = namedtuple("State", Arrays._fields + ("keys",))
 Out = namedtuple("Out", "cmds obuf omsg")
 
 CLORD = 14
+_BLANK = np.full(CLORD, 32, np.uint8)      # a ClOrdID of spaces (a constant inside the kernels)
 OUT_MAX = 80                   # the longest outbound frame the gateway writes, header included
 
 
@@ -511,7 +512,7 @@ def _cancel(st, out, buf, p, u, kind):
         oside = 0
         shares = _u32(buf, p + 5)
     if slot < 0 or st.o[slot, O_URN] != urn:
-        _reject_unknown(st, out, u, urn)
+        _out_rejected(st, out, u, urn, REJ_UNKNOWN_ORDER, _BLANK, 0)   # no order, no ClOrdID
         return
     o = st.o
     sym = o[slot, O_SYM]
@@ -541,16 +542,6 @@ def _cancel(st, out, buf, p, u, kind):
                         shares // st.snum[sym, 3])
     _pend(st, pseq, kind, slot, urn, -1, shares, oside if kind == PK_MODIFY else o[slot, O_OSIDE],
           o[slot, O_PRICE])
-
-
-@njit(cache=True, nogil=True)
-def _reject_unknown(st, out, u, urn):
-    p = _frame(st, out, u, 29, 74)
-    ob = out.obuf
-    _put(ob, p + 9, urn, 4)
-    _put(ob, p + 13, REJ_UNKNOWN_ORDER, 2)
-    for i in range(CLORD):
-        ob[p + 15 + i] = 32
 
 
 @njit(cache=True, nogil=True)

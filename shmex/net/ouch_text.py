@@ -44,6 +44,16 @@ def _int(text: str, what: str) -> int:
     return v
 
 
+def enter_order(urn: int, side: bytes, qty: int, symbol: bytes, price: int, *, ioc: bool = False,
+                post_only: bool = False, clordid: bytes | None = None) -> bytes:
+    """An OUCH 5.0 Enter Order (visible, agency, no ISO, continuous market)."""
+    app = bytes([2, 12]) + b"P" if post_only else b""
+    clord = (clordid if clordid is not None else f"shmex{urn}".encode())[:14].ljust(14)
+    return (b"O" + struct.pack(">I", urn) + side + struct.pack(">I", qty) + symbol.ljust(8)
+            + struct.pack(">Q", price) + (b"3" if ioc else b"0") + b"YANN" + clord
+            + struct.pack(">H", len(app)) + app)
+
+
 def encode(line: str, next_urn) -> bytes | None:
     """One line -> an OUCH inbound message (None for a blank line); next_urn() gives numbers."""
     words = line.split("#", 1)[0].split()
@@ -60,11 +70,9 @@ def encode(line: str, next_urn) -> bytes | None:
         if len(sym) > 8:
             raise UsageError(f"symbol {pos[1]!r}: at most 8 characters")
         urn = _int(opts["urn"], "urn") if "urn" in opts else next_urn()
-        app = bytes([2, 12]) + b"P" if "post" in flags else b""
-        clord = opts.get("clordid", f"shmex{urn}").encode("ascii")[:14].ljust(14)
-        return (b"O" + struct.pack(">I", urn) + SIDES[verb] + struct.pack(">I", qty) + sym.ljust(8)
-                + struct.pack(">Q", price) + (b"3" if "ioc" in flags else b"0") + b"YANN" + clord
-                + struct.pack(">H", len(app)) + app)
+        clord = opts["clordid"].encode("ascii") if "clordid" in opts else None
+        return enter_order(urn, SIDES[verb], qty, sym, price, ioc="ioc" in flags, post_only="post" in flags,
+                           clordid=clord)
     if verb == "cancel":
         if len(pos) not in (1, 2):
             raise UsageError(f"{line!r}: want 'cancel URN [QTY]'")

@@ -70,17 +70,41 @@ def ouch_timestamp() -> int:
 
 
 def journal_dir(cfg) -> str:
-    return os.path.join(cfg.data_dir, "gateway", cfg.run_id)
+    return os.path.dirname(address_path(cfg.data_dir, cfg.run_id))
 
 
-def read_address(cfg) -> tuple[str, int] | None:
+def address_path(data_dir: str, run_id: str) -> str:
+    return os.path.join(data_dir, "gateway", run_id, "address")
+
+
+def read_address(data_dir: str, run_id: str) -> tuple[str, int] | None:
     """The address the run's gateway listens on (it writes it once bound), or None."""
     try:
-        with open(os.path.join(journal_dir(cfg), "address")) as f:
+        with open(address_path(data_dir, run_id)) as f:
             host, _, port = f.read().strip().rpartition(":")
         return host, int(port)
     except (FileNotFoundError, ValueError):
         return None
+
+
+def wait_address(data_dir: str, run_id: str, proc=None, timeout_s: float = 600.0) -> tuple[str, int]:
+    """Wait until the run's gateway listens; -> its address. Fails if `proc` (the launch,
+    a Popen) exits first, or after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        addr = read_address(data_dir, run_id)
+        if addr is not None:
+            return addr
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the engine exited ({proc.returncode}) before its gateway listened")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no gateway address in {address_path(data_dir, run_id)} within {timeout_s:.0f} s")
+        time.sleep(0.1)
+
+
+def _after(cmds: np.ndarray, published: int) -> np.ndarray:
+    """The commands of a replayed record that the input ring has not taken (a copy)."""
+    return cmds[cmds["pseq"] > published]
 
 
 class Session:
@@ -146,7 +170,7 @@ class Gateway:
                 while pos < len(buf):
                     ouch.reset_out(st)
                     pos, status = ouch.decode(st, out, buf, pos, len(buf), a)
-                    again.append(out.cmds[:st.g[ouch.G_NC]].copy())
+                    again.append(_after(out.cmds[:st.g[ouch.G_NC]], published))
                     if status != ouch.FULL and pos < len(buf):
                         raise jnl.JournalError(f"{self.journal.path}: an inbound record of user {a} "
                                                f"does not decode (status {status} at byte {pos})")
@@ -159,10 +183,9 @@ class Gateway:
             elif typ == jnl.T_DISC:
                 ouch.reset_out(st)
                 ouch.cancel_all(st, out, a)
-                again.append(out.cmds[:st.g[ouch.G_NC]].copy())
+                again.append(_after(out.cmds[:st.g[ouch.G_NC]], published))
         ouch.reset_out(st)
-        cmds = np.concatenate(again) if again else np.zeros(0, COMMAND)
-        later = cmds[cmds["pseq"] > published]
+        later = np.concatenate(again) if again else np.zeros(0, COMMAND)
         if len(later):
             self.pending.append(later)
         if st.g[ouch.G_NEXT_PSEQ] <= published:
@@ -192,7 +215,7 @@ class Gateway:
                  f"{len(later)} commands to publish again")
 
     def listen(self) -> tuple[str, int]:
-        prev = read_address(self.cfg)
+        prev = read_address(self.cfg.data_dir, self.cfg.run_id)
         host, port = self.cfg.gateway_address()
         if prev is not None:
             host, port = prev                     # a restarted gateway keeps its address
@@ -204,7 +227,7 @@ class Gateway:
         self.listener = ls
         self.sel.register(ls, selectors.EVENT_READ, None)
         addr = ls.getsockname()[:2]
-        path = os.path.join(journal_dir(self.cfg), "address")
+        path = address_path(self.cfg.data_dir, self.cfg.run_id)
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
             f.write(f"{addr[0]}:{addr[1]}\n")
@@ -574,6 +597,9 @@ class Gateway:
             s.sock.close()
 
     def close(self) -> None:
+        st = self.stats
+        _log(f"{st['sessions']} connections, {st['logins']} logins, {st['refused']} refused, "
+             f"{st['protocol_errors']} closed for protocol errors; {st['published']:,} commands published")
         self._stop_listening()
         for s in list(self.sessions.values()):
             s.sock.close()
@@ -607,8 +633,8 @@ def run(cfg, ctl: Ctl, me, index: int) -> int:
         pass
     finally:
         ctl.store(ctl.prod_cell(k, cells.C_SENDING_DONE), 1)
-        gw.hist = None
         gw.close()
+        gw.hist = gw.cnt = None     # views of the hist and control segments: gone before they close
         inr.close()
         rep.close()
         hseg.close()
