@@ -29,6 +29,7 @@ from collections import namedtuple
 import numpy as np
 from numba import njit, types
 from numba.typed import Dict
+from shmex.net.bigendian import put, u16, u32, u64
 
 from shmex.schema import (BUY, GTC, IOC, K_CANCEL, K_NEW, K_REPLACE, LIMIT, MAKER, POST_ONLY,
                           R_ACK, R_CANCELED, R_EXPIRED, R_FILL, R_REJECTED, R_REPLACED,
@@ -128,34 +129,7 @@ def reset_out(st: State) -> None:
     st.g[G_NC] = st.g[G_ON] = st.g[G_NM] = 0
 
 
-# -- byte helpers --------------------------------------------------------------------------
-@njit(cache=True, nogil=True, inline="always")
-def _u16(b, p):
-    return (np.int64(b[p]) << 8) | np.int64(b[p + 1])
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _u32(b, p):
-    return (np.int64(b[p]) << 24) | (np.int64(b[p + 1]) << 16) | (np.int64(b[p + 2]) << 8) | np.int64(b[p + 3])
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _u64(b, p):
-    v = np.uint64(0)
-    for i in range(8):
-        v = (v << np.uint64(8)) | np.uint64(b[p + i])
-    return v
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _put(b, p, v, n):
-    """v as n big-endian bytes at b[p]."""
-    x = np.uint64(v)
-    for i in range(n - 1, -1, -1):
-        b[p + i] = np.uint8(x & np.uint64(0xFF))
-        x >>= np.uint64(8)
-
-
+# -- byte helpers: net.bigendian ----------------------------------------------------------
 @njit(cache=True, nogil=True, inline="always")
 def _key(u, urn):
     return (np.int64(u) << 32) | np.int64(urn)
@@ -172,7 +146,7 @@ def _frame(st, out, u, size, typ):
     ob[on + 2] = 83                              # 'S' sequenced data
     p = on + HDR
     ob[p] = typ
-    _put(ob, p + 1, st.g[G_TS], 8)
+    put(ob, p + 1, st.g[G_TS], 8)
     nm = st.g[G_NM]
     out.omsg[nm, 0] = u
     out.omsg[nm, 1] = on
@@ -187,8 +161,8 @@ def _out_rejected(st, out, u, urn, code, src, src_off):
     """'J' Rejected (29 bytes); the ClOrdID copied from src[src_off:src_off + 14]."""
     p = _frame(st, out, u, 29, 74)
     ob = out.obuf
-    _put(ob, p + 9, urn, 4)
-    _put(ob, p + 13, code, 2)
+    put(ob, p + 9, urn, 4)
+    put(ob, p + 13, code, 2)
     for i in range(CLORD):
         ob[p + 15 + i] = src[src_off + i]
 
@@ -196,7 +170,7 @@ def _out_rejected(st, out, u, urn, code, src, src_off):
 @njit(cache=True, nogil=True)
 def _put_symbol(st, ob, p, sym):
     k = st.skey[sym]
-    _put(ob, p, k, 8)
+    put(ob, p, k, 8)
 
 
 @njit(cache=True, nogil=True)
@@ -208,31 +182,31 @@ def _out_order(st, out, slot, typ, prev_urn):
     p = _frame(st, out, u, 64 + shift, typ)
     ob = out.obuf
     if prev_urn >= 0:
-        _put(ob, p + 9, prev_urn, 4)
+        put(ob, p + 9, prev_urn, 4)
     q = p + shift
-    _put(ob, q + 9, o[slot, O_URN], 4)
+    put(ob, q + 9, o[slot, O_URN], 4)
     ob[q + 13] = np.uint8(o[slot, O_OSIDE])
-    _put(ob, q + 14, o[slot, O_LEAVES], 4)
+    put(ob, q + 14, o[slot, O_LEAVES], 4)
     _put_symbol(st, ob, q + 18, o[slot, O_SYM])
-    _put(ob, q + 26, o[slot, O_PRICE], 8)
+    put(ob, q + 26, o[slot, O_PRICE], 8)
     ob[q + 34] = np.uint8(o[slot, O_TIF])
     ob[q + 35] = np.uint8(o[slot, O_DISP])
-    _put(ob, q + 36, o[slot, O_ORN], 8)
+    put(ob, q + 36, o[slot, O_ORN], 8)
     ob[q + 44] = np.uint8(o[slot, O_CAPA])
     ob[q + 45] = np.uint8(o[slot, O_ISO])
     ob[q + 46] = np.uint8(o[slot, O_CROSS])
     ob[q + 47] = 76                              # 'L' live
     for i in range(CLORD):
         ob[q + 48 + i] = st.oclord[slot, i]
-    _put(ob, q + 62, 0, 2)
+    put(ob, q + 62, 0, 2)
 
 
 @njit(cache=True, nogil=True)
 def _out_canceled(st, out, slot, qty, reason):
     p = _frame(st, out, st.o[slot, O_USER], 18, 67)
     ob = out.obuf
-    _put(ob, p + 9, st.o[slot, O_URN], 4)
-    _put(ob, p + 13, qty, 4)
+    put(ob, p + 9, st.o[slot, O_URN], 4)
+    put(ob, p + 13, qty, 4)
     ob[p + 17] = reason
 
 
@@ -240,21 +214,21 @@ def _out_canceled(st, out, slot, qty, reason):
 def _out_executed(st, out, slot, qty, price, liq, match):
     p = _frame(st, out, st.o[slot, O_USER], 36, 69)
     ob = out.obuf
-    _put(ob, p + 9, st.o[slot, O_URN], 4)
-    _put(ob, p + 13, qty, 4)
-    _put(ob, p + 17, price, 8)
+    put(ob, p + 9, st.o[slot, O_URN], 4)
+    put(ob, p + 13, qty, 4)
+    put(ob, p + 17, price, 8)
     ob[p + 25] = liq
-    _put(ob, p + 26, match, 8)
-    _put(ob, p + 34, 0, 2)
+    put(ob, p + 26, match, 8)
+    put(ob, p + 34, 0, 2)
 
 
 @njit(cache=True, nogil=True)
 def _out_modified(st, out, slot):
     p = _frame(st, out, st.o[slot, O_USER], 18, 77)
     ob = out.obuf
-    _put(ob, p + 9, st.o[slot, O_URN], 4)
+    put(ob, p + 9, st.o[slot, O_URN], 4)
     ob[p + 13] = np.uint8(st.o[slot, O_OSIDE])
-    _put(ob, p + 14, st.o[slot, O_LEAVES], 4)
+    put(ob, p + 14, st.o[slot, O_LEAVES], 4)
 
 
 # -- order slots -----------------------------------------------------------------------------
@@ -373,14 +347,14 @@ def _appendage(buf, p, n):
 
 @njit(cache=True, nogil=True)
 def _enter(st, out, buf, p, n, u):
-    urn = _u32(buf, p + 1)
+    urn = u32(buf, p + 1)
     if urn <= st.uhw[u]:
         return                                   # not increasing: ignored (a resend)
     st.uhw[u] = urn
     oside = np.int64(buf[p + 5])
-    shares = _u32(buf, p + 6)
-    skey = _u64(buf, p + 10)
-    price = np.int64(_u64(buf, p + 18))
+    shares = u32(buf, p + 6)
+    skey = u64(buf, p + 10)
+    price = np.int64(u64(buf, p + 18))
     tif, disp, capa, iso, cross = buf[p + 26], buf[p + 27], buf[p + 28], buf[p + 29], buf[p + 30]
     code = 0
     sym = -1
@@ -460,13 +434,13 @@ def _enter(st, out, buf, p, n, u):
 
 @njit(cache=True, nogil=True)
 def _replace(st, out, buf, p, n, u):
-    orig = _u32(buf, p + 1)
-    urn = _u32(buf, p + 5)
+    orig = u32(buf, p + 1)
+    urn = u32(buf, p + 5)
     if urn <= st.uhw[u]:
         return
     st.uhw[u] = urn
-    shares = _u32(buf, p + 9)
-    price = np.int64(_u64(buf, p + 13))
+    shares = u32(buf, p + 9)
+    price = np.int64(u64(buf, p + 13))
     tif, disp, iso = buf[p + 21], buf[p + 22], buf[p + 23]
     slot = _slot_of(st, u, orig)
     code = 0
@@ -503,14 +477,14 @@ def _replace(st, out, buf, p, n, u):
 @njit(cache=True, nogil=True)
 def _cancel(st, out, buf, p, u, kind):
     """'X' cancel (to a quantity; 0: all) or 'M' modify (side within sells, reduce)."""
-    urn = _u32(buf, p + 1)
+    urn = u32(buf, p + 1)
     slot = _slot_of(st, u, urn)
     if kind == PK_MODIFY:
         oside = np.int64(buf[p + 5])
-        shares = _u32(buf, p + 6)
+        shares = u32(buf, p + 6)
     else:
         oside = 0
-        shares = _u32(buf, p + 5)
+        shares = u32(buf, p + 5)
     if slot < 0 or st.o[slot, O_URN] != urn:
         _out_rejected(st, out, u, urn, REJ_UNKNOWN_ORDER, _BLANK, 0)   # no order, no ClOrdID
         return
@@ -549,11 +523,11 @@ def _inbound(st, out, buf, p, n, u):
     """One OUCH inbound message buf[p:p+n]; -> 0 or a protocol error."""
     typ = buf[p]
     if typ == 79:                                # 'O' enter order
-        if n < 47 or n != 47 + _u16(buf, p + 45):
+        if n < 47 or n != 47 + u16(buf, p + 45):
             return E_MSG_LENGTH
         _enter(st, out, buf, p, n, u)
     elif typ == 85:                              # 'U' replace order
-        if n < 40 or n != 40 + _u16(buf, p + 38):
+        if n < 40 or n != 40 + u16(buf, p + 38):
             return E_MSG_LENGTH
         _replace(st, out, buf, p, n, u)
     elif typ == 88:                              # 'X' cancel order
@@ -604,7 +578,7 @@ def _decode(ar, keys, out, buf, start, end, u):
     while True:
         if end - pos < HDR:
             return pos, NEED
-        ln = _u16(buf, pos)
+        ln = u16(buf, pos)
         if ln < 1 or ln > MAX_FRAME:
             return pos, E_LENGTH
         if end - pos < 2 + ln:

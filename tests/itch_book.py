@@ -1,0 +1,62 @@
+"""Test helpers: a random mixed command stream, and an engine book in ITCH units."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shmex.schema import COMMAND, Kind, OrderType, Side, Stp, Tif
+
+
+def mixed_stream(n: int, seed: int, *, symbols: int = 2, producers: int = 3, lo: int = 90,
+                 hi: int = 110) -> np.ndarray:
+    """n commands of every kind: limit orders of each time in force, market orders, cancels
+    and replaces (reductions, price moves, increases), self-trade prevention of each mode."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros(n, COMMAND)
+    live: list[tuple[int, int, int]] = []     # (producer, client id, symbol) sent as NEW
+    nxt = 1
+    for i in range(n):
+        c = out[i]
+        c["seq"] = i + 1
+        c["engine_ns"] = 1_000_000_000 + 1000 * i
+        c["pseq"] = i + 1
+        u = rng.random()
+        if live and u < 0.2:
+            p, cid, sym = live[rng.integers(len(live))]
+            c["kind"], c["producer"], c["client_id"], c["symbol"] = Kind.CANCEL, p, cid, sym
+            continue
+        if live and u < 0.4:
+            p, cid, sym = live[rng.integers(len(live))]
+            c["kind"], c["producer"], c["client_id"], c["symbol"] = Kind.REPLACE, p, cid, sym
+            c["price"] = int(rng.integers(lo, hi + 1))
+            c["qty"] = int(rng.integers(1, 20))
+            c["stp"] = int(rng.integers(0, 5))
+            continue
+        p = int(rng.integers(1, producers + 1))
+        sym = int(rng.integers(0, symbols))
+        c["kind"], c["producer"], c["client_id"], c["symbol"] = Kind.NEW, p, nxt, sym
+        c["side"] = Side.BUY if rng.random() < 0.5 else Side.SELL
+        c["order_type"] = OrderType.MARKET if rng.random() < 0.05 else OrderType.LIMIT
+        c["tif"] = int(rng.choice([Tif.GTC] * 6 + [Tif.IOC, Tif.FOK, Tif.POST_ONLY]))
+        if c["order_type"] == OrderType.MARKET and c["tif"] == Tif.POST_ONLY:
+            c["tif"] = Tif.IOC
+        c["price"] = int(rng.integers(lo, hi + 1))
+        c["qty"] = int(rng.integers(1, 30))
+        c["account"] = p % 2 + 1
+        c["stp"] = int(rng.integers(0, 5)) if rng.random() < 0.3 else Stp.NONE
+        live.append((p, nxt, sym))
+        nxt += 1
+    return out
+
+
+def engine_levels(resting: np.ndarray, symbol: int, side: int, ticks: int, lot: int):
+    """[(price, shares, orders)] of one side of a symbol from `Matcher.resting()`, best first."""
+    sel = resting[(resting["symbol"] == symbol) & (resting["side"] == side)]
+    agg: dict[int, list[int]] = {}
+    for r in sel:
+        a = agg.setdefault(int(r["price"]) * ticks, [0, 0])
+        a[0] += int(r["leaves"]) * lot
+        a[1] += 1
+    rows = [(p, q, k) for p, (q, k) in agg.items()]
+    rows.sort(key=lambda r: -r[0] if side == Side.BUY else r[0])
+    return rows
