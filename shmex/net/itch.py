@@ -30,7 +30,7 @@ from numba import njit, types
 from numba.typed import Dict
 
 from shmex.net.bigendian import put, u16, u32, u48, u64
-from shmex.schema import (BUY, FOK, IOC, K_CANCEL, K_NEW, K_REPLACE, LIMIT, MAKER, R_ACK,
+from shmex.schema import (BUY, FOK, IOC, K_CANCEL, K_NEW, LIMIT, MAKER, R_ACK,
                           R_CANCELED, R_EXPIRED, R_FILL, R_REJECTED, R_REPLACED, STP_DECREMENT)
 
 DAY_NS = 86_400_000_000_000
