@@ -36,6 +36,7 @@ from shmex.schema import commands
 BATCH = 8192              # commands per message at most (64 B each: 512 KiB, under NATS's 1 MiB)
 ACK_TIMEOUT_S = 1.0       # an append unacknowledged this long is retried (the quorum may be gone)
 IDLE_S = 0.0002           # nap when nothing durable is new
+LEASE_MARGIN = 0.75       # append only within this fraction of the TTL since the last renewal
 
 
 def warm() -> None:
@@ -102,6 +103,7 @@ class Replicator:
             self.rev = await self._retry(lambda: lease.take(kv, self.holder, revision=cfg.lease_revision if first else 0))
         except lease.Fenced as e:
             raise Fenced(str(e)) from None
+        self.renewed_at = time.monotonic()
         ctl.store(self.cell(cells.R_LEASE_REV), self.rev)
         await self._retry(lambda: cluster.put_config(kv, cfg.book, cfg.run_id))
         self.sseq, shipped = await self._retry(lambda: cluster.stream_end(js, self.stream))
@@ -186,6 +188,7 @@ class Replicator:
 
         hdr = {**hdr, names.EXPECTED_LAST: str(self.sseq)}
         while True:
+            await self._hold_lease()
             try:
                 ack = await self.js_publish(subject, payload, hdr)
                 self.ctl.store(self.cell(cells.R_QUORUM), 1)
@@ -208,6 +211,18 @@ class Replicator:
                 raise Fenced(self.fenced)
             self.ctl.check()
             self.me.beat()
+
+    async def _hold_lease(self) -> None:
+        """Append only while the lease is surely ours: renewed within LEASE_MARGIN of its
+        TTL (a primary paused past it may have been replaced; it waits for a renewal,
+        which either succeeds or fences it)."""
+        while time.monotonic() - self.renewed_at > LEASE_MARGIN * self.cfg.lease_s:
+            if self.fenced:
+                raise Fenced(self.fenced)
+            self.ctl.store(self.cell(cells.R_QUORUM), 0)
+            self.ctl.check()
+            self.me.beat()
+            await asyncio.sleep(0.01)
 
     async def js_publish(self, subject, payload, hdr):
         return await self._js.publish(subject, payload, timeout=ACK_TIMEOUT_S, headers=hdr)
@@ -242,7 +257,8 @@ class Replicator:
             await self._hash(self.shipped, load_hash(self.ctl.a))
 
     async def _hash(self, seq: int, state_hash: str) -> None:
-        body = json.dumps({"seq": seq, "state_hash": state_hash}).encode()
+        final = bool(self.ctl.load(cells.WAL_DONE))
+        body = json.dumps({"seq": seq, "state_hash": state_hash, "final": final}).encode()
         self.sseq = await self._publish(names.hash_subject(self.stream), body,
                                         {names.MSG_ID: f"{self.stream}:hash-{seq}-{self.cfg.run_id}"})
         self.ctl.a[self.cell(cells.R_HASHES)] += 1
@@ -254,7 +270,9 @@ class Replicator:
         while True:
             await asyncio.sleep(every)
             try:
+                t = time.monotonic()
                 self.rev = await asyncio.wait_for(lease.renew(self.kv, self.holder, self.rev), every * 2)
+                self.renewed_at = t
                 self.ctl.store(self.cell(cells.R_LEASE_REV), self.rev)
             except lease.Fenced as e:
                 self.fenced = str(e)
