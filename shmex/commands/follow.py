@@ -104,7 +104,7 @@ def main(args) -> int:
 def _become_primary(args, out, servers) -> int:
     """Exec `shmex launch` over the data directory: the engine continues the seq, its
     replicator adopts the lease revision just taken."""
-    argv = [sys.executable, "-c", "import sys; from shmex.cli import main; sys.exit(main())", "launch",
+    argv = [sys.executable, "-m", "shmex.cli", "launch",
             "--data-dir", os.path.abspath(args.data_dir), "--producers", "0", "--clients", str(args.clients),
             "--durability", args.durability, "--nats", ",".join(servers), "--stream", args.stream,
             "--bucket", args.bucket, "--lease", str(args.lease), "--lease-revision", str(out.lease_revision),

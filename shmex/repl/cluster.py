@@ -68,14 +68,14 @@ async def stream_last_seq(js, stream: str) -> int:
     return int(info.state.last_seq)
 
 
-async def put_config(kv, book: dict, run_id: str) -> None:
-    await kv.put(names.CONFIG_KEY, json.dumps({"book": book, "run_id": run_id}).encode())
+async def put_config(kv, stream: str, book: dict, run_id: str) -> None:
+    await kv.put(names.config_key(stream), json.dumps({"book": book, "run_id": run_id}).encode())
 
 
-async def get_config(kv) -> dict | None:
+async def get_config(kv, stream: str) -> dict | None:
     from nats.js.errors import KeyNotFoundError
 
     try:
-        return json.loads((await kv.get(names.CONFIG_KEY)).value)
+        return json.loads((await kv.get(names.config_key(stream))).value)
     except KeyNotFoundError:
         return None

@@ -62,7 +62,7 @@ class Follower:
     # ---- set-up ----------------------------------------------------------------------------
     async def _book(self, kv) -> dict:
         while True:
-            doc = await cluster.get_config(kv)
+            doc = await cluster.get_config(kv, self.stream)
             if doc is not None:
                 return doc["book"]
             await asyncio.sleep(0.1)
@@ -221,14 +221,14 @@ class Follower:
     # ---- takeover --------------------------------------------------------------------------
     async def _try_take(self, js, kv, sub) -> bool:
         """Take the lease if it lapsed; then apply the stream to its end. -> True if taken."""
-        rev, other = await lease.current(kv)
+        rev, other = await lease.current(kv, names.lease_key(self.stream))
         if other is not None:
             if self.promote:
                 raise CannotOpen(f"promote: the lease is held by {lease.describe(other)}; "
                                  f"stop that primary (or wait {self.lease_s:g} s after its death)")
             return False
         try:
-            rev = await lease.take(kv, lease.holder(self.data_dir, "follower"))
+            rev = await lease.take(kv, names.lease_key(self.stream), lease.holder(self.data_dir, "follower"))
         except lease.Fenced:
             return False              # another follower was quicker
         t = time.monotonic()

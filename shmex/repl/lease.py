@@ -13,7 +13,6 @@ import os
 import socket
 import time
 
-from shmex.repl import names
 
 
 def holder(data_dir: str, run_id: str) -> dict:
@@ -38,45 +37,44 @@ def describe(h: dict) -> str:
     return f"{h.get('host')}:{h.get('data_dir')} (run {h.get('run_id')}, pid {h.get('pid')})"
 
 
-async def current(kv) -> tuple[int, dict | None]:
+async def current(kv, key: str) -> tuple[int, dict | None]:
     """-> (revision, holder) of the live lease; (0, None) when it lapsed or never was."""
     from nats.js.errors import KeyNotFoundError
 
     try:
-        e = await kv.get(names.LEASE_KEY)
+        e = await kv.get(key)
     except KeyNotFoundError:        # KeyDeletedError is one: an expired or deleted lease
         return 0, None
     return int(e.revision), json.loads(e.value)
 
 
-async def take(kv, me: dict, *, revision: int = 0) -> int:
+async def take(kv, key: str, me: dict, *, revision: int = 0) -> int:
     """Take the lease for `me`: adopt `revision` (a promotion handed over), re-take our
-    own engine's, or create it if it lapsed; -> the new revision. Raises Fenced."""
+    own engine's, or create it if it lapsed (also a handed-over one that lapsed while the
+    engine started: nobody took it meanwhile); -> the new revision. Raises Fenced."""
     from nats.js.errors import KeyWrongLastSequenceError
 
-    rev, other = await current(kv)
-    if revision:
-        if rev != revision:
-            raise Fenced(other or {"host": "?", "data_dir": "?", "run_id": "lapsed"})
-        return await kv.update(names.LEASE_KEY, json.dumps(me).encode(), last=revision)
+    rev, other = await current(kv, key)
+    if revision and rev == revision:
+        return await kv.update(key, json.dumps(me).encode(), last=revision)
     if other is not None:
         if not same_engine(other, me):
             raise Fenced(other)
-        return await kv.update(names.LEASE_KEY, json.dumps(me).encode(), last=rev)
+        return await kv.update(key, json.dumps(me).encode(), last=rev)
     try:
-        return await kv.create(names.LEASE_KEY, json.dumps(me).encode())
+        return await kv.create(key, json.dumps(me).encode())
     except KeyWrongLastSequenceError:
-        rev, other = await current(kv)
+        rev, other = await current(kv, key)
         raise Fenced(other or {}) from None
 
 
-async def renew(kv, me: dict, revision: int) -> int:
+async def renew(kv, key: str, me: dict, revision: int) -> int:
     """-> the new revision. Raises Fenced when another engine took it; when it lapsed with
     nobody taking it, takes it again (still nobody else's)."""
     from nats.js.errors import KeyWrongLastSequenceError
 
     me = {**me, "time_ns": time.time_ns()}
     try:
-        return await kv.update(names.LEASE_KEY, json.dumps(me).encode(), last=revision)
+        return await kv.update(key, json.dumps(me).encode(), last=revision)
     except KeyWrongLastSequenceError:
-        return await take(kv, me)
+        return await take(kv, key, me)

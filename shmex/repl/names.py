@@ -15,8 +15,6 @@ SENT_NS = "Shmex-Sent-Ns"            # wall-clock ns when the primary appended i
 MSG_ID = "Nats-Msg-Id"
 EXPECTED_LAST = "Nats-Expected-Last-Sequence"
 
-LEASE_KEY = "primary"
-CONFIG_KEY = "config"
 
 
 def valid(name: str) -> bool:
@@ -34,3 +32,13 @@ def hash_subject(stream: str) -> str:
 
 def msg_id(stream: str, first: int, last: int) -> str:
     return f"{stream}:{first}-{last}"
+
+
+def lease_key(stream: str) -> str:
+    """The lease of the primary of `stream` (one bucket may hold several shards' leases)."""
+    return f"primary.{stream}"
+
+
+def config_key(stream: str) -> str:
+    """The book configuration of `stream`'s engine (JSON), for its followers."""
+    return f"config.{stream}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from shmex.errors import CannotOpen
-from shmex.repl import cluster, lease
+from shmex.repl import cluster, lease, names
 
 
 def log_end(data_dir: str) -> int:
@@ -40,7 +40,7 @@ async def _check(cfg) -> str | None:
     nc, js = await cluster.connect(cfg.nats, reconnect=False)
     try:
         kv = await asyncio.wait_for(cluster.ensure(js, cfg.nats_stream, cfg.nats_bucket, cfg.lease_s), 10.0)
-        rev, other = await lease.current(kv)
+        rev, other = await lease.current(kv, names.lease_key(cfg.nats_stream))
         me = lease.holder(cfg.data_dir, cfg.run_id)
         if other is not None and not lease.same_engine(other, me) and rev != cfg.lease_revision:
             return (f"the lease in bucket {cfg.nats_bucket} is held by {lease.describe(other)}: this engine "

@@ -62,6 +62,7 @@ class Replicator:
         self.base = cells.proc_cell(me.slot, cells.P_ROLE)
         self.subject = names.journal_subject(cfg.nats_stream)
         self.stream = cfg.nats_stream
+        self.key = names.lease_key(cfg.nats_stream)
         self.pending: list[int] = []      # snapshot seqs not yet shipped (cut points)
         self.hash_due: list[int] = []     # snapshot seqs shipped whose hash is not published yet
         self.fenced: str | None = None
@@ -98,14 +99,18 @@ class Replicator:
         self._js = js
         self.kv = kv = await self._retry(lambda: cluster.ensure(js, self.stream, cfg.nats_bucket, cfg.lease_s))
         self.holder = lease.holder(cfg.data_dir, cfg.run_id)
+        # the lease lapses after the bucket's TTL, set when the bucket was made: the margin
+        # and the renewals follow the shorter of it and lease_s
+        ttl = (await self._retry(kv.status)).ttl
+        self.lease_s = min(cfg.lease_s, ttl) if ttl else cfg.lease_s
         try:
             first = ctl.load(self.cell(cells.R_LEASE_REV)) == 0 and cfg.lease_revision
-            self.rev = await self._retry(lambda: lease.take(kv, self.holder, revision=cfg.lease_revision if first else 0))
+            self.rev = await self._retry(lambda: lease.take(kv, self.key, self.holder, revision=cfg.lease_revision if first else 0))
         except lease.Fenced as e:
             raise Fenced(str(e)) from None
         self.renewed_at = time.monotonic()
         ctl.store(self.cell(cells.R_LEASE_REV), self.rev)
-        await self._retry(lambda: cluster.put_config(kv, cfg.book, cfg.run_id))
+        await self._retry(lambda: cluster.put_config(kv, self.stream, cfg.book, cfg.run_id))
         self.sseq, shipped = await self._retry(lambda: cluster.stream_end(js, self.stream))
         self.sseq = await self._retry(lambda: cluster.stream_last_seq(js, self.stream))
         durable = ctl.load(cells.DURABLE_SEQ)
@@ -216,7 +221,7 @@ class Replicator:
         """Append only while the lease is surely ours: renewed within LEASE_MARGIN of its
         TTL (a primary paused past it may have been replaced; it waits for a renewal,
         which either succeeds or fences it)."""
-        while time.monotonic() - self.renewed_at > LEASE_MARGIN * self.cfg.lease_s:
+        while time.monotonic() - self.renewed_at > LEASE_MARGIN * self.lease_s:
             if self.fenced:
                 raise Fenced(self.fenced)
             self.ctl.store(self.cell(cells.R_QUORUM), 0)
@@ -266,12 +271,12 @@ class Replicator:
     async def _renew_loop(self) -> None:
         from nats.errors import TimeoutError as NatsTimeout
 
-        every = self.cfg.lease_s / 4
+        every = self.lease_s / 4
         while True:
             await asyncio.sleep(every)
             try:
                 t = time.monotonic()
-                self.rev = await asyncio.wait_for(lease.renew(self.kv, self.holder, self.rev), every * 2)
+                self.rev = await asyncio.wait_for(lease.renew(self.kv, self.key, self.holder, self.rev), every * 2)
                 self.renewed_at = t
                 self.ctl.store(self.cell(cells.R_LEASE_REV), self.rev)
             except lease.Fenced as e:
