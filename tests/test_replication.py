@@ -272,6 +272,7 @@ def test_one_node_lost_goes_on_two_lost_stall_then_resume(nats_cluster, shm_run,
         for i in range(nats_cluster.nodes):
             if nats_cluster.procs[i] is None:
                 nats_cluster.start(i)
+        nats_cluster.wait_ready()
     assert _stop(prim) == 0, (tmp_path / "p.launch.err").read_text()
     log = _log(tmp_path / "p")
     _assert_contiguous(_journal(nats_cluster, stream), len(log))

@@ -269,7 +269,7 @@ class Replicator:
         self.ctl.a[self.cell(cells.R_HASHES)] += 1
 
     async def _renew_loop(self) -> None:
-        from nats.errors import TimeoutError as NatsTimeout
+        import nats.errors
 
         every = self.lease_s / 4
         while True:
@@ -282,8 +282,7 @@ class Replicator:
             except lease.Fenced as e:
                 self.fenced = str(e)
                 return
-            except (NatsTimeout, asyncio.TimeoutError):
-                pass       # no quorum: the lease lapses unless it comes back in time
-            except Exception as e:   # noqa: BLE001 - an API error on renewal: fail-stop with it
-                self.fenced = f"lease renewal failed: {e}"
-                return
+            except (nats.errors.Error, asyncio.TimeoutError):
+                # no quorum, no responder, a node gone: the lease is not renewed, so appends
+                # wait (`_hold_lease`) until it is, or until another engine took it
+                pass
