@@ -133,10 +133,19 @@ def _log(data) -> np.ndarray:
 class Orders:
     """A client of a run that sends orders one at a time and keeps what was acknowledged."""
 
-    def __init__(self, run_id: str):
+    def __init__(self, run_id: str, engine: subprocess.Popen):
         from shmex.client import connect
+        from shmex.errors import AttachError
 
-        self.c = connect(run_id, timeout_s=WAIT_S)
+        self.engine = engine
+        deadline = time.monotonic() + WAIT_S
+        while True:                              # until the run is up; the test fails if its engine exits
+            try:
+                self.c = connect(run_id, timeout_s=5.0)
+                break
+            except (AttachError, TimeoutError):
+                assert engine.poll() is None, f"the engine of {run_id} exited ({engine.returncode})"
+                assert time.monotonic() < deadline, f"{run_id} never came up"
         self.acked: dict[int, int] = {}          # cmd_seq -> client_id, ACK reports seen
         self.i = 0
 
@@ -155,6 +164,7 @@ class Orders:
         deadline = time.monotonic() + timeout_s
         while len(self.acked) < n:
             assert time.monotonic() < deadline, f"only {len(self.acked)} of {n} acknowledged"
+            assert self.engine.poll() is None, f"the engine exited ({self.engine.returncode})"
             if self.i < n:
                 self.send(min(50, n - self.i))
             self.read(timeout_s=0.05)
@@ -179,6 +189,7 @@ def test_follower_state_equals_primary_and_either_replay(nats_cluster, shm_run, 
     f = json.loads((tmp_path / "f.json").read_text())
     assert f["applied_seq"] == p["last_seq"] == 60_000
     assert f["checkpoints"] >= 2          # snapshot checkpoints and the final hash, all equal
+    assert f["unchecked"] == 0
     assert f["state_hash"] == p["state_hash"]
     assert recover(tmp_path / "p").matcher.state_hash() == p["state_hash"]
     assert recover(tmp_path / "f").matcher.state_hash() == p["state_hash"]
@@ -190,7 +201,7 @@ def test_takeover_after_sigkill_keeps_every_acknowledged_command(nats_cluster, s
     prim = _launch(nats_cluster, tmp_path / "p", stream, "--name", shm_run, "--producers", "1", "--clients", "1",
                    "--rate", "2000", "--duration", "3600", session=True)
     fol = _follow(nats_cluster, tmp_path / "f", stream, "--takeover", "--name", run2, "--clients", "1")
-    old = Orders(shm_run)
+    old = Orders(shm_run, prim)
     try:
         old.until_acked(400)
         os.killpg(prim.pid, signal.SIGKILL)          # the primary's whole process tree, mid-load
@@ -200,7 +211,7 @@ def test_takeover_after_sigkill_keeps_every_acknowledged_command(nats_cluster, s
     finally:
         old.close()
         remove_dead_runs(run_id=shm_run)
-    new = Orders(run2)                               # the follower took over: its engine accepts orders
+    new = Orders(run2, fol)                               # the follower took over: its engine accepts orders
     try:
         base = len(new.acked)
         new.send(20)
@@ -224,7 +235,7 @@ def test_replicator_killed_and_restarted_neither_duplicates_nor_skips(nats_clust
     stream = _stream(shm_run)
     prim = _launch(nats_cluster, tmp_path / "p", stream, "--name", shm_run, "--producers", "1", "--clients", "1",
                    "--rate", "5000", "--duration", "3600")
-    o = Orders(shm_run)
+    o = Orders(shm_run, prim)
     try:
         o.until_acked(200)
         pid = _ctl_cell(shm_run, "replicator", cells.P_PID, producers=1)
@@ -244,7 +255,7 @@ def test_replicator_killed_and_restarted_neither_duplicates_nor_skips(nats_clust
 def test_one_node_lost_goes_on_two_lost_stall_then_resume(nats_cluster, shm_run, tmp_path):
     stream = _stream(shm_run)
     prim = _launch(nats_cluster, tmp_path / "p", stream, "--name", shm_run, "--producers", "0", "--clients", "1")
-    o = Orders(shm_run)
+    o = Orders(shm_run, prim)
     try:
         o.until_acked(50)
         nats_cluster.stop(2)                         # quorum 2 of 3: acknowledgements go on

@@ -109,7 +109,7 @@ def _become_primary(args, out, servers) -> int:
             "--durability", args.durability, "--nats", ",".join(servers), "--stream", args.stream,
             "--bucket", args.bucket, "--lease", str(args.lease), "--lease-revision", str(out.lease_revision),
             "--snapshot-every", str(args.snapshot_every)]
-    argv += _book_flags(args.data_dir)
+    argv += _book_flags(out.book)
     if args.name:
         argv += ["--name", args.name]
     if args.gateway:
@@ -123,12 +123,7 @@ def _become_primary(args, out, servers) -> int:
     return 1   # not reached
 
 
-def _book_flags(data_dir: str) -> list[str]:
+def _book_flags(book: dict) -> list[str]:
     """--symbols/--capacity/--max-open-orders of the book the follower holds."""
-    from shmex.recovery.recover import snapshot_dir
-    from shmex.snapshot import store
-
-    m, _, _ = store.newest_valid(snapshot_dir(data_dir))
-    c = m.config
-    return ["--symbols", str(c["symbols"]), "--capacity", str(c["capacity"]),
-            "--max-open-orders", str(c["max_open_orders"])]
+    return ["--symbols", str(book["symbols"]), "--capacity", str(book["capacity"]),
+            "--max-open-orders", str(book["max_open_orders"])]

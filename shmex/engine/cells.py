@@ -16,7 +16,8 @@ processes sit on different 64-byte lines (8 cells per line)::
      27    matcher        SNAPSHOTS    snapshots taken
      28    matcher        SNAP_PAUSE_MAX_NS  longest matching pause a snapshot caused
      29    matcher        BATCHES
-     30    matcher        SNAP_SEQ     seq of the latest snapshot forked (its hash: the file's header)
+     30    matcher        SNAP_SEQ     seq of the latest snapshot due, stored before its batch is journaled
+                                       (its hash: the snapshot file's header)
      32    walwriter      WAL_DONE     1: sealed (3: halted on a durability fault)
      33    walwriter      COMMITS
      34..38 walwriter     HALT_OP, HALT_ERRNO, HALT_FILE, HALT_OFFSET, HALT_SEQ: what a

@@ -37,18 +37,32 @@ async def ensure(js, stream: str, bucket: str, lease_s: float, replicas: int = R
     from nats.js import api
     from nats.js.errors import BucketNotFoundError, NotFoundError
 
-    try:
-        await js.stream_info(stream)
-    except NotFoundError:
-        await js.add_stream(api.StreamConfig(
-            name=stream, subjects=[names.journal_subject(stream), names.hash_subject(stream)],
-            num_replicas=replicas, storage=api.StorageType.FILE, duplicate_window=120.0))
-    try:
-        kv = await js.key_value(bucket)
-    except BucketNotFoundError:
-        kv = await js.create_key_value(bucket=bucket, ttl=lease_s, history=1, replicas=replicas,
-                                       storage=api.StorageType.FILE)
-    return kv
+    from nats.js.errors import APIError
+
+    # two engines may make them at once (a primary and its follower starting): the loser's
+    # create fails because the other's exists, and the next look finds it
+    while True:
+        try:
+            await js.stream_info(stream)
+            break
+        except NotFoundError:
+            try:
+                await js.add_stream(api.StreamConfig(
+                    name=stream, subjects=[names.journal_subject(stream), names.hash_subject(stream)],
+                    num_replicas=replicas, storage=api.StorageType.FILE, duplicate_window=120.0))
+            except APIError as e:
+                if e.code != 400:
+                    raise
+    while True:
+        try:
+            return await js.key_value(bucket)
+        except BucketNotFoundError:
+            try:
+                return await js.create_key_value(bucket=bucket, ttl=lease_s, history=1, replicas=replicas,
+                                                 storage=api.StorageType.FILE)
+            except APIError as e:
+                if e.code != 400:
+                    raise
 
 
 async def stream_end(js, stream: str) -> tuple[int, int]:

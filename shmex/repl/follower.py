@@ -44,6 +44,7 @@ class Followed:
     took_over: bool = False
     lease_revision: int = 0
     takeover_ms: float = 0.0             # lease taken -> stream applied to its end
+    book: dict = field(default_factory=dict)   # the book's configuration (Matcher's arguments)
 
 
 class Follower:
@@ -58,6 +59,7 @@ class Follower:
         self.out = Followed()
         self.own: dict[int, str] = {}
         self.stop = False
+        self.seen_primary = False            # --takeover acts only on a lease it saw held, then lapse
 
     # ---- set-up ----------------------------------------------------------------------------
     async def _book(self, kv) -> dict:
@@ -90,6 +92,7 @@ class Follower:
             kv = await asyncio.wait_for(cluster.ensure(js, self.stream, self.bucket, self.lease_s), 30.0)
             book = await self._book(kv)
             self.m, self.wal = self._open_local(book)
+            self.out.book = self.m.config
             self.out.applied_seq = self.m.last_seq
             self.next_snap = self.m.last_seq + self.snapshot_every if self.snapshot_every else 0
             try:
@@ -223,10 +226,13 @@ class Follower:
         """Take the lease if it lapsed; then apply the stream to its end. -> True if taken."""
         rev, other = await lease.current(kv, names.lease_key(self.stream))
         if other is not None:
+            self.seen_primary = True
             if self.promote:
                 raise CannotOpen(f"promote: the lease is held by {lease.describe(other)}; "
                                  f"stop that primary (or wait {self.lease_s:g} s after its death)")
             return False
+        if not (self.seen_primary or self.promote):
+            return False              # no primary yet (it may be starting): nothing lapsed
         try:
             rev = await lease.take(kv, names.lease_key(self.stream), lease.holder(self.data_dir, "follower"))
         except lease.Fenced:

@@ -39,7 +39,7 @@ def log_end(data_dir: str) -> int:
 async def _check(cfg) -> str | None:
     nc, js = await cluster.connect(cfg.nats, reconnect=False)
     try:
-        kv = await asyncio.wait_for(cluster.ensure(js, cfg.nats_stream, cfg.nats_bucket, cfg.lease_s), 10.0)
+        kv = await asyncio.wait_for(cluster.ensure(js, cfg.nats_stream, cfg.nats_bucket, cfg.lease_s), 60.0)
         rev, other = await lease.current(kv, names.lease_key(cfg.nats_stream))
         me = lease.holder(cfg.data_dir, cfg.run_id)
         if other is not None and not lease.same_engine(other, me) and rev != cfg.lease_revision:
@@ -53,7 +53,7 @@ async def _check(cfg) -> str | None:
                     f"primary (follow the stream with `shmex follow` in a fresh directory)")
         return None
     except asyncio.TimeoutError:
-        return f"NATS {','.join(cfg.nats)}: JetStream did not answer in 10 s (no quorum?)"
+        return f"NATS {','.join(cfg.nats)}: JetStream did not answer in 60 s (no quorum?)"
     finally:
         await nc.close()
 

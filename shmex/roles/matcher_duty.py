@@ -234,6 +234,10 @@ def duty(b, out, outw, buf, bufw, in_slots, in_ctls, in_locs, in_sems, idents, j
                     if 0 < t <= now:
                         h_to_matcher[bucket_of(now - t)] += 1
                 last = b.meta[M_LAST_SEQ] + n    # stamping gives every command the next seq
+                if 0 < ds[S_NEXT_SNAP] <= last:
+                    # ORDER: release SNAP_SEQ before the batch goes to the journal: a
+                    # replicator that sees seq `last` durable sees where a snapshot falls
+                    store_release(ctl, cells.SNAP_SEQ, last)
                 for k in range(len(in_locs)):
                     if got[k]:
                         t = pqi[k, 1]

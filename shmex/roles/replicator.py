@@ -36,6 +36,8 @@ from shmex.schema import commands
 BATCH = 8192              # commands per message at most (64 B each: 512 KiB, under NATS's 1 MiB)
 ACK_TIMEOUT_S = 1.0       # an append unacknowledged this long is retried (the quorum may be gone)
 IDLE_S = 0.0002           # nap when nothing durable is new
+HASH_POLL_S = 0.1         # under load, look for written snapshots this often
+FINAL_WAIT_S = 60.0       # at the end, how long the snapshot hashes still due are waited for
 LEASE_MARGIN = 0.75       # append only within this fraction of the TTL since the last renewal
 
 
@@ -122,9 +124,10 @@ class Replicator:
         tail = WalTail(cfg.data_dir, shipped + 1)
         buf = commands(BATCH)
         renewal = asyncio.create_task(self._renew_loop())
+        hashes_at = 0.0
         me.ready()
         try:
-            me.wait_go()
+            await self._wait_go()
             while True:
                 if self.fenced:
                     raise Fenced(self.fenced)
@@ -142,16 +145,32 @@ class Replicator:
                     print(f"replicator: {e}", file=sys.stderr, flush=True)
                     return 1
                 if n:
-                    await self._append(buf[:n], checkpoint=bool(cut) and until == min(cut))
+                    await self._append(buf[:n], checkpoint=bool(cut) and int(buf[n - 1]["seq"]) == min(cut))
+                if self.hash_due and (not n or time.monotonic() - hashes_at > HASH_POLL_S):
+                    hashes_at = time.monotonic()
+                    await self._publish_hashes(js)
+                if n:
                     continue
-                await self._publish_hashes(js)
                 if ctl.load(cells.WAL_DONE) and self.shipped >= ctl.load(cells.DURABLE_SEQ):
+                    if ctl.load(cells.MATCHER_DONE) == 1:
+                        await self._final_snapshot_written()
+                        await self._publish_hashes(js, at_end=True)
                     await self._final_hash(js)
                     return 0
                 await asyncio.sleep(IDLE_S)
         finally:
             renewal.cancel()
             tail.close()
+
+    async def _wait_go(self) -> None:
+        """`ProcessSlot.wait_go` without blocking the loop: the lease renewal runs meanwhile."""
+        while self.ctl.phase == cells.PH_STARTING:
+            self.ctl.check(every_ns=0)
+            self.me.beat()
+            await asyncio.sleep(0.002)
+        if self.ctl.phase == cells.PH_ABORT:
+            raise Aborted("aborted before the start")
+        self.me.wait_go()         # returns at once now; starts the slot's CPU and wall clocks
 
     def _note_snapshot(self) -> None:
         s = self.ctl.load(cells.SNAP_SEQ)
@@ -240,29 +259,45 @@ class Replicator:
             return int(last.seq)
         return 0
 
-    async def _publish_hashes(self, js) -> None:
+    async def _publish_hashes(self, js, *, at_end: bool = False) -> None:
+        """Publish the hash of each shipped checkpoint whose snapshot file is written. At
+        the end (the matcher done: it reaped its snapshot writers) one still missing was
+        never written (the matcher skipped it while a writer was busy) or was pruned."""
         from shmex.snapshot import store
 
+        if not self.hash_due:
+            return
         snap_dir = os.path.join(self.cfg.data_dir, "snapshots")
+        written = dict(store.list_snapshots(snap_dir)) if os.path.isdir(snap_dir) else {}
         for s in list(self.hash_due):
-            path = os.path.join(snap_dir, store.name_of(s))
-            if not os.path.exists(path):
-                if s < max(self.hash_due):
-                    self.hash_due.remove(s)   # superseded (pruned or never written): skip it
-                continue
-            try:
-                info, _ = store.read_header(path)
-            except (CorruptRecord, CannotOpen, OSError):
-                continue               # still being written (renamed only when whole) or pruned
-            await self._hash(info.seq, info.state_hash)
-            self.hash_due.remove(s)
+            info = None
+            if s in written:
+                try:
+                    info, _ = store.read_header(written[s])
+                except (CorruptRecord, CannotOpen, OSError):
+                    info = None        # pruned meanwhile
+            if info is not None:
+                await self._hash(info.seq, info.state_hash)
+            if info is not None or at_end:
+                self.hash_due.remove(s)
+
+    async def _final_snapshot_written(self) -> None:
+        """Until the matcher's final snapshot file exists (it reaps its snapshot writers
+        before writing it, so every earlier file is there too), at most FINAL_WAIT_S."""
+        from shmex.snapshot import store
+
+        path = os.path.join(self.cfg.data_dir, "snapshots", store.name_of(self.shipped))
+        deadline = time.monotonic() + FINAL_WAIT_S
+        while self.hash_due and not os.path.exists(path) and time.monotonic() < deadline:
+            self.ctl.check()
+            self.me.beat()
+            await asyncio.sleep(0.02)
 
     async def _final_hash(self, js) -> None:
         if self.ctl.load(cells.MATCHER_DONE) == 1 and self.ctl.load(cells.MATCHER_SEQ) == self.shipped:
-            await self._hash(self.shipped, load_hash(self.ctl.a))
+            await self._hash(self.shipped, load_hash(self.ctl.a), final=True)
 
-    async def _hash(self, seq: int, state_hash: str) -> None:
-        final = bool(self.ctl.load(cells.WAL_DONE))
+    async def _hash(self, seq: int, state_hash: str, final: bool = False) -> None:
         body = json.dumps({"seq": seq, "state_hash": state_hash, "final": final}).encode()
         self.sseq = await self._publish(names.hash_subject(self.stream), body,
                                         {names.MSG_ID: f"{self.stream}:hash-{seq}-{self.cfg.run_id}"})
@@ -286,3 +321,4 @@ class Replicator:
                 # no quorum, no responder, a node gone: the lease is not renewed, so appends
                 # wait (`_hold_lease`) until it is, or until another engine took it
                 pass
+
