@@ -7,6 +7,7 @@ reached, so that a command exits 2 with one line instead of a traceback.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from shmex.errors import CannotOpen
@@ -53,6 +54,8 @@ async def ensure(js, stream: str, bucket: str, lease_s: float, replicas: int = R
             except APIError as e:
                 if e.code != 400:
                     raise
+                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.1)
     while True:
         try:
             return await js.key_value(bucket)
@@ -63,6 +66,7 @@ async def ensure(js, stream: str, bucket: str, lease_s: float, replicas: int = R
             except APIError as e:
                 if e.code != 400:
                     raise
+                await asyncio.sleep(0.1)
 
 
 async def stream_end(js, stream: str) -> tuple[int, int]:

@@ -88,8 +88,13 @@ class LocalCluster:
                 nc = await nats.connect(servers=self.urls, connect_timeout=2, allow_reconnect=False)
             except Exception:   # noqa: BLE001 - not up yet
                 return False
-            try:
-                await nc.jetstream().account_info()
+            try:                 # a replicated stream can be placed: every peer is in
+                from nats.js import api
+
+                js = nc.jetstream()
+                await js.add_stream(api.StreamConfig(name="PROBE", subjects=["probe"], num_replicas=self.nodes,
+                                                     storage=api.StorageType.MEMORY))
+                await js.delete_stream("PROBE")
                 return True
             except Exception:   # noqa: BLE001 - no meta leader yet
                 return False
