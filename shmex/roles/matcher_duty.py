@@ -54,7 +54,7 @@ S_OUTREL = 10     # out-ring position released after routing
 S_STALL_K = 11    # > 0: a routed prefix of k reports waits for Python to finish delivery
 S_WORK = 12       # commands + reports moved by the last call
 S_GROW_AT = 13    # batch index of the command the report buffer is too small for
-S_GATE = 14       # the control cell whose seq releases reports (`EngineConfig.release_cell`)
+S_GATE = 14       # the control cell whose seq releases reports (`EngineConfig.release_cell`; 0: DURABLE_SEQ)
 S_CELLS = 16
 
 RET_BUDGET, RET_IDLE, RET_SNAPSHOT, RET_GROW, RET_DEST_FULL = range(5)
@@ -181,7 +181,8 @@ def _route(ctl, ds, pdone, p_slots, p_ctl, p_loc, p_sem, pend, pendw, dest_of, s
         return 0
     # ORDER: acquire the release cell: pairs with the WAL writer's (replicator's) release
     # store after its flush (quorum acknowledgement)
-    durable = load_acquire(ctl, ds[S_GATE])
+    gate = ds[S_GATE] if ds[S_GATE] else cells.DURABLE_SEQ   # 0 (PHASE) is never a release cell
+    durable = load_acquire(ctl, gate)
     k = _route_prefix(pend, lo, hi, durable, dest_of, scratch, counts)
     if k == 0:
         return 0
