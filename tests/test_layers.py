@@ -34,6 +34,7 @@ LAYERS = [
     {"ring", "matcher", "wal", "net"},
     {"snapshot"},
     {"recovery"},
+    {"repl"},         # NATS: the stream, the lease, the follower (above recovery: it replays)
     {"engine"},
     {"roles"},
     {"client", "bench", "procs"},

@@ -17,6 +17,10 @@ VERBS = {
     "replay": "rebuild the book from a run's snapshots and WAL",
     "repair": "cut a damaged WAL at its first damage, saying what it cut (exit 0 done, 2 cannot open)",
     "clean": "remove shared-memory segments of dead runs",
+    "follow": "follow a primary's NATS stream: apply it, check state hashes, show lag; "
+              "--takeover fails over (exit 0 ok, 1 a check failed, 2 usage or no cluster)",
+    "promote": "make a follower's data directory the primary now: take the lapsed lease, apply the "
+               "stream to its end, start the engine (exit 2 when the lease is held)",
     "ouch": "log in to a gateway over SoupBinTCP, send OUCH orders, print the answers "
             "(exit 0 ok, 1 refused or closed, 2 usage)",
 }

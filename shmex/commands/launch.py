@@ -18,6 +18,7 @@ state_hash as the summary; ``shmex verify DIR`` checks the log and snapshots.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -43,9 +44,10 @@ def add_arguments(p) -> None:
     p.add_argument("--rate", type=float, metavar="R", help="offered orders/s over all producers "
                    "(open loop, latency from the intended send time); default: as fast as the rings take")
     p.add_argument("--symbols", type=int, help="default 4")
-    p.add_argument("--durability", choices=("none", "group", "always"),
+    p.add_argument("--durability", choices=("none", "group", "always", "replicated"),
                    help="none: page cache (survives a process crash); group (default): one fdatasync "
-                        "per group of commands; always: one per command")
+                        "per group of commands; always: one per command; replicated: group, and the "
+                        "NATS stream's quorum acknowledged it (needs --nats)")
     p.add_argument("--data-dir", metavar="DIR", help=f"WAL and snapshots (default ./{DEFAULT_DIR})")
     p.add_argument("--fresh", action="store_true", help="start an empty log in the data directory")
     p.add_argument("--json", metavar="PATH")
@@ -79,6 +81,17 @@ def add_arguments(p) -> None:
                    help="keep no warm standby process (a restart then spawns a fresh child)")
     p.add_argument("--segment-bytes", type=int, metavar="B", help="WAL segment size (default 64 MiB)")
     add_gateway_arguments(p)
+    add_nats_arguments(p)
+
+
+def add_nats_arguments(p) -> None:
+    g = p.add_argument_group("replication (NATS JetStream)")
+    g.add_argument("--nats", metavar="URL,...", help="NATS servers (nats://HOST:PORT,...): a replicator "
+                   "ships the durable journal to the stream and holds the primary's lease")
+    g.add_argument("--stream", metavar="NAME", help="JetStream stream of this engine's journal (default SHMEX)")
+    g.add_argument("--bucket", metavar="NAME", help="key-value bucket of the lease (default shmex_lease)")
+    g.add_argument("--lease", type=float, metavar="S", help="lease TTL in seconds (default 2)")
+    g.add_argument("--lease-revision", type=int, help=argparse.SUPPRESS)   # `shmex follow --takeover`'s handover
 
 
 def add_gateway_arguments(p) -> None:
@@ -111,6 +124,18 @@ def main(args) -> int:
     from shmex.recovery.recover import remove_log
     from shmex.shm.registry import list_runs
 
+    if cfg.replicated:
+        from shmex.errors import CannotOpen
+        from shmex.repl.primary import check_start
+
+        try:
+            why = check_start(cfg)
+        except CannotOpen as e:
+            print(f"launch: {e}", file=sys.stderr)
+            return 2
+        if why:
+            print(f"launch: refused: {why}", file=sys.stderr)
+            return 2
     live = [r for r in list_runs() if r.run_id == cfg.run_id and r.alive]
     if live:
         print(f"launch: --name {cfg.run_id}: a run of that name is live ({live[0].why}); "

@@ -16,6 +16,8 @@ processes sit on different 64-byte lines (8 cells per line)::
      27    matcher        SNAPSHOTS    snapshots taken
      28    matcher        SNAP_PAUSE_MAX_NS  longest matching pause a snapshot caused
      29    matcher        BATCHES
+     30    matcher        SNAP_SEQ     seq of the latest snapshot due, stored before its batch is journaled
+                                       (its hash: the snapshot file's header)
      32    walwriter      WAL_DONE     1: sealed (3: halted on a durability fault)
      33    walwriter      COMMITS
      34..38 walwriter     HALT_OP, HALT_ERRNO, HALT_FILE, HALT_OFFSET, HALT_SEQ: what a
@@ -28,6 +30,7 @@ processes sit on different 64-byte lines (8 cells per line)::
      64 + 16 p            process p    READY, HEARTBEAT (monotonic ns of its latest beat),
                                        DONE, PID, CPU_NS, WALL_NS, RSS;
                                        cells 8..15 of the slot are the role's own
+                                       (the replicator's: R_* below)
      64 + 16 S + 32 k     producer k   counters (below), written only by producer k
 
 Producer slot k's cell C_ACCOUNT is the exception: the account its commands act for,
@@ -59,6 +62,7 @@ STATE_HASH = 25
 SNAPSHOTS = 27
 SNAP_PAUSE_MAX_NS = 28
 BATCHES = 29
+SNAP_SEQ = 30
 WAL_DONE = 32
 COMMITS = 33
 HALT_OP = 34        # `halt.OPS` index of what failed; 0: nothing recorded
@@ -85,6 +89,14 @@ PROC_BASE = 64
 PROC_CELLS = 16
 P_READY, P_HEARTBEAT, P_DONE, P_PID, P_CPU_NS, P_WALL_NS, P_RSS = range(7)
 P_ROLE = 8          # cells P_ROLE .. PROC_CELLS - 1 of a slot belong to its role
+
+# the replicator's own cells (P_ROLE + i of its process slot, `replicator_cell`)
+R_REPLICATED_SEQ = 0  # highest seq the stream's quorum acknowledged; <= DURABLE_SEQ (it ships only durable records)
+R_STREAM_SEQ = 1      # the stream sequence of the last message it appended
+R_QUORUM = 2          # 1: the last append was acknowledged; 0: an append is waiting (no quorum yet)
+R_MESSAGES = 3        # messages appended by this run's replicators
+R_HASHES = 4          # state-hash checkpoints published beside the journal
+R_LEASE_REV = 5       # the revision of the lease this engine holds (0: none yet)
 
 PROD_CELLS = 32
 # producer counters (int64 indices into the producer's own block)

@@ -35,7 +35,9 @@ def book_config(symbols: int, capacity: int, max_open_orders: int | None = None,
                 max_open_orders=max_open_orders, hash_key=hash_key)
 
 
-DURABILITY = ("none", "group", "always")
+# replicated: group commit locally, and a report leaves only once the NATS stream's quorum
+# acknowledged its command too (needs --nats)
+DURABILITY = ("none", "group", "always", "replicated")
 
 # Each preset sets what a user would otherwise learn flag by flag; an explicit flag wins.
 PRESETS: dict[str, dict] = {
@@ -95,6 +97,13 @@ class EngineConfig:
     gateway_max_open: int = 100_000      # open orders one gateway user may have
     gateway_orders: int = 1 << 17        # open orders all gateway users may have together
     gateway_idle_s: float = 15.0         # a session silent this long is dropped (heartbeats are 1 s)
+    nats: tuple = ()                     # NATS server URLs: the replicator ships the durable journal
+                                         # there (empty: no replicator, the engine is one machine's)
+    nats_stream: str = "SHMEX"           # the JetStream stream of this engine's journal (one per shard)
+    nats_bucket: str = "shmex_lease"     # the key-value bucket that holds the primary's lease
+    lease_s: float = 2.0                 # the lease's TTL: a primary silent this long can be replaced
+                                         # (shorter: faster failover, more renewals, less slack for a pause)
+    lease_revision: int = 0              # a promoted follower's lease revision, adopted by the replicator
 
     def __post_init__(self) -> None:
         check_run_id(self.run_id)
@@ -135,6 +144,7 @@ class EngineConfig:
 
             instruments.check_fits(instruments.load(self.symbols_path), self.book, "--symbols-file")
             users.load(self.users_path)
+        self._check_nats()
         for name in ("ring_in", "ring_rep", "ring_journal", "ring_out"):
             v = getattr(self, name)
             _require(v >= 2 and v & (v - 1) == 0, name, f"{v}: must be a power of two >= 2")
@@ -166,7 +176,40 @@ class EngineConfig:
         _require(all(0 <= k < self.producer_slots for k in self.multi_account_slots), "multi_account_slots",
                  f"{list(self.multi_account_slots)}: each must be a producer slot in [0, {self.producer_slots})")
 
+    def _check_nats(self) -> None:
+        from shmex.repl import names
+
+        object.__setattr__(self, "nats", tuple(str(u) for u in self.nats))
+        _require(self.durability != "replicated" or self.nats, "--durability",
+                 "replicated: needs --nats URL[,URL...] (the cluster the journal is replicated to)")
+        for u in self.nats:
+            _require(u.startswith(("nats://", "tls://")) and len(u.split(":")) == 3, "--nats",
+                     f"{u!r}: want nats://HOST:PORT")
+        _require(names.valid(self.nats_stream), "--stream", f"{self.nats_stream!r}: {names.RULE}")
+        _require(names.valid(self.nats_bucket), "--bucket", f"{self.nats_bucket!r}: {names.RULE}")
+        _require(self.lease_s >= 1.0, "--lease", f"{self.lease_s}: must be >= 1 s")
+        _require(self.lease_revision >= 0, "lease_revision", f"{self.lease_revision}: must be >= 0")
+
     # -- derived ---------------------------------------------------------------------------
+    @property
+    def replicated(self) -> bool:
+        """A replicator runs (NATS servers are configured)."""
+        return bool(self.nats)
+
+    @property
+    def wal_mode(self) -> str:
+        """The local WAL's mode: replicated commits locally as group does."""
+        return "group" if self.durability == "replicated" else self.durability
+
+    def release_cell(self) -> int:
+        """The control cell whose seq releases reports: DURABLE_SEQ, or in mode replicated
+        the replicator's R_REPLICATED_SEQ, which never passes DURABLE_SEQ (min of both)."""
+        if self.durability != "replicated":
+            return cells.DURABLE_SEQ
+        from shmex.engine import registry
+
+        return cells.proc_cell(registry.slot_of(self, "replicator"), cells.P_ROLE + cells.R_REPLICATED_SEQ)
+
     @property
     def gateways(self) -> int:
         return 0 if self.gateway is None else 1
@@ -228,7 +271,7 @@ class EngineConfig:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        for name in ("snapshot_cores", "producer_accounts", "multi_account_slots"):
+        for name in ("snapshot_cores", "producer_accounts", "multi_account_slots", "nats"):
             d[name] = list(getattr(self, name))
         return d
 
@@ -291,6 +334,10 @@ class EngineConfig:
             users_file=_abspath(getattr(args, "users_file", None)),
             gateway_max_open=int(pick("gateway_max_open")), gateway_orders=int(pick("gateway_orders")),
             gateway_idle_s=float(pick("gateway_idle", "gateway_idle_s")),
+            nats=tuple(u for u in (getattr(args, "nats", None) or "").split(",") if u),
+            nats_stream=pick("stream", "nats_stream"), nats_bucket=pick("bucket", "nats_bucket"),
+            lease_s=float(pick("lease", "lease_s")),
+            lease_revision=int(getattr(args, "lease_revision", None) or 0),
         )
 
 

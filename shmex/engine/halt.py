@@ -20,7 +20,9 @@ from shmex.wal import layout as wal_layout
 
 HALT_STATUS = 3
 CORRUPT = "corrupt log"
-OPS = ("", "write", "fdatasync", "fsync", "prefill", "spare", "rotation", "manifest", "cut", "retire", CORRUPT)
+FENCED = "fenced"   # the replicator: another engine holds the lease, or the stream went on without us
+OPS = ("", "write", "fdatasync", "fsync", "prefill", "spare", "rotation", "manifest", "cut", "retire", CORRUPT,
+       FENCED)
 FILE_SPARE, FILE_MANIFEST, FILE_OTHER = -1, -2, -3
 
 
@@ -45,6 +47,9 @@ def describe(cfg, a) -> str:
         return f"exit status {HALT_STATUS} (a durability fault; what failed was not recorded)"
     path = _file_path(cfg.data_dir, int(a[cells.HALT_FILE]))
     off, seq, code = int(a[cells.HALT_OFFSET]), int(a[cells.HALT_SEQ]), int(a[cells.HALT_ERRNO])
+    if OPS[op] == FENCED:
+        return (f"this engine is no longer the primary (another engine holds the lease or the stream "
+                f"{cfg.nats_stream} went on without it, at seq {seq}): it stops accepting orders")
     if OPS[op] == CORRUPT:
         return (f"the log is corrupt at {path} offset {off}" + (f" (seq {seq})" if seq >= 0 else "")
                 + f": `shmex verify {cfg.data_dir}` names it, `shmex repair {cfg.data_dir}` cuts it")
@@ -52,6 +57,11 @@ def describe(cfg, a) -> str:
     durable = (f"the log is durable up to seq {seq}, nothing after it was acknowledged" if seq >= 0
                else "nothing it had not synced was acknowledged")
     return f"{OPS[op]} of {path} at offset {off} failed: {name} ({os.strerror(code)}); {durable}"
+
+
+def record_fenced(ctl, seq: int) -> None:
+    ctl.store(cells.HALT_SEQ, seq)
+    ctl.store(cells.HALT_OP, OPS.index(FENCED))
 
 
 def _file_code(path: str) -> int:

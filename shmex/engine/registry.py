@@ -119,6 +119,10 @@ BUILTIN: tuple[RoleSpec, ...] = (
     # are the producer role's), and a restarted one resumes every session from its journal
     RoleSpec("gateway", "shmex.roles.gateway", rank=4, processes=lambda cfg: cfg.gateways,
              drill={"gateway": KILL}),
+    # the durable WAL -> the NATS JetStream stream (only with --nats); it holds the lease,
+    # and a restarted one continues after the stream's last message
+    RoleSpec("replicator", "shmex.roles.replicator", rank=5,
+             processes=lambda cfg: 1 if cfg.replicated else 0, drill={"replicator": KILL}),
 )
 
 

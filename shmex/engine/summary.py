@@ -46,8 +46,20 @@ def progress(sup, elapsed: float) -> None:
     phase = {0: "starting", 1: "running", 2: "stopping", 3: "aborting"}.get(int(ctl[cells.PHASE]), "?")
     print(f"[{elapsed:6.1f}s] {phase}: orders {t['orders']:,}  reports {t['reports']:,}  "
           f"{d_orders / dt / 1e3:,.0f}K orders/s  p99 {p99 / 1e3:,.1f} us  "
-          f"seq {int(ctl[cells.MATCHER_SEQ]):,} durable {int(ctl[cells.DURABLE_SEQ]):,}",
-          file=sys.stderr, flush=True)
+          f"seq {int(ctl[cells.MATCHER_SEQ]):,} durable {int(ctl[cells.DURABLE_SEQ]):,}"
+          + _replicated(ctl, cfg), file=sys.stderr, flush=True)
+
+
+def _replicated(ctl: np.ndarray, cfg) -> str:
+    """The progress line's replication part: the replicated seq, and a lost quorum."""
+    if not cfg.replicated:
+        return ""
+    from shmex.engine import registry
+
+    base = cells.proc_cell(registry.slot_of(cfg, "replicator"), cells.P_ROLE)
+    quorum = "" if ctl[base + cells.R_QUORUM] else "  NO QUORUM: release stalled" if cfg.durability == "replicated" \
+        else "  NO QUORUM"
+    return f" replicated {int(ctl[base + cells.R_REPLICATED_SEQ]):,}{quorum}"
 
 
 def result_doc(cfg, out) -> dict:

@@ -146,6 +146,7 @@ class MatcherAgent:
         self.pqi = np.zeros((P, 2), dtype=np.int64)        # per ring: FIFO head, tail
         self.got = np.zeros(P, dtype=np.int64)
         self.ds = np.zeros(matcher_duty.S_CELLS, dtype=np.int64)
+        self.ds[matcher_duty.S_GATE] = self.cfg.release_cell()
         prefault([self.pq])
         self.pub_args = matcher_duty.publisher_args(False)
 
@@ -224,6 +225,9 @@ class MatcherAgent:
             if self.child:           # the last one is still writing: try again later
                 self.next_snap = self.m.last_seq + self.snap_every // 4
                 return
+        # the duty kernel stored it before the batch was journaled; this covers a snapshot
+        # due on another path (a replicator that already shipped past it skips it)
+        self.ctl.store(cells.SNAP_SEQ, self.m.last_seq)
         t0 = time.monotonic_ns()
         pid = os.fork()
         if pid == 0:                 # child: write and leave without running any cleanup

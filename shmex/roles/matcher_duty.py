@@ -9,7 +9,8 @@ batch, until nothing happened for a while or its time budget is spent.
 - A batch is matched and published whole (journal, out ring) before the next is read; a
   full journal or out ring leaves the rest for the next pass (back-pressure: no input
   is read meanwhile); the same loop's routing step drains the out ring.
-- Reports leave for a producer's report ring only when DURABLE_SEQ >= their cmd_seq
+- Reports leave for a producer's report ring only when the release cell (S_GATE:
+  DURABLE_SEQ, or R_REPLICATED_SEQ in mode replicated) >= their cmd_seq
   (`publisher._route_prefix`); a report ring that cannot take its share stops the call
   (RET_DEST_FULL) and Python finishes that delivery (waits, or drops for a dead reader).
 - A cursor move that finds the peer blocked on its semaphore posts it from here
@@ -53,6 +54,7 @@ S_OUTREL = 10     # out-ring position released after routing
 S_STALL_K = 11    # > 0: a routed prefix of k reports waits for Python to finish delivery
 S_WORK = 12       # commands + reports moved by the last call
 S_GROW_AT = 13    # batch index of the command the report buffer is too small for
+S_GATE = 14       # the control cell whose seq releases reports (`EngineConfig.release_cell`; 0: DURABLE_SEQ)
 S_CELLS = 16
 
 RET_BUDGET, RET_IDLE, RET_SNAPSHOT, RET_GROW, RET_DEST_FULL = range(5)
@@ -177,8 +179,10 @@ def _route(ctl, ds, pdone, p_slots, p_ctl, p_loc, p_sem, pend, pendw, dest_of, s
     ds[S_PHI] = hi
     if lo == hi:
         return 0
-    # ORDER: acquire DURABLE_SEQ: pairs with the WAL writer's release store after its flush
-    durable = load_acquire(ctl, cells.DURABLE_SEQ)
+    # ORDER: acquire the release cell: pairs with the WAL writer's (replicator's) release
+    # store after its flush (quorum acknowledgement)
+    gate = ds[S_GATE] if ds[S_GATE] else cells.DURABLE_SEQ   # 0 (PHASE) is never a release cell
+    durable = load_acquire(ctl, gate)
     k = _route_prefix(pend, lo, hi, durable, dest_of, scratch, counts)
     if k == 0:
         return 0
@@ -231,6 +235,10 @@ def duty(b, out, outw, buf, bufw, in_slots, in_ctls, in_locs, in_sems, idents, j
                     if 0 < t <= now:
                         h_to_matcher[bucket_of(now - t)] += 1
                 last = b.meta[M_LAST_SEQ] + n    # stamping gives every command the next seq
+                if 0 < ds[S_NEXT_SNAP] <= last:
+                    # ORDER: release SNAP_SEQ before the batch goes to the journal: a
+                    # replicator that sees seq `last` durable sees where a snapshot falls
+                    store_release(ctl, cells.SNAP_SEQ, last)
                 for k in range(len(in_locs)):
                     if got[k]:
                         t = pqi[k, 1]

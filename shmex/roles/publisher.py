@@ -1,6 +1,8 @@
 """The publisher: out ring -> each producer's report ring, gated on durability.
 
-- Log before acknowledgment: the reports of command s leave only when DURABLE_SEQ >= s.
+- Log before acknowledgment: the reports of command s leave only when DURABLE_SEQ >= s
+  (in mode replicated when the replicator's R_REPLICATED_SEQ >= s, which never passes
+  DURABLE_SEQ: the cell is `EngineConfig.release_cell`).
   Reports arrive in cmd_seq order, so the releasable ones are always a prefix.
 - Routing is by the report's ``producer`` (the owner: a maker's fill goes to the maker).
   A destination is anything with ``publish(records)``; today each is a report ring, a
@@ -62,6 +64,7 @@ class PublisherAgent:
         run_id = cfg.run_id
         P = cfg.producer_slots
         self.ctl = ctl
+        self.release_cell = cfg.release_cell()
         self.out = Ring.attach(Ring.name_for(run_id, "out"), REPORT, side="consumer",
                                wait=cfg.wait["publisher"])
         self.dests = [Ring.attach(Ring.name_for(run_id, cells.rep_role(k)), REPORT, side="producer",
@@ -103,7 +106,7 @@ class PublisherAgent:
             self.hi += self.out.consume(self.pend[self.hi:], release=False)
         if self.lo == self.hi:
             return 0
-        durable = self.ctl.load(cells.DURABLE_SEQ)
+        durable = self.ctl.load(self.release_cell)
         k = _route_prefix(self.pend, self.lo, self.hi, durable, self.dest_of, self.scratch, self.counts)
         if k == 0:
             return 0

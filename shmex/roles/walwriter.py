@@ -73,7 +73,7 @@ def run(cfg, ctl: Ctl, me: ProcessSlot, index: int = 0) -> int:
     durable_before = ctl.load(cells.DURABLE_SEQ)
     successor = durable_before > 0
     try:
-        wal = WalWriter(cfg.data_dir, mode=cfg.durability, group_records=BATCH, config=cfg.book,
+        wal = WalWriter(cfg.data_dir, mode=cfg.wal_mode, group_records=BATCH, config=cfg.book,
                         tail_only=successor, durable_floor=durable_before, sync_fault=_sync_fault(ctl), **extra)
     except (Halt, CorruptRecord) as e:
         return _halt(ctl, e, cfg.data_dir)

@@ -1,0 +1,129 @@
+"""``shmex follow``: a follower engine of a primary's NATS stream, in its own data directory.
+
+    shmex follow --data-dir standby --nats nats://a:4222,nats://b:4222,nats://c:4222
+    shmex follow --data-dir standby --nats ... --takeover --clients 2   # fail over automatically
+
+It applies every command of the stream to its own matcher, writes its own WAL and
+snapshots, checks its state hash at each checkpoint the primary publishes, and shows its
+lag (seqs and ms). ``--takeover``: when the primary's lease lapses it takes the lease
+(compare-and-set), applies the stream to its end and becomes the primary: an engine over
+its data directory (`shmex launch`, the same seq continued) that accepts orders from
+client slots or the gateway. ``--until-end``: stop after the primary's final checkpoint.
+
+Exit status: 0 stopped cleanly (or the engine it became exited 0); 1 a check failed (a
+gap in the stream, a state hash unequal to the primary's); 2 bad usage, or the cluster
+cannot be reached.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--data-dir", metavar="DIR", required=True, help="the follower's WAL and snapshots")
+    p.add_argument("--nats", metavar="URL,...", required=True, help="NATS servers of the primary's stream")
+    p.add_argument("--stream", default="SHMEX", help="the primary's stream (default SHMEX)")
+    p.add_argument("--bucket", default="shmex_lease", help="the lease bucket (default shmex_lease)")
+    p.add_argument("--lease", type=float, default=2.0, metavar="S", help="lease TTL (default 2 s)")
+    p.add_argument("--snapshot-every", type=int, default=1_000_000, metavar="N",
+                   help="commands between the follower's snapshots (0: only at the stop)")
+    p.add_argument("--takeover", action="store_true",
+                   help="take the lease when it lapses and become the primary")
+    p.add_argument("--until-end", action="store_true", help="stop after the primary's final checkpoint")
+    p.add_argument("--json", metavar="PATH")
+    p.add_argument("--quiet", action="store_true", help="no live progress")
+    g = p.add_argument_group("the engine it becomes on --takeover (`shmex launch` flags)")
+    g.add_argument("--name", metavar="NAME", help="run id clients attach by")
+    g.add_argument("--clients", type=int, default=1, help="client slots (default 1)")
+    g.add_argument("--gateway", metavar="HOST:PORT")
+    g.add_argument("--durability", choices=("group", "replicated"), default="replicated")
+
+
+def progress(f, stream_seq: int, elapsed: float) -> None:
+    o = f.out
+    lag = o.lag_ms[-1] if o.lag_ms else 0.0
+    print(f"[{elapsed:6.1f}s] follow: applied seq {o.applied_seq:,}  stream seq {stream_seq:,}  "
+          f"lag {max(0, stream_seq - o.applied_seq):,} seqs {lag:,.1f} ms  checkpoints {o.checkpoints} ok",
+          file=sys.stderr, flush=True)
+
+
+def main(args) -> int:
+    import asyncio
+
+    from shmex.errors import CannotOpen, CorruptRecord, UsageError
+    from shmex.repl import names
+    from shmex.repl.follower import Follower, lag_percentiles
+
+    servers = [u for u in args.nats.split(",") if u]
+    if not names.valid(args.stream) or not names.valid(args.bucket):
+        print(f"follow: --stream {args.stream!r} / --bucket {args.bucket!r}: {names.RULE}", file=sys.stderr)
+        return 2
+    f = Follower(args.data_dir, servers, args.stream, args.bucket, lease_s=args.lease,
+                 snapshot_every=args.snapshot_every, takeover=args.takeover, until_end=args.until_end,
+                 promote=getattr(args, "promote", False), progress=None if args.quiet else progress)
+
+    def _stop(signum, frame):
+        f.stop = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    print(f"follow: stream {args.stream} on {args.nats}, data {f.data_dir}", file=sys.stderr, flush=True)
+    try:
+        out = asyncio.run(f.run())
+    except (CannotOpen, UsageError) as e:
+        print(f"follow: {e}", file=sys.stderr)
+        return 2
+    except CorruptRecord as e:
+        print(f"follow: {e}", file=sys.stderr)
+        return 1
+    lag = lag_percentiles(out.lag_ms)
+    doc = {"status": out.status, "reason": out.reason, "applied_seq": out.applied_seq,
+           "messages": out.messages, "commands": out.commands, "checkpoints": out.checkpoints,
+           "unchecked": out.unchecked, "state_hash": out.final_hash, "lag_ms": lag,
+           "took_over": out.took_over, "lease_revision": out.lease_revision, "takeover_ms": out.takeover_ms}
+    print(f"shmex follow {args.stream}: {'ok' if out.status == 0 else 'FAILED: ' + out.reason}")
+    print(f"  applied     seq {out.applied_seq:,}: {out.commands:,} commands in {out.messages:,} messages")
+    print(f"  checked     {out.checkpoints} checkpoint(s) equal to the primary's"
+          + (f", {out.unchecked} not checkable here" if out.unchecked else ""))
+    if lag["p50"] is not None:
+        print(f"  lag         p50 {lag['p50']:,.1f} ms  p99 {lag['p99']:,.1f} ms  max {lag['max']:,.1f} ms "
+              f"(the primary's append -> applied here)")
+    print(f"  state_hash  {out.final_hash}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(doc, fh, indent=1)
+    if out.status or not out.took_over:
+        return out.status
+    return _become_primary(args, out, servers)
+
+
+def _become_primary(args, out, servers) -> int:
+    """Exec `shmex launch` over the data directory: the engine continues the seq, its
+    replicator adopts the lease revision just taken."""
+    argv = [sys.executable, "-m", "shmex.cli", "launch",
+            "--data-dir", os.path.abspath(args.data_dir), "--producers", "0", "--clients", str(args.clients),
+            "--durability", args.durability, "--nats", ",".join(servers), "--stream", args.stream,
+            "--bucket", args.bucket, "--lease", str(args.lease), "--lease-revision", str(out.lease_revision),
+            "--snapshot-every", str(args.snapshot_every)]
+    argv += _book_flags(out.book)
+    if args.name:
+        argv += ["--name", args.name]
+    if args.gateway:
+        argv += ["--gateway", args.gateway]
+    if args.quiet:
+        argv += ["--quiet"]
+    print(f"follow: took over as the primary after {out.takeover_ms:,.0f} ms; starting the engine at seq "
+          f"{out.applied_seq + 1:,}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os.execv(sys.executable, argv)
+    return 1   # not reached
+
+
+def _book_flags(book: dict) -> list[str]:
+    """--symbols/--capacity/--max-open-orders of the book the follower holds."""
+    return ["--symbols", str(book["symbols"]), "--capacity", str(book["capacity"]),
+            "--max-open-orders", str(book["max_open_orders"])]

@@ -1,0 +1,80 @@
+"""The primary's lease: one key in a JetStream key-value bucket whose TTL is the lease.
+
+The holder renews it (`renew`: an update on the revision it holds) every TTL / 4. A taker
+creates it (`take`: create succeeds only while no live entry exists) or, handed a revision,
+replaces exactly that one. Both are compare-and-set on the key's revision inside the
+stream's Raft log, so at most one of two contenders succeeds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+
+
+
+def holder(data_dir: str, run_id: str) -> dict:
+    return {"host": socket.gethostname(), "data_dir": os.path.abspath(data_dir), "run_id": run_id,
+            "pid": os.getpid(), "time_ns": time.time_ns()}
+
+
+def same_engine(a: dict, b: dict) -> bool:
+    """The same data directory on the same host: the same engine (a restart of it)."""
+    return a.get("host") == b.get("host") and a.get("data_dir") == b.get("data_dir")
+
+
+class Fenced(Exception):
+    """Another engine holds the lease."""
+
+    def __init__(self, other: dict):
+        self.other = other
+        super().__init__(f"the lease is held by {describe(other)}")
+
+
+def describe(h: dict) -> str:
+    return f"{h.get('host')}:{h.get('data_dir')} (run {h.get('run_id')}, pid {h.get('pid')})"
+
+
+async def current(kv, key: str) -> tuple[int, dict | None]:
+    """-> (revision, holder) of the live lease; (0, None) when it lapsed or never was."""
+    from nats.js.errors import KeyNotFoundError
+
+    try:
+        e = await kv.get(key)
+    except KeyNotFoundError:        # KeyDeletedError is one: an expired or deleted lease
+        return 0, None
+    return int(e.revision), json.loads(e.value)
+
+
+async def take(kv, key: str, me: dict, *, revision: int = 0) -> int:
+    """Take the lease for `me`: adopt `revision` (a promotion handed over), re-take our
+    own engine's, or create it if it lapsed (also a handed-over one that lapsed while the
+    engine started: nobody took it meanwhile); -> the new revision. Raises Fenced."""
+    from nats.js.errors import KeyWrongLastSequenceError
+
+    rev, other = await current(kv, key)
+    if revision and rev == revision:
+        return await kv.update(key, json.dumps(me).encode(), last=revision)
+    if other is not None:
+        if not same_engine(other, me):
+            raise Fenced(other)
+        return await kv.update(key, json.dumps(me).encode(), last=rev)
+    try:
+        return await kv.create(key, json.dumps(me).encode())
+    except KeyWrongLastSequenceError:
+        rev, other = await current(kv, key)
+        raise Fenced(other or {}) from None
+
+
+async def renew(kv, key: str, me: dict, revision: int) -> int:
+    """-> the new revision. Raises Fenced when another engine took it; when it lapsed with
+    nobody taking it, takes it again (still nobody else's)."""
+    from nats.js.errors import KeyWrongLastSequenceError
+
+    me = {**me, "time_ns": time.time_ns()}
+    try:
+        return await kv.update(key, json.dumps(me).encode(), last=revision)
+    except KeyWrongLastSequenceError:
+        return await take(kv, key, me)

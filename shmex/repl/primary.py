@@ -1,0 +1,66 @@
+"""Before an engine with a replicator starts: can it be the primary of its stream?
+
+It must reach the cluster (else exit 2 with the servers named), the lease must be free,
+its own engine's, or handed to it (a promotion), and the stream must not hold seqs beyond
+this data directory's log (then another engine went on after this one: it is a deposed
+primary, and `shmex follow` is how it rejoins).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from shmex.errors import CannotOpen
+from shmex.repl import cluster, lease, names
+
+
+def log_end(data_dir: str) -> int:
+    """The last command seq of the log in ``data_dir`` (0: none), scanning its last segment."""
+    import os
+
+    from shmex.wal.reader import WalReader
+    from shmex.wal.segment import list_segments, read_header
+
+    if not os.path.isdir(data_dir):
+        return 0
+    segs = list_segments(data_dir)
+    if not segs:
+        return 0
+    for index, path in reversed(segs):
+        first = int(read_header(path)["first_seq"])
+        r = WalReader(data_dir)
+        for _ in r.commands(first):
+            pass
+        if r.end.last_seq >= first or index == segs[0][0]:
+            return r.end.last_seq
+    return 0
+
+
+async def _check(cfg) -> str | None:
+    nc, js = await cluster.connect(cfg.nats, reconnect=False)
+    try:
+        kv = await asyncio.wait_for(cluster.ensure(js, cfg.nats_stream, cfg.nats_bucket, cfg.lease_s), 60.0)
+        rev, other = await lease.current(kv, names.lease_key(cfg.nats_stream))
+        me = lease.holder(cfg.data_dir, cfg.run_id)
+        if other is not None and not lease.same_engine(other, me) and rev != cfg.lease_revision:
+            return (f"the lease in bucket {cfg.nats_bucket} is held by {lease.describe(other)}: this engine "
+                    f"is not the primary of stream {cfg.nats_stream} (follow it with `shmex follow`)")
+        _, shipped = await cluster.stream_end(js, cfg.nats_stream)
+        end = log_end(cfg.data_dir)
+        if shipped > end:
+            return (f"the stream {cfg.nats_stream} holds seqs up to {shipped:,}, beyond this log's end "
+                    f"({end:,} in {cfg.data_dir}): another engine went on after this one; it is not the "
+                    f"primary (follow the stream with `shmex follow` in a fresh directory)")
+        return None
+    except asyncio.TimeoutError:
+        return f"NATS {','.join(cfg.nats)}: JetStream did not answer in 60 s (no quorum?)"
+    finally:
+        await nc.close()
+
+
+def check_start(cfg) -> str | None:
+    """-> why this engine cannot start as the primary, or None. Raises CannotOpen."""
+    try:
+        return asyncio.run(_check(cfg))
+    except CannotOpen:
+        raise

