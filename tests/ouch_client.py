@@ -4,13 +4,13 @@ messages laid out from the spec with `struct` (nothing of shmex's codec is used 
 from __future__ import annotations
 
 import asyncio
-import signal
 import subprocess
 import sys
 import struct
 import time
 
 from nasdaq_protocols import soup
+
 
 # inbound (client -> exchange), OUCH 5.0
 def enter(urn, side, qty, symbol, price, tif=b"0", display=b"Y", capacity=b"A", iso=b"N", cross=b"N",
@@ -77,16 +77,6 @@ def launch(run_id, tmp, *extra) -> subprocess.Popen:
                              "--clients", "0", "--gateway", "127.0.0.1:0", "--quiet",
                              "--data-dir", str(tmp / "data"), "--json", str(tmp / "run.json"), *extra],
                             stdout=subprocess.PIPE, stderr=err, text=True)
-
-
-def stop(p: subprocess.Popen) -> None:
-    """A clean stop (SIGINT), a kill if it does not come."""
-    p.send_signal(signal.SIGINT)
-    try:
-        p.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
 
 
 def gateway_address(data_dir, run_id, proc=None, timeout_s=600.0) -> tuple[str, int]:

@@ -17,7 +17,8 @@ import sys
 
 import pytest
 
-from ouch_client import Member, POST_ONLY, cancel, enter, gateway_address, launch, modify, replace, stop
+from engine_proc import stop
+from ouch_client import Member, POST_ONLY, cancel, enter, gateway_address, launch, modify, replace
 from shmex.net import ouch
 from shmex.shm.names import new_run_id
 

@@ -10,7 +10,8 @@ import time
 
 import psutil
 
-from ouch_client import Member, enter, gateway_address, launch, stop
+from engine_proc import stop
+from ouch_client import Member, enter, gateway_address, launch
 from shmex.engine import cells, registry
 from shmex.engine.config import EngineConfig
 from shmex.engine.ctl import Ctl

@@ -34,6 +34,8 @@ from shmex.shm.names import new_run_id
 from shmex.shm.registry import remove_dead_runs
 from shmex.wal.reader import WalReader
 
+from engine_proc import stop
+
 WAIT_S = 600.0       # a first run compiles numba kernels: minutes on a slow machine
 
 
@@ -59,16 +61,6 @@ def _follow(c, data, stream, *extra) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "shmex.cli", "follow", "--quiet", "--data-dir", str(data),
                              "--nats", _urls(c), "--stream", stream, *extra],
                             stdout=subprocess.PIPE, stderr=err, text=True)
-
-
-def _stop(p: subprocess.Popen) -> int:
-    p.send_signal(signal.SIGINT)
-    try:
-        p.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.communicate()
-    return p.returncode
 
 
 def _stream(run_id: str) -> str:
@@ -219,7 +211,7 @@ def test_takeover_after_sigkill_keeps_every_acknowledged_command(nats_cluster, s
     finally:
         new.close()
     assert min(new.acked) > max(old.acked)           # the seq continues after everything acknowledged
-    assert _stop(fol) == 0, (tmp_path / "f.follow.err").read_text()
+    assert stop(fol) == 0, (tmp_path / "f.follow.err").read_text()
     log = _log(tmp_path / "f")                       # no gap from 1 to the new engine's last seq
     assert len(log) >= max(new.acked)
     for seq, cid in {**old.acked, **new.acked}.items():
@@ -248,7 +240,7 @@ def test_replicator_killed_and_restarted_neither_duplicates_nor_skips(nats_clust
         o.until_acked(len(o.acked) + 200)
     finally:
         o.close()
-    assert _stop(prim) == 0, (tmp_path / "p.launch.err").read_text()
+    assert stop(prim) == 0, (tmp_path / "p.launch.err").read_text()
     _assert_contiguous(_journal(nats_cluster, stream), len(_log(tmp_path / "p")))
 
 
@@ -284,6 +276,6 @@ def test_one_node_lost_goes_on_two_lost_stall_then_resume(nats_cluster, shm_run,
             if nats_cluster.procs[i] is None:
                 nats_cluster.start(i)
         nats_cluster.wait_ready()
-    assert _stop(prim) == 0, (tmp_path / "p.launch.err").read_text()
+    assert stop(prim) == 0, (tmp_path / "p.launch.err").read_text()
     log = _log(tmp_path / "p")
     _assert_contiguous(_journal(nats_cluster, stream), len(log))
