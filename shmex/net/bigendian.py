@@ -17,11 +17,6 @@ def u32(b, p):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def u48(b, p):
-    return (u16(b, p) << 32) | u32(b, p + 2)
-
-
-@njit(cache=True, nogil=True, inline="always")
 def u64(b, p):
     v = np.uint64(0)
     for i in range(8):

@@ -29,7 +29,7 @@ import numpy as np
 from numba import njit, types
 from numba.typed import Dict
 
-from shmex.net.bigendian import put, u16, u32, u48, u64
+from shmex.net.bigendian import put, u16, u32, u64
 from shmex.schema import (BUY, FOK, IOC, K_CANCEL, K_NEW, LIMIT, MAKER, R_ACK,
                           R_CANCELED, R_EXPIRED, R_FILL, R_REJECTED, R_REPLACED, STP_DECREMENT)
 
@@ -40,9 +40,6 @@ MATCH_SHIFT = 20
 SIZES = {b"S": 12, b"R": 39, b"H": 25, b"Y": 20, b"L": 26, b"V": 35, b"W": 12, b"K": 28,
          b"J": 35, b"h": 21, b"A": 36, b"F": 40, b"E": 31, b"C": 36, b"X": 23, b"D": 19,
          b"U": 35, b"P": 44, b"Q": 40, b"B": 19, b"I": 50, b"N": 20, b"O": 48}
-SIZE_OF = np.zeros(256, np.int64)
-for _t, _n in SIZES.items():
-    SIZE_OF[_t[0]] = _n
 
 # System Event codes
 START_OF_MESSAGES, START_OF_SYSTEM, START_OF_MARKET = b"O", b"S", b"Q"
@@ -376,11 +373,6 @@ def apply(book: Book, buf, lo: int = 0, hi: int | None = None) -> int:
     return _apply(*book, buf, lo, len(buf) if hi is None else hi)
 
 
-def timestamp_of(buf, p: int) -> int:
-    """The timestamp of the framed message at buf[p] (its length first)."""
-    return int(u48(buf, p + 7))
-
-
 def levels(book: Book, symbol: int, side: str, depth: int | None = None) -> list[tuple[int, int, int]]:
     """[(price, shares, orders)] of one side of a symbol, best first."""
     live = np.fromiter(book.ids.values(), np.int64, len(book.ids))
@@ -390,10 +382,10 @@ def levels(book: Book, symbol: int, side: str, depth: int | None = None) -> list
         return []
     px, sh = book.price[sel], book.shares[sel]
     uniq, inv = np.unique(px, return_inverse=True)
-    qty = np.bincount(inv, weights=None, minlength=len(uniq))
+    orders = np.bincount(inv, minlength=len(uniq))
     tot = np.zeros(len(uniq), np.int64)
     np.add.at(tot, inv, sh)
-    rows = [(int(uniq[i]), int(tot[i]), int(qty[i])) for i in range(len(uniq))]
+    rows = [(int(uniq[i]), int(tot[i]), int(orders[i])) for i in range(len(uniq))]
     rows.sort(key=lambda r: -r[0] if side == "B" else r[0])
     return rows if depth is None else rows[:depth]
 
