@@ -21,6 +21,8 @@ VERBS = {
               "--takeover fails over (exit 0 ok, 1 a check failed, 2 usage or no cluster)",
     "promote": "make a follower's data directory the primary now: take the lapsed lease, apply the "
                "stream to its end, start the engine (exit 2 when the lease is held)",
+    "feed": "regenerate a run's ITCH 5.0 feed from its WAL, byte for byte the live one "
+            "(exit 0 equal, 1 differs or damaged, 2 cannot open)",
     "ouch": "log in to a gateway over SoupBinTCP, send OUCH orders, print the answers "
             "(exit 0 ok, 1 refused or closed, 2 usage)",
 }

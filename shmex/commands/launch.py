@@ -81,7 +81,24 @@ def add_arguments(p) -> None:
                    help="keep no warm standby process (a restart then spawns a fresh child)")
     p.add_argument("--segment-bytes", type=int, metavar="B", help="WAL segment size (default 64 MiB)")
     add_gateway_arguments(p)
+    add_feed_arguments(p)
     add_nats_arguments(p)
+
+
+def add_feed_arguments(p) -> None:
+    from shmex.engine.config import DEFAULT_FEED
+
+    g = p.add_argument_group("market data (ITCH 5.0 over MoldUDP64)")
+    g.add_argument("--feed", metavar="GROUP:PORT", nargs="?", const=DEFAULT_FEED,
+                   help=f"publish every book change to this UDP multicast group (default {DEFAULT_FEED}); "
+                        f"written to DATA_DIR/feed/itch.bin too; watch it with `shmex watch DATA_DIR`")
+    g.add_argument("--feed-iface", metavar="ADDR", help="the interface the feed is sent from (default 127.0.0.1)")
+    g.add_argument("--feed-rerequest-port", type=int, metavar="PORT",
+                   help="UDP port of the re-request server (default: any free one, in DATA_DIR/feed/feed.json)")
+    g.add_argument("--feed-drop-every", type=int, metavar="K",
+                   help="fault injection: leave out every K-th data packet (subscribers re-request them)")
+    g.add_argument("--feed-linger", type=float, metavar="S",
+                   help="answer re-requests this long after the end of session (default 2)")
 
 
 def add_nats_arguments(p) -> None:

@@ -98,6 +98,16 @@ R_MESSAGES = 3        # messages appended by this run's replicators
 R_HASHES = 4          # state-hash checkpoints published beside the journal
 R_LEASE_REV = 5       # the revision of the lease this engine holds (0: none yet)
 
+# the feed's own cells (P_ROLE + i of its process slot)
+F_SENT = 0            # MoldUDP64 sequence number of the last message multicast
+F_MESSAGES = 1        # messages in the feed file
+F_CMD_SEQ = 2         # the journal seq the feed has turned into messages
+F_PACKETS = 3         # data packets multicast (dropped ones included)
+F_REREQUESTS = 4      # re-requests answered
+F_DROPPED = 5         # data packets left out on purpose (feed_drop_every)
+F_STARTS = 6          # feed processes started in this run
+F_ENDED = 7           # 1: end of session sent
+
 PROD_CELLS = 32
 # producer counters (int64 indices into the producer's own block)
 (C_SENT, C_ANSWERED, C_LAST_ANSWERED, C_REPORTS, C_ACKS, C_FILLS_TAKER, C_FILLS_MAKER,

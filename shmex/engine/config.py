@@ -18,6 +18,7 @@ from shmex.errors import UsageError
 from shmex.shm.names import check_run_id, new_run_id
 
 DEFAULT_DIR = "shmex-data"
+DEFAULT_FEED = "239.192.77.1:31077"      # `launch --feed` without an address
 DEMO_ORDERS = 1_000_000
 
 
@@ -104,6 +105,13 @@ class EngineConfig:
     lease_s: float = 2.0                 # the lease's TTL: a primary silent this long can be replaced
                                          # (shorter: faster failover, more renewals, less slack for a pause)
     lease_revision: int = 0              # a promoted follower's lease revision, adopted by the replicator
+    feed: str | None = None              # GROUP:PORT of the ITCH 5.0 / MoldUDP64 multicast feed (None: no feed);
+                                         # with a feed the whole WAL is kept (the feed is regenerated from it)
+    feed_iface: str = "127.0.0.1"        # the interface's address the feed is sent from, and its
+                                         # re-request server listens on
+    feed_rerequest_port: int = 0         # the re-request server's UDP port (0: any free; see feed/feed.json)
+    feed_drop_every: int = 0             # fault injection: leave out every k-th data packet (0: none)
+    feed_linger_s: float = 2.0           # after the end of session, how long re-requests are still answered
 
     def __post_init__(self) -> None:
         check_run_id(self.run_id)
@@ -145,6 +153,7 @@ class EngineConfig:
             instruments.check_fits(instruments.load(self.symbols_path), self.book, "--symbols-file")
             users.load(self.users_path)
         self._check_nats()
+        self._check_feed()
         for name in ("ring_in", "ring_rep", "ring_journal", "ring_out"):
             v = getattr(self, name)
             _require(v >= 2 and v & (v - 1) == 0, name, f"{v}: must be a power of two >= 2")
@@ -189,6 +198,37 @@ class EngineConfig:
         _require(names.valid(self.nats_bucket), "--bucket", f"{self.nats_bucket!r}: {names.RULE}")
         _require(self.lease_s >= 1.0, "--lease", f"{self.lease_s}: must be >= 1 s")
         _require(self.lease_revision >= 0, "lease_revision", f"{self.lease_revision}: must be >= 0")
+
+    def _check_feed(self) -> None:
+        import ipaddress
+
+        if self.feed is None:
+            return
+        group, port = self.feed_address()
+        try:
+            ok = ipaddress.ip_address(group).is_multicast
+        except ValueError:
+            ok = False
+        _require(ok, "--feed", f"{self.feed!r}: {group} is not an IPv4 multicast group (224.0.0.0/4)")
+        _require(0 < port < 65536, "--feed", f"{self.feed!r}: want GROUP:PORT with a port in 1..65535")
+        try:
+            ipaddress.IPv4Address(self.feed_iface)
+        except ValueError:
+            raise UsageError(f"--feed-iface {self.feed_iface!r}: want an interface's IPv4 address") from None
+        _require(0 <= self.feed_rerequest_port < 65536, "--feed-rerequest-port",
+                 f"{self.feed_rerequest_port}: must be in 0..65535")
+        _require(self.feed_drop_every >= 0, "--feed-drop-every", f"{self.feed_drop_every}: must be >= 0")
+        _require(self.feed_linger_s >= 0, "--feed-linger", f"{self.feed_linger_s}: must be >= 0 s")
+
+    def feed_address(self) -> tuple[str, int]:
+        group, sep, port = (self.feed or "").rpartition(":")
+        try:
+            p = int(port)
+        except ValueError:
+            p = -1
+        if not sep or not group:
+            raise UsageError(f"--feed {self.feed!r}: want GROUP:PORT (a multicast group, e.g. {DEFAULT_FEED})")
+        return group, p
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -338,6 +378,9 @@ class EngineConfig:
             nats_stream=pick("stream", "nats_stream"), nats_bucket=pick("bucket", "nats_bucket"),
             lease_s=float(pick("lease", "lease_s")),
             lease_revision=int(getattr(args, "lease_revision", None) or 0),
+            feed=getattr(args, "feed", None), feed_iface=pick("feed_iface"),
+            feed_rerequest_port=int(pick("feed_rerequest_port")), feed_drop_every=int(pick("feed_drop_every")),
+            feed_linger_s=float(pick("feed_linger", "feed_linger_s")),
         )
 
 

@@ -123,6 +123,10 @@ BUILTIN: tuple[RoleSpec, ...] = (
     # and a restarted one continues after the stream's last message
     RoleSpec("replicator", "shmex.roles.replicator", rank=5,
              processes=lambda cfg: 1 if cfg.replicated else 0, drill={"replicator": KILL}),
+    # market data: ITCH 5.0 over MoldUDP64 from the durable journal (only with --feed); a
+    # restarted one regenerates the feed and goes on after the last packet it sent
+    RoleSpec("feed", "shmex.roles.feed", rank=6, wait="yield",
+             processes=lambda cfg: 0 if cfg.feed is None else 1, drill={"feed": KILL}),
 )
 
 

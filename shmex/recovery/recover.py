@@ -70,7 +70,7 @@ def recover(directory, *, until: int | None = None, use_snapshots: bool = True,
             m, info, bad = store.newest_valid(snapshot_dir(directory), max_seq=cap)
             refused += bad
         if m is None:
-            m = Matcher(**_config(directory))
+            m = Matcher(**matcher_config(directory))
         start = m.last_seq + 1
         _refuse_retired(directory, (doc or {}).get("retention"), start, until, refused)
         n = 0
@@ -137,7 +137,7 @@ def _refuse_retired(directory, retention: dict | None, start: int, until: int | 
                      f"(the log starts at seq {first}, segment {retention['first_segment']}){hint}")
 
 
-def _config(directory) -> dict:
+def matcher_config(directory) -> dict:
     """The matcher config of the run that made the book: the last run that began where
     the log begins (earlier ones left nothing durable; later ones continued its book,
     which kept its hash key, whatever key their own config drew)."""
@@ -167,6 +167,7 @@ def _check_snapshot_marks(m, end: ScanEnd) -> list[str]:
 def remove_log(data_dir: str) -> None:
     """Remove a previous log from data_dir (only files shmex writes there), holding the WAL
     writer's lock: CannotOpen, and nothing removed, while an engine writes that log."""
+    from shmex.net.feed import FEED_DIR
     from shmex.wal.writer import lock_directory
 
     if not os.path.isdir(data_dir):
@@ -177,5 +178,6 @@ def remove_log(data_dir: str) -> None:
             if wal_layout.parse_segment_name(name) is not None or name in (wal_layout.MANIFEST, wal_layout.SPARE_NAME):
                 os.unlink(os.path.join(data_dir, name))
         shutil.rmtree(os.path.join(data_dir, wal_layout.SNAPSHOT_DIR), ignore_errors=True)
+        shutil.rmtree(os.path.join(data_dir, FEED_DIR), ignore_errors=True)     # derived from the log
     finally:
         os.close(fd)     # releases the lock

@@ -216,7 +216,8 @@ class Retention:
         self.segment = -1
 
     def tick(self, wal: WalWriter) -> None:
-        if not self.cfg.keep_snapshots or wal.segment == self.segment:
+        # a feed is regenerated from the whole journal: with one, nothing is retired
+        if not self.cfg.keep_snapshots or self.cfg.feed is not None or wal.segment == self.segment:
             return
         from shmex.recovery.retention import retire_bound
 

@@ -1,7 +1,8 @@
 """The run manifest: one JSON file listing the runs that wrote a log directory.
 
-Each run: ``run_id`` (32 hex), ``started_ns``, ``config`` (the matcher config),
-``first_seq``, ``first_segment``, ``sealed``; a sealed run adds ``last_seq``,
+Each run: ``run_id`` (32 hex), ``started_ns`` (UTC) and ``mono_ns`` (CLOCK_MONOTONIC,
+the clock of the engine's stamps) read together at its start, ``config`` (the matcher
+config), ``first_seq``, ``first_segment``, ``sealed``; a sealed run adds ``last_seq``,
 ``records`` (commands it wrote), ``digest`` (CRC32C chain over its command records,
 hex) and ``sealed_ns``. An unsealed run that is not the live one crashed; one that halted
 on a durability fault says so in ``halted`` (its durable seq and the reason).

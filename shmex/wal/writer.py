@@ -177,7 +177,10 @@ class WalWriter:
         self._segment = cut.next_segment - 1
         self._new_segment()
         self._write_control(wal_layout.REC_RUN_START, self._run_payload(0, 0), sync=True)
-        run = {"run_id": self.run_id.hex(), "started_ns": time.time_ns(), "config": config,
+        # started_ns (UTC) beside mono_ns (CLOCK_MONOTONIC, the engine's stamps) read
+        # together: the feed turns a logged stamp into a time of day with their difference
+        mono, utc = time.monotonic_ns(), time.time_ns()
+        run = {"run_id": self.run_id.hex(), "started_ns": utc, "mono_ns": mono, "config": config,
                "first_seq": nxt, "first_segment": self._segment, "sealed": False,
                "mode": self.mode, "segment_bytes": self.segment_bytes}
         if cut.damage is not None or cut.removed:

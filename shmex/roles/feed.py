@@ -1,0 +1,229 @@
+"""The feed: every book change as ITCH 5.0 over MoldUDP64 multicast, from the durable journal.
+
+- It reads only what DURABLE_SEQ covers (`net.feed.Generator` over `wal.tail.WalTail`) and
+  replays it through its own matcher: the feed is a function of the journal, the bytes
+  ``shmex feed DIR`` regenerates, and it never touches the matcher's rings (it cannot
+  slow or stall matching; it only lags).
+- Each batch of messages is appended to DATA_DIR/feed/itch.bin (2-byte length framing,
+  message k = sequence number k) and multicast in packets of at most 1400 message bytes;
+  a heartbeat (count 0) after HEARTBEAT_S without a packet; at a clean stop the closing
+  System Events, then end of session (count 0xFFFF), repeated while it lingers.
+- Re-requests (unicast UDP to the address in DATA_DIR/feed/feed.json) are answered from
+  the file, as much as fits in one packet.
+- Restarted, it regenerates the feed from seq 1, keeps the file's prefix that agrees with
+  it (`net.feedfile`), and multicasts only what comes after F_SENT, the last sequence
+  number its predecessor sent: the wire goes on where it stopped. A first start on a
+  directory whose file already holds a feed (an earlier run of the log) does not
+  multicast that history again: subscribers re-request it.
+- ``feed_drop_every`` k leaves out every k-th data packet (fault injection for tests and
+  drills: the subscribers must re-request).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import sys
+import time
+
+import numpy as np
+
+from shmex.engine import cells
+from shmex.engine.ctl import Aborted, Ctl, ProcessSlot
+from shmex.net import feed as feed_mod, feedfile, mold
+
+HEARTBEAT_S = 1.0
+EOS_EVERY_S = 0.2          # end of session repeated this often while lingering
+IDLE_S = 0.0005            # nap when nothing durable is new
+REQUESTS_PER_TURN = 64
+SNDBUF = 4 << 20
+
+
+def _log(msg: str) -> None:
+    print(f"feed: {msg}", file=sys.stderr, flush=True)
+
+
+def warm() -> None:
+    from shmex.net import itch
+    from shmex.wal.tail import WalTail
+
+    itch.warm()
+    mold.warm()
+    feedfile.offsets(np.zeros(3, np.uint8))
+    WalTail("/nonexistent", 1)
+
+
+def run(cfg, ctl: Ctl, me: ProcessSlot, index: int = 0) -> int:
+    f = Feed(cfg, ctl, me)
+    try:
+        return f.main()
+    except Aborted:
+        return 0
+    finally:
+        f.close()
+
+
+class Feed:
+    def __init__(self, cfg, ctl: Ctl, me: ProcessSlot):
+        self.cfg, self.ctl, self.me = cfg, ctl, me
+        self.base = cells.proc_cell(me.slot, cells.P_ROLE)
+        self.file: feedfile.FeedFile | None = None
+        self.gen: feed_mod.Generator | None = None
+        self.tx = self.rx = None
+
+    def cell(self, i: int) -> int:
+        return self.base + i
+
+    def close(self) -> None:
+        for s in (self.tx, self.rx):
+            if s is not None:
+                s.close()
+        if self.file is not None:
+            self.file.close()
+        if self.gen is not None:
+            self.gen.close()
+
+    # -- setup -------------------------------------------------------------------------------
+    def _sockets(self) -> None:
+        cfg = self.cfg
+        self.group = cfg.feed_address()
+        tx = self.tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(cfg.feed_iface))
+        tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+        tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+        tx.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
+        rx = self.rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        rx.bind((cfg.feed_iface, cfg.feed_rerequest_port))
+        rx.setblocking(False)
+
+    def main(self) -> int:
+        cfg, ctl, me = self.cfg, self.ctl, self.me
+        path, _ = feed_mod.paths(cfg.data_dir)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        symbols = feed_mod.symbols_for(cfg.symbols, cfg.symbols_path)
+        self.gen = gen = feed_mod.Generator(cfg.data_dir, symbols)
+        self.session = mold.session_name(gen.session)
+        self.file = feedfile.FeedFile(path)
+        try:
+            self._sockets()
+        except OSError as e:
+            _log(f"cannot open the feed's sockets ({cfg.feed}, re-requests on {cfg.feed_iface}:"
+                 f"{cfg.feed_rerequest_port}): {e.strerror or e}")
+            return 1
+        starts = ctl.load(self.cell(cells.F_STARTS))
+        ctl.store(self.cell(cells.F_STARTS), starts + 1)
+        # the wire goes on after what a predecessor in this run sent; a first start leaves
+        # what the file already holds (an earlier run's feed) to re-requests
+        self.sent = ctl.load(self.cell(cells.F_SENT)) if starts else self.file.count
+        ctl.store(self.cell(cells.F_SENT), self.sent)
+        host, port = self.rx.getsockname()
+        feed_mod.write_info(cfg.data_dir, {
+            "session": gen.session, "group": self.group[0], "port": self.group[1], "iface": cfg.feed_iface,
+            "rerequest": [host, port], "file": path, "run_id": cfg.run_id,
+            "symbols": [[s.name, s.tick, s.lot] for s in gen.symbols]})
+        self.last_tx = time.monotonic()
+        self.packets = 0
+        self._req = bytearray(mold.HEADER_BYTES + 64)
+        me.ready()
+        me.wait_go()
+        self._add(np.frombuffer(gen.opening(), np.uint8))
+        while True:
+            ctl.check()
+            me.beat()
+            self._serve()
+            durable = ctl.load(cells.DURABLE_SEQ)   # ORDER: acquire: the records are in the log
+            n = gen.read(durable)
+            if n:
+                self._add(gen.block, gen.offs[:n])
+                ctl.store(self.cell(cells.F_CMD_SEQ), gen.next_seq - 1)
+                continue
+            done = ctl.load(cells.WAL_DONE)
+            if done and gen.next_seq > ctl.load(cells.DURABLE_SEQ):
+                if done == 1 and gen.sealed():
+                    self._add(np.frombuffer(gen.closing(), np.uint8))
+                self._end()
+                return 0
+            if time.monotonic() - self.last_tx >= HEARTBEAT_S:
+                self._send(mold.header(self.session, self.file.count + 1, mold.HEARTBEAT))
+            time.sleep(IDLE_S)
+
+    # -- the feed ----------------------------------------------------------------------------
+    def _add(self, block: np.ndarray, offs: np.ndarray | None = None) -> None:
+        """Append messages to the file; multicast the ones after `sent`."""
+        f = self.file
+        offs = feedfile.offsets(block) if offs is None else offs
+        first = f.kept + 1
+        f.add(block, offs)
+        if f.cut_at is not None:
+            if f.cut_at <= self.sent:
+                _log(f"the feed file differed from the journal's feed at message {f.cut_at:,}: "
+                     f"cut there; multicast again from it")
+                self.sent = f.cut_at - 1
+            f.cut_at = None
+        self.ctl.store(self.cell(cells.F_MESSAGES), f.count)
+        lo = max(self.sent + 1 - first, 0)
+        if lo < len(offs):
+            self._multicast(block, offs, lo, first)
+
+    def _multicast(self, block: np.ndarray, offs: np.ndarray, lo: int, first: int) -> None:
+        cuts = mold.cuts(offs, lo, len(offs), len(block))
+        drop = self.cfg.feed_drop_every
+        mv = memoryview(block)
+        for k in range(len(cuts) - 1):
+            a, b = int(cuts[k]), int(cuts[k + 1])
+            end = int(offs[b]) if b < len(offs) else len(block)
+            self.packets += 1
+            self.ctl.a[self.cell(cells.F_PACKETS)] += 1     # plain: this process is the only writer
+            if drop and self.packets % drop == 0:
+                self.ctl.a[self.cell(cells.F_DROPPED)] += 1
+            else:
+                self._send(mold.header(self.session, first + a, b - a), mv[int(offs[a]):end])
+            self.sent = first + b - 1
+            self.ctl.store(self.cell(cells.F_SENT), self.sent)   # after the send: a restart repeats at most this packet
+
+    def _send(self, head: bytes, body=b"") -> None:
+        try:
+            self.tx.sendmsg([head, body] if body else [head], [], 0, self.group)
+        except OSError as e:
+            if e.errno not in (errno.ENOBUFS, errno.EAGAIN):
+                raise
+        self.last_tx = time.monotonic()
+
+    def _serve(self) -> None:
+        """Answer waiting re-requests: session, first sequence number, count."""
+        for _ in range(REQUESTS_PER_TURN):
+            try:
+                n, addr = self.rx.recvfrom_into(self._req)
+            except (BlockingIOError, InterruptedError):
+                return
+            if n != mold.HEADER_BYTES:
+                continue
+            session, seq, count = mold.parse_header(self._req)
+            if session != self.session or count == 0 or count == mold.END_OF_SESSION:
+                continue
+            data, k = self.file.read(seq, mold.MAX_PAYLOAD, count)
+            if not k:
+                continue
+            try:
+                self.rx.sendto(mold.header(self.session, seq, k) + data, addr)
+            except OSError:
+                continue
+            self.ctl.a[self.cell(cells.F_REREQUESTS)] += 1
+
+    def _end(self) -> None:
+        """End of session, repeated while re-requests are answered for feed_linger_s."""
+        eos = mold.header(self.session, self.file.count + 1, mold.END_OF_SESSION)
+        self._send(eos)
+        self.ctl.store(self.cell(cells.F_ENDED), 1)
+        until = time.monotonic() + self.cfg.feed_linger_s
+        last = time.monotonic()
+        while time.monotonic() < until:
+            self.ctl.check()
+            self.me.beat()
+            self._serve()
+            if time.monotonic() - last >= EOS_EVERY_S:
+                self._send(eos)
+                last = time.monotonic()
+            time.sleep(IDLE_S)
