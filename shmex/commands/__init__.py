@@ -23,6 +23,8 @@ VERBS = {
                "stream to its end, start the engine (exit 2 when the lease is held)",
     "feed": "regenerate a run's ITCH 5.0 feed from its WAL, byte for byte the live one "
             "(exit 0 equal, 1 differs or damaged, 2 cannot open)",
+    "watch": "join a run's ITCH feed, show its books live, check them against the engine's at the end "
+             "(exit 0 equal, 1 differs, 2 no feed)",
     "ouch": "log in to a gateway over SoupBinTCP, send OUCH orders, print the answers "
             "(exit 0 ok, 1 refused or closed, 2 usage)",
 }
