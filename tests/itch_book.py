@@ -1,4 +1,4 @@
-"""Test helpers: a random mixed command stream, and an engine book in ITCH units."""
+"""Test helpers: a random mixed command stream; itchfeed reading a feed."""
 
 from __future__ import annotations
 
@@ -49,14 +49,31 @@ def mixed_stream(n: int, seed: int, *, symbols: int = 2, producers: int = 3, lo:
     return out
 
 
-def engine_levels(resting: np.ndarray, symbol: int, side: int, ticks: int, lot: int):
-    """[(price, shares, orders)] of one side of a symbol from `Matcher.resting()`, best first."""
-    sel = resting[(resting["symbol"] == symbol) & (resting["side"] == side)]
-    agg: dict[int, list[int]] = {}
-    for r in sel:
-        a = agg.setdefault(int(r["price"]) * ticks, [0, 0])
-        a[0] += int(r["leaves"]) * lot
-        a[1] += 1
-    rows = [(p, q, k) for p, (q, k) in agg.items()]
-    rows.sort(key=lambda r: -r[0] if side == Side.BUY else r[0])
-    return rows
+def assert_itchfeed_reads(data: bytes, lot: int | None = None) -> int:
+    """A third-party parser (itchfeed) reads every message of a framed ITCH block with the
+    fields our decoder reads; -> messages."""
+    import io
+
+    from itch.parser import MessageParser
+    from shmex.net import itch
+
+    ours = itch.messages(data)
+    theirs = list(MessageParser().parse_file(io.BytesIO(data)))
+    assert len(theirs) == len(ours)
+    for mine, t in zip(ours, theirs):
+        d = itch.decode(mine)
+        assert t.message_type.decode() == d["type"]
+        assert t.stock_locate == d["locate"] and t.timestamp == d["timestamp"]
+        if d["type"] in ("A", "E", "X", "D", "U"):
+            assert t.order_reference_number == d["ref"]
+        if d["type"] == "A":
+            assert (t.shares, t.price, t.stock.decode().rstrip()) == (d["shares"], d["price"], d["stock"])
+        if d["type"] == "E":
+            assert (t.executed_shares, t.match_number) == (d["shares"], d["match"])
+        if d["type"] == "U":
+            assert (t.new_order_reference_number, t.shares, t.price) == (d["new_ref"], d["shares"], d["price"])
+        if d["type"] == "S":
+            assert t.event_code.decode() == d["event"]
+        if d["type"] == "R" and lot is not None:
+            assert t.round_lot_size == lot
+    return len(ours)

@@ -47,7 +47,7 @@ SAME_LAYER_ALLOWED = {   # (importer, imported)
 }
 KNOWN_VIOLATIONS: set = set()   # (module, imported package) pairs that break the rule today: none
 
-ROLE_NAMES = ("matcher", "walwriter", "publisher", "producer", "gateway")
+ROLE_NAMES = ("matcher", "walwriter", "publisher", "producer", "gateway", "feed")
 # The one engine module that may name roles: the role registry.
 ROLE_NAMES_ALLOWED_IN = {"registry.py"}
 KNOWN_ROLE_LITERALS = {   # (file, literal): the publisher's inline/process mode, which
@@ -55,6 +55,7 @@ KNOWN_ROLE_LITERALS = {   # (file, literal): the publisher's inline/process mode
     ("shmex/engine/config.py", "publisher"),
     ("shmex/engine/summary.py", "publisher"),
     ("shmex/engine/config.py", "gateway"),     # the --gateway flag's argparse attribute
+    ("shmex/engine/config.py", "feed"),        # the --feed flag's argparse attribute
 }
 
 

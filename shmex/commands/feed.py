@@ -39,13 +39,14 @@ def first_difference(a: str, b: str) -> int | None:
 
 def main(args) -> int:
     from shmex.errors import CannotOpen, ShmexError
-    from shmex.net import EXAMPLE_SYMBOLS, feed
+    from shmex.net import EXAMPLE_SYMBOLS, feedfile
+    from shmex.recovery import feed
     from shmex.recovery.recover import matcher_config
 
-    live, info = feed.paths(args.dir)
+    live, info = feedfile.paths(args.dir)
     try:
         if os.path.exists(info):
-            symbols = feed.info_symbols(feed.read_info(args.dir))
+            symbols = feedfile.info_symbols(feedfile.read_info(args.dir))
         else:
             symbols = feed.symbols_for(matcher_config(args.dir)["symbols"], args.symbols_file or EXAMPLE_SYMBOLS)
         out = args.out or os.path.join(os.path.dirname(live), "itch.regen.bin")

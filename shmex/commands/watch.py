@@ -54,7 +54,8 @@ def view(book, symbols, depth: int) -> list[str]:
 
 def check(book, data_dir, symbols) -> list[str]:
     """The differences between the subscriber's book and the one rebuilt from the WAL."""
-    from shmex.net import feed, itch
+    from shmex.net import itch
+    from shmex.recovery import feed
     from shmex.recovery.recover import recover
     from shmex.schema import Side
 
@@ -75,20 +76,20 @@ def main(args) -> int:
     import numpy as np
 
     from shmex.errors import CannotOpen
-    from shmex.net import feed, itch
+    from shmex.net import feedfile, itch
     from shmex.net.subscriber import Subscriber
 
     deadline = time.monotonic() + args.wait
     while True:
         try:
-            info = feed.read_info(args.dir)
+            info = feedfile.read_info(args.dir)
             break
         except CannotOpen as e:
             if time.monotonic() > deadline:
                 print(f"watch: cannot open: {e}", file=sys.stderr)
                 return 2
             time.sleep(0.1)
-    symbols = feed.info_symbols(info)
+    symbols = feedfile.info_symbols(info)
     tty = sys.stdout.isatty() and not args.quiet
     book = itch.new_book()
     sub = Subscriber(info["group"], int(info["port"]), tuple(info["rerequest"]), iface=info["iface"],

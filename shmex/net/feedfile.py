@@ -1,5 +1,6 @@
-"""The feed file: every ITCH message of a session, each preceded by its length (u16), as
-Nasdaq frames its sample files; message k (1-based) is MoldUDP64 sequence number k.
+"""The feed's files in DATA_DIR/feed. ``itch.bin``: every ITCH message of a session, each
+preceded by its length (u16) as Nasdaq frames its sample files; message k (1-based) is
+MoldUDP64 sequence number k.
 
 `FeedFile` appends what the generator produced and keeps an index of message offsets, so
 that the re-request server answers from any sequence number with one pread. Opened on an
@@ -7,16 +8,64 @@ existing file (a restarted feed), it keeps the prefix the regenerated messages a
 with: `add` compares each new block with what the file holds at its place, moves on over
 what matches, and at the first message that differs cuts the file there and writes the
 rest. The feed is derived data: it is written, not synced (``shmex feed DIR`` rebuilds it).
+``feed.json`` says where the feed is sent (group, port, interface), where re-requests go,
+its MoldUDP64 session and the instruments it was made with.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
 
+from shmex.errors import CannotOpen
 from shmex.files import FILE_MODE
+
+FEED_DIR = "feed"
+FEED_FILE = "itch.bin"
+FEED_INFO = "feed.json"
+
+
+@dataclass(frozen=True)
+class Symbol:
+    name: str
+    tick: int         # price units (1/10000) per tick
+    lot: int          # shares per lot
+
+
+def paths(directory) -> tuple[str, str]:
+    """(feed file, feed info) of a data directory."""
+    d = os.path.join(str(directory), FEED_DIR)
+    return os.path.join(d, FEED_FILE), os.path.join(d, FEED_INFO)
+
+
+def read_info(directory) -> dict:
+    _, info = paths(directory)
+    try:
+        with open(info) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise CannotOpen(f"{info}: no feed info (was the run launched with --feed?)") from None
+    except (OSError, ValueError) as e:
+        raise CannotOpen(f"{info}: {e}") from None
+
+
+def write_info(directory, doc: dict) -> None:
+    from shmex.files import make_private_dir
+
+    _, info = paths(directory)
+    make_private_dir(os.path.dirname(info))
+    tmp = info + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=1)
+    os.rename(tmp, info)
+
+
+def info_symbols(doc: dict) -> list[Symbol]:
+    return [Symbol(str(n), int(t), int(lot)) for n, t, lot in doc["symbols"]]
 
 
 @njit(cache=True, nogil=True)

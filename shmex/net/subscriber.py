@@ -84,7 +84,7 @@ class Subscriber:
     @classmethod
     def of_run(cls, data_dir, **kw) -> "Subscriber":
         """A subscriber to the feed a run in data_dir publishes (DATA_DIR/feed/feed.json)."""
-        from shmex.net.feed import read_info
+        from shmex.net.feedfile import read_info
 
         info = read_info(data_dir)
         return cls(info["group"], int(info["port"]), tuple(info["rerequest"]), iface=info["iface"],

@@ -167,7 +167,7 @@ def _check_snapshot_marks(m, end: ScanEnd) -> list[str]:
 def remove_log(data_dir: str) -> None:
     """Remove a previous log from data_dir (only files shmex writes there), holding the WAL
     writer's lock: CannotOpen, and nothing removed, while an engine writes that log."""
-    from shmex.net.feed import FEED_DIR
+    from shmex.net.feedfile import FEED_DIR
     from shmex.wal.writer import lock_directory
 
     if not os.path.isdir(data_dir):

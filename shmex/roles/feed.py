@@ -31,7 +31,8 @@ import numpy as np
 
 from shmex.engine import cells
 from shmex.engine.ctl import Aborted, Ctl, ProcessSlot
-from shmex.net import feed as feed_mod, feedfile, mold
+from shmex.net import feedfile, mold
+from shmex.recovery import feed as feed_mod
 
 HEARTBEAT_S = 1.0
 EOS_EVERY_S = 0.2          # end of session repeated this often while lingering
@@ -100,7 +101,7 @@ class Feed:
 
     def main(self) -> int:
         cfg, ctl, me = self.cfg, self.ctl, self.me
-        path, _ = feed_mod.paths(cfg.data_dir)
+        path, _ = feedfile.paths(cfg.data_dir)
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         symbols = feed_mod.symbols_for(cfg.symbols, cfg.symbols_path)
         self.gen = gen = feed_mod.Generator(cfg.data_dir, symbols)
@@ -119,7 +120,7 @@ class Feed:
         self.sent = ctl.load(self.cell(cells.F_SENT)) if starts else self.file.count
         ctl.store(self.cell(cells.F_SENT), self.sent)
         host, port = self.rx.getsockname()
-        feed_mod.write_info(cfg.data_dir, {
+        feedfile.write_info(cfg.data_dir, {
             "session": gen.session, "group": self.group[0], "port": self.group[1], "iface": cfg.feed_iface,
             "rerequest": [host, port], "file": path, "run_id": cfg.run_id,
             "symbols": [[s.name, s.tick, s.lot] for s in gen.symbols]})

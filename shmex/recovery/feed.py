@@ -22,29 +22,18 @@ keeps the whole log while it runs a feed).
 from __future__ import annotations
 
 import bisect
-import json
 import os
-from dataclasses import dataclass
 
 import numpy as np
 
 from shmex.errors import CannotOpen, UsageError
 from shmex.net import itch
+from shmex.net.feedfile import Symbol
 from shmex.wal import manifest
 
-FEED_DIR = "feed"
-FEED_FILE = "itch.bin"
-FEED_INFO = "feed.json"
 BATCH = 1 << 16
 DEFAULT_TICK = 100                   # price units (1/10000) per tick beyond the symbols file: $0.01
 DEFAULT_LOT = 1
-
-
-@dataclass(frozen=True)
-class Symbol:
-    name: str
-    tick: int         # price units (1/10000) per tick
-    lot: int          # shares per lot
 
 
 def symbols_for(count: int, symbols_path: str) -> list[Symbol]:
@@ -55,38 +44,6 @@ def symbols_for(count: int, symbols_path: str) -> list[Symbol]:
     table = instruments.load(symbols_path)[:count]
     out = [Symbol(i.name, i.tick, i.lot) for i in table]
     return out + [Symbol(f"SYM{k}", DEFAULT_TICK, DEFAULT_LOT) for k in range(len(out), count)]
-
-
-def paths(directory) -> tuple[str, str]:
-    """(feed file, feed info) of a data directory."""
-    d = os.path.join(str(directory), FEED_DIR)
-    return os.path.join(d, FEED_FILE), os.path.join(d, FEED_INFO)
-
-
-def read_info(directory) -> dict:
-    _, info = paths(directory)
-    try:
-        with open(info) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise CannotOpen(f"{info}: no feed info (was the run launched with --feed?)") from None
-    except (OSError, ValueError) as e:
-        raise CannotOpen(f"{info}: {e}") from None
-
-
-def write_info(directory, doc: dict) -> None:
-    from shmex.files import make_private_dir
-
-    _, info = paths(directory)
-    make_private_dir(os.path.dirname(info))
-    tmp = info + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=1)
-    os.rename(tmp, info)
-
-
-def info_symbols(doc: dict) -> list[Symbol]:
-    return [Symbol(str(n), int(t), int(lot)) for n, t, lot in doc["symbols"]]
 
 
 def session_of(doc: dict | None) -> str:
