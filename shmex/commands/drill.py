@@ -27,6 +27,9 @@ record of the log, then SIGKILLs it: its successor must cut that tail and go on.
 (`bench.tcp_member`, user dave, 2,000 orders/s) that reconnects after each kill, asks for
 the message after the last it read and resends what had no answer: every order it saw
 Accepted must be in the WAL exactly once, none answered twice, none left unanswered.
+``feed`` kills the ITCH feed; the drill then runs one with a subscriber (`net.subscriber`)
+from the start: (6) what the subscriber received, re-requests included, must be the feed
+file message for message, and the file what ``shmex feed`` regenerates from the WAL.
 ``standby`` kills the supervisor's warm standby (`standby.py`): it must be replaced.
 ``syncerror`` makes the WAL writer's next fdatasync fail with EIO (an injection hook that
 exists only in a drill's engine: `registry.FAULTS_ENV`): the engine must halt with a line
@@ -71,6 +74,7 @@ DRILL_MARK = ".shmex-drill"   # marks a directory the drill made (and may empty 
 STANDBY = "standby"       # the supervisor's warm spare: not a role, a drill target of its own
 SYNC_TARGET = "syncerror"  # the fault that ends the drill: the engine must halt
 GATEWAY_TARGET = "gateway"  # brings the gateway and a TCP member (`bench.tcp_member`) into the run
+FEED_TARGET = "feed"        # brings the feed and a subscriber into the run
 MEMBER_RATE = 2000.0        # the member's orders/s
 HALT_WAIT_S = 30.0         # how long a failed sync may take to halt the engine under load
 STANDBY_WAIT_S = 120.0   # generous for a loaded CI box (the standby warms up at nice 19)
@@ -126,9 +130,65 @@ def _config(args):
     wanted = [registry.drill_targets()[t][0] for t in args.target_list if t != STANDBY]
     if GATEWAY_TARGET in args.target_list:    # the gateway with a TCP member as its load
         cfg = cfg.replace(gateway="127.0.0.1:0")
+    if FEED_TARGET in args.target_list:
+        from shmex.engine.config import DEFAULT_FEED
+
+        cfg = cfg.replace(feed=DEFAULT_FEED, feed_linger_s=10.0)
     if any(spec.processes(cfg) == 0 for spec in wanted):     # e.g. the publisher, inline by default
         cfg = cfg.replace(publisher_inline=False)
     return cfg
+
+
+class FeedWatcher(threading.Thread):
+    """A feed subscriber for the whole drill: every message it gets, in order."""
+
+    def __init__(self, data_dir: str):
+        super().__init__(daemon=True)
+        self.data_dir = data_dir
+        self.parts: list[bytes] = []
+        self.stats = None
+        self.error: str | None = None
+
+    def run(self) -> None:
+        from shmex.errors import CannotOpen
+        from shmex.net.subscriber import Subscriber
+
+        deadline = time.monotonic() + 600
+        while True:
+            try:
+                sub = Subscriber.of_run(self.data_dir, idle_timeout=120)
+                break
+            except CannotOpen:
+                if time.monotonic() > deadline:
+                    self.error = "no feed info appeared"
+                    return
+                time.sleep(0.05)
+        try:
+            with sub:
+                for _, block, _ in sub.blocks():
+                    self.parts.append(block)
+        except TimeoutError as e:
+            self.error = str(e)
+        self.stats = sub.stats
+
+    def verdict(self, problems: list[str]) -> dict:
+        from shmex.net.feedfile import paths
+
+        live, _ = paths(self.data_dir)
+        got = b"".join(self.parts)
+        if self.is_alive() or self.error:
+            problems.append(f"(6) the feed subscriber did not reach the end of session: {self.error or 'still waiting'}")
+        with open(live, "rb") as f:
+            same = f.read() == got
+        if not same:
+            problems.append(f"(6) the feed subscriber's {len(got):,} bytes differ from the feed file {live}")
+        r = subprocess.run([sys.executable, "-m", "shmex.cli", "feed", self.data_dir], capture_output=True, text=True)
+        if r.returncode != 0:
+            problems.append(f"(6) shmex feed exited {r.returncode}: {(r.stdout + r.stderr).strip()[-400:]}")
+        s = self.stats
+        return {"subscriber_bytes": len(got), "equal_to_file": same, "regenerated_equal": r.returncode == 0,
+                "gaps": s.gaps if s else None, "rerequests": s.rerequests if s else None,
+                "duplicates": s.duplicates if s else None}
 
 
 class Killer(threading.Thread):
@@ -509,6 +569,9 @@ def main(args) -> int:
 
             killer.member = Member(cfg.data_dir, cfg.run_id, "dave", "dave1", MEMBER_RATE)
             killer.member.start()
+        watcher = FeedWatcher(cfg.data_dir) if cfg.feed is not None else None
+        if watcher is not None:
+            watcher.start()
         killer.start()
         sampler.start()
         t0 = time.monotonic()
@@ -524,6 +587,10 @@ def main(args) -> int:
                 outages.append((k["t_kill"], k["t_ready"]))
         wall = time.monotonic() - t0
         doc = _check(cfg, out, killer, args, wall, load_hash, PREFIX, SHM_DIR)
+        if watcher is not None:
+            watcher.join(timeout=120)
+            doc["feed"] = watcher.verdict(doc["problems"])
+            doc["passed"] = not doc["problems"]
         doc["machine"] = describe()
     finally:
         if tmp is not None:
@@ -702,6 +769,11 @@ def _print_verdict(doc: dict, log) -> None:
               f"{all(p['answered'] >= p['sent'] for p in doc['producers'])}")
     print(f"  (4) shmex verify exit {doc['verify_exit']}")
     print(f"  (5) segments leaked: {len(doc['segments_leaked'])}")
+    f = doc.get("feed")
+    if f:
+        print(f"  (6) feed: the subscriber got {f['subscriber_bytes']:,} bytes, equal to the feed file: "
+              f"{f['equal_to_file']}; regenerated from the WAL equal: {f['regenerated_equal']} "
+              f"({f['gaps']} gaps, {f['rerequests']} re-requests, {f['duplicates']} duplicates)")
     for pr in doc["problems"]:
         print(f"  FAILED: {pr}")
     print(f"  verdict: {'PASSED' if doc['passed'] else 'FAILED'}")

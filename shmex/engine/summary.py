@@ -118,9 +118,21 @@ def result_doc(cfg, out) -> dict:
         "segments_left": out.leaked, "dead_runs_cleaned": out.cleaned,
         "dead_runs_cleaned_ids": out.cleaned_runs,
         "restarts": [{k: v for k, v in e.items() if k not in ("died_s", "ready_s")} for e in out.restarts],
-        "standby": out.standby, "wal": wal_kept(cfg, ctl),
+        "standby": out.standby, "wal": wal_kept(cfg, ctl), "roles": role_reports(cfg, ctl),
         "verify": f"shmex verify {cfg.data_dir}", "replay": f"shmex replay {cfg.data_dir}",
     }, h
+
+
+def role_reports(cfg, ctl: np.ndarray) -> dict:
+    """{role: (its result document, its summary line)} of the roles that report (`RoleSpec.reports`)."""
+    from shmex.engine import registry
+
+    out = {}
+    for p in registry.launched(cfg):
+        if p.spec.reports and p.index == 0:
+            doc, line = registry.module(p.spec).report(cfg, ctl, cells.proc_cell(p.slot, cells.P_ROLE))
+            out[p.spec.name] = {**doc, "line": line}
+    return out
 
 
 def wal_kept(cfg, ctl: np.ndarray) -> dict:
@@ -184,6 +196,8 @@ def print_summary(doc: dict) -> None:
       + (f" from seq {w['first_seq']:,}" if w["first_seq"] is not None else "")
       + f"; retention ({keep}) removed {w['removed_segments']} segment(s) "
         f"({w['removed_bytes'] / 2**20:,.1f} MiB) in this run")
+    for name, r in doc.get("roles", {}).items():
+        p(f"  {name:<11} {r['line']}")
     p(f"  verify      {doc['verify']}    replay: {doc['replay']}")
     bad = [k for k, v in doc["checks"].items() if not v]
     p(f"  checks      " + ("all passed (" + ", ".join(doc["checks"]) + ")" if not bad else "FAILED: " + ", ".join(bad)))

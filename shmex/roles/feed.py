@@ -55,6 +55,24 @@ def warm() -> None:
     WalTail("/nonexistent", 1)
 
 
+def report(cfg, ctl, base: int) -> tuple[dict, str]:
+    """The run summary's part: what went out, and how to watch it again."""
+    from shmex.net.feedfile import paths
+
+    c = {k: int(ctl[base + i]) for k, i in (("messages", cells.F_MESSAGES), ("sent", cells.F_SENT),
+                                           ("packets", cells.F_PACKETS), ("rerequests", cells.F_REREQUESTS),
+                                           ("dropped", cells.F_DROPPED), ("starts", cells.F_STARTS),
+                                           ("ended", cells.F_ENDED), ("journal_seq", cells.F_CMD_SEQ))}
+    path, _ = paths(cfg.data_dir)
+    doc = {**c, "group": cfg.feed, "file": path}
+    line = (f"{c['messages']:,} ITCH messages to {cfg.feed} in {c['packets']:,} packets "
+            f"(journal to seq {c['journal_seq']:,}; {c['rerequests']:,} re-requests answered"
+            + (f"; {c['dropped']:,} packets left out on purpose" if c["dropped"] else "")
+            + (f"; restarted {c['starts'] - 1}x" if c["starts"] > 1 else "")
+            + ("" if c["ended"] else "; NO end of session") + f"); file {path}, regenerate: shmex feed {cfg.data_dir}")
+    return doc, line
+
+
 def run(cfg, ctl: Ctl, me: ProcessSlot, index: int = 0) -> int:
     f = Feed(cfg, ctl, me)
     try:
