@@ -1,4 +1,4 @@
-"""``shmex bench matcher|ring|wal``: run a benchmark and print its figures (``--json PATH``
+"""``shmex bench matcher|ring|wal|gateway|feed``: run a benchmark and print its figures (``--json PATH``
 for machines). Each prints the machine, the workload and the command first.
 """
 
@@ -11,6 +11,8 @@ WHAT = {  # name: (help, module with main(args))
     "ring": ("shared-memory ring against Python IPC", "shmex.bench.ring_bench"),
     "wal": ("WAL appends, commit latency, replay, recovery", "shmex.bench.wal_bench"),
     "gateway": ("the engine over TCP (OUCH/SoupBinTCP) against asyncio servers", "shmex.bench.gateway_bench"),
+    "feed": ("the ITCH/MoldUDP64 feed: matching with it on and off, encoding, engine -> subscriber "
+             "latency, gap recovery", "shmex.bench.feed_bench"),
 }
 
 
@@ -48,6 +50,12 @@ def add_arguments(p) -> None:
     b.add_argument("--baseline-orders", type=int, default=200_000, help="orders sent to each baseline server")
     b.add_argument("--no-baselines", action="store_true")
     b.add_argument("--json", metavar="PATH")
+
+
+    b = which.add_parser("feed", help=WHAT["feed"][0])
+    from shmex.bench.feed_bench import add_arguments as feed_arguments
+
+    feed_arguments(b)
 
 
 def main(args) -> int:

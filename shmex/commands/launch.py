@@ -97,6 +97,13 @@ def add_feed_arguments(p) -> None:
                    help="UDP port of the re-request server (default: any free one, in DATA_DIR/feed/feed.json)")
     g.add_argument("--feed-drop-every", type=int, metavar="K",
                    help="fault injection: leave out every K-th data packet (subscribers re-request them)")
+    g.add_argument("--feed-priority", choices=("idle", "low", "normal"),
+                   help="the feed's CPU priority (default idle: SCHED_IDLE, the time the other processes "
+                        "of its core leave; low: nice 10)")
+    g.add_argument("--feed-defer-above", type=float, metavar="RATE",
+                   help="while the journal grows faster than RATE commands/s the feed waits, leaving the "
+                        "machine to matching, and catches up when the rate falls (default: 500,000 where "
+                        "the machine has fewer cores than the engine has processes, else never; 0: never)")
     g.add_argument("--feed-linger", type=float, metavar="S",
                    help="answer re-requests this long after the end of session (default 2)")
 

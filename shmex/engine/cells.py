@@ -106,7 +106,8 @@ F_PACKETS = 3         # data packets multicast (dropped ones included)
 F_REREQUESTS = 4      # re-requests answered
 F_DROPPED = 5         # data packets left out on purpose (feed_drop_every)
 F_STARTS = 6          # feed processes started in this run
-F_ENDED = 7           # 1: end of session sent
+F_STATE = 7           # FS_RUNNING, FS_DEFERRING (waiting while the journal grows fast), FS_ENDED
+FS_RUNNING, FS_DEFERRING, FS_ENDED = 0, 1, 2
 
 PROD_CELLS = 32
 # producer counters (int64 indices into the producer's own block)

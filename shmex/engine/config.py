@@ -19,6 +19,8 @@ from shmex.shm.names import check_run_id, new_run_id
 
 DEFAULT_DIR = "shmex-data"
 DEFAULT_FEED = "239.192.77.1:31077"      # `launch --feed` without an address
+FEED_PRIORITIES = ("idle", "low", "normal")
+DEFER_RATE = 500_000.0                   # the feed's default --feed-defer-above where cores are short
 DEMO_ORDERS = 1_000_000
 
 
@@ -112,6 +114,12 @@ class EngineConfig:
     feed_rerequest_port: int = 0         # the re-request server's UDP port (0: any free; see feed/feed.json)
     feed_drop_every: int = 0             # fault injection: leave out every k-th data packet (0: none)
     feed_linger_s: float = 2.0           # after the end of session, how long re-requests are still answered
+    feed_priority: str = "idle"          # the feed's CPU priority: idle (SCHED_IDLE: only the time the other
+                                         # processes of its core leave), low (nice 10) or normal
+    feed_defer_above: float | None = None   # journal commands/s above which the feed waits and lets
+                                         # matching have the machine (it catches up when the rate falls);
+                                         # None: DEFER_RATE where the machine has fewer cores than the
+                                         # engine has processes, else never; 0: never
 
     def __post_init__(self) -> None:
         check_run_id(self.run_id)
@@ -219,6 +227,10 @@ class EngineConfig:
                  f"{self.feed_rerequest_port}: must be in 0..65535")
         _require(self.feed_drop_every >= 0, "--feed-drop-every", f"{self.feed_drop_every}: must be >= 0")
         _require(self.feed_linger_s >= 0, "--feed-linger", f"{self.feed_linger_s}: must be >= 0 s")
+        _require(self.feed_defer_above is None or self.feed_defer_above >= 0, "--feed-defer-above",
+                 f"{self.feed_defer_above}: must be >= 0 commands/s")
+        _require(self.feed_priority in FEED_PRIORITIES, "--feed-priority",
+                 f"{self.feed_priority!r}: one of {', '.join(FEED_PRIORITIES)}")
 
     def feed_address(self) -> tuple[str, int]:
         group, sep, port = (self.feed or "").rpartition(":")
@@ -380,7 +392,8 @@ class EngineConfig:
             lease_revision=int(getattr(args, "lease_revision", None) or 0),
             feed=getattr(args, "feed", None), feed_iface=pick("feed_iface"),
             feed_rerequest_port=int(pick("feed_rerequest_port")), feed_drop_every=int(pick("feed_drop_every")),
-            feed_linger_s=float(pick("feed_linger", "feed_linger_s")),
+            feed_linger_s=float(pick("feed_linger", "feed_linger_s")), feed_priority=pick("feed_priority"),
+            feed_defer_above=pick("feed_defer_above"),
         )
 
 

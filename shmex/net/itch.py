@@ -373,6 +373,25 @@ def apply(book: Book, buf, lo: int = 0, hi: int | None = None) -> int:
     return _apply(*book, buf, lo, len(buf) if hi is None else hi)
 
 
+@njit(cache=True, nogil=True)
+def _timestamps(buf, lo, hi, out):
+    p = lo
+    k = 0
+    while p + 2 <= hi and k < len(out):
+        m = p + 2
+        out[k] = (u16(buf, m + 5) << 32) | u32(buf, m + 7)
+        k += 1
+        p = m + u16(buf, p)
+    return k
+
+
+def timestamps(buf, lo: int = 0, hi: int | None = None) -> np.ndarray:
+    """The timestamp (ns since midnight) of every message of a framed block."""
+    hi = len(buf) if hi is None else hi
+    out = np.empty((hi - lo) // 13 + 1, np.int64)      # a message is 13 bytes at least, framed
+    return out[:_timestamps(buf, lo, hi, out)]
+
+
 def levels(book: Book, symbol: int, side: str, depth: int | None = None) -> list[tuple[int, int, int]]:
     """[(price, shares, orders)] of one side of a symbol, best first."""
     live = np.fromiter(book.ids.values(), np.int64, len(book.ids))
@@ -398,3 +417,4 @@ def warm() -> None:
     out = np.zeros(256, np.uint8)
     encode(e, commands(1), 0, reports(1), 0, out, np.zeros(4, np.int64))
     apply(new_book(4), out, 0, 0)
+    timestamps(out, 0, 0)

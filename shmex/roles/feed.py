@@ -15,6 +15,13 @@
   number its predecessor sent: the wire goes on where it stopped. A first start on a
   directory whose file already holds a feed (an earlier run of the log) does not
   multicast that history again: subscribers re-request it.
+- Matching goes first. Replaying and encoding take CPU and memory bandwidth, and on a
+  machine with fewer cores than engine processes every cycle the feed takes is one the
+  matcher, the WAL writer or a producer waits for. There, while the journal grows faster
+  than ``feed_defer_above`` commands/s (measured over RATE_WINDOW_S), the feed waits:
+  it lags under a full-speed burst and catches up when the rate falls. With a core of
+  its own it never waits. Each turn reads BATCH commands at most, so that it beats its
+  heartbeat and answers re-requests between turns.
 - ``feed_drop_every`` k leaves out every k-th data packet (fault injection for tests and
   drills: the subscribers must re-request).
 """
@@ -39,6 +46,9 @@ EOS_EVERY_S = 0.2          # end of session repeated this often while lingering
 IDLE_S = 0.0005            # nap when nothing durable is new
 REQUESTS_PER_TURN = 64
 SNDBUF = 4 << 20
+BATCH = 8192               # journal commands per turn: between turns it beats and serves re-requests
+RATE_WINDOW_S = 0.005      # the journal's rate is measured over this long
+DEFER_NAP_S = 0.002        # a deferring feed naps this long between looks at the rate
 
 
 def _log(msg: str) -> None:
@@ -62,7 +72,8 @@ def report(cfg, ctl, base: int) -> tuple[dict, str]:
     c = {k: int(ctl[base + i]) for k, i in (("messages", cells.F_MESSAGES), ("sent", cells.F_SENT),
                                            ("packets", cells.F_PACKETS), ("rerequests", cells.F_REREQUESTS),
                                            ("dropped", cells.F_DROPPED), ("starts", cells.F_STARTS),
-                                           ("ended", cells.F_ENDED), ("journal_seq", cells.F_CMD_SEQ))}
+                                           ("state", cells.F_STATE), ("journal_seq", cells.F_CMD_SEQ))}
+    c["ended"] = int(c.pop("state") == cells.FS_ENDED)
     path, _ = paths(cfg.data_dir)
     doc = {**c, "group": cfg.feed, "file": path}
     line = (f"{c['messages']:,} ITCH messages to {cfg.feed} in {c['packets']:,} packets "
@@ -119,10 +130,14 @@ class Feed:
 
     def main(self) -> int:
         cfg, ctl, me = self.cfg, self.ctl, self.me
+        if cfg.feed_priority == "idle":     # market data takes only the CPU time matching leaves
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        elif cfg.feed_priority == "low":
+            os.nice(10)
         path, _ = feedfile.paths(cfg.data_dir)
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         symbols = feed_mod.symbols_for(cfg.symbols, cfg.symbols_path)
-        self.gen = gen = feed_mod.Generator(cfg.data_dir, symbols)
+        self.gen = gen = feed_mod.Generator(cfg.data_dir, symbols, batch=BATCH)
         self.session = mold.session_name(gen.session)
         self.file = feedfile.FeedFile(path)
         try:
@@ -142,6 +157,8 @@ class Feed:
             "session": gen.session, "group": self.group[0], "port": self.group[1], "iface": cfg.feed_iface,
             "rerequest": [host, port], "file": path, "run_id": cfg.run_id,
             "symbols": [[s.name, s.tick, s.lot] for s in gen.symbols]})
+        self.defer_above = self._defer_rate()
+        self.rate_at, self.rate_seq, self.rate = time.monotonic(), ctl.load(cells.DURABLE_SEQ), 0.0
         self.last_tx = time.monotonic()
         self.packets = 0
         self._req = bytearray(mold.HEADER_BYTES + 64)
@@ -153,6 +170,9 @@ class Feed:
             me.beat()
             self._serve()
             durable = ctl.load(cells.DURABLE_SEQ)   # ORDER: acquire: the records are in the log
+            if self._deferring(durable):
+                time.sleep(DEFER_NAP_S)
+                continue
             n = gen.read(durable)
             if n:
                 self._add(gen.block, gen.offs[:n])
@@ -167,6 +187,28 @@ class Feed:
             if time.monotonic() - self.last_tx >= HEARTBEAT_S:
                 self._send(mold.header(self.session, self.file.count + 1, mold.HEARTBEAT))
             time.sleep(IDLE_S)
+
+    def _defer_rate(self) -> float:
+        """Commands/s above which the feed waits (0: never)."""
+        if self.cfg.feed_defer_above is not None:
+            return float(self.cfg.feed_defer_above)
+        from shmex.engine import registry
+        from shmex.engine.config import DEFER_RATE
+
+        return DEFER_RATE if (os.cpu_count() or 1) < len(registry.launched(self.cfg)) else 0.0
+
+    def _deferring(self, durable: int) -> bool:
+        """The journal's rate over the last RATE_WINDOW_S is above defer_above (and the
+        engine is not stopping: then the feed catches up)."""
+        if not self.defer_above:
+            return False
+        now = time.monotonic()
+        if now - self.rate_at >= RATE_WINDOW_S:
+            self.rate = (durable - self.rate_seq) / (now - self.rate_at)
+            self.rate_at, self.rate_seq = now, durable
+        defer = self.rate > self.defer_above and not self.ctl.load(cells.WAL_DONE)
+        self.ctl.store(self.cell(cells.F_STATE), cells.FS_DEFERRING if defer else cells.FS_RUNNING)
+        return defer
 
     # -- the feed ----------------------------------------------------------------------------
     def _add(self, block: np.ndarray, offs: np.ndarray | None = None) -> None:
@@ -235,7 +277,7 @@ class Feed:
         """End of session, repeated while re-requests are answered for feed_linger_s."""
         eos = mold.header(self.session, self.file.count + 1, mold.END_OF_SESSION)
         self._send(eos)
-        self.ctl.store(self.cell(cells.F_ENDED), 1)
+        self.ctl.store(self.cell(cells.F_STATE), cells.FS_ENDED)
         until = time.monotonic() + self.cfg.feed_linger_s
         last = time.monotonic()
         while time.monotonic() < until:
