@@ -97,9 +97,9 @@ def add_feed_arguments(p) -> None:
                    help="UDP port of the re-request server (default: any free one, in DATA_DIR/feed/feed.json)")
     g.add_argument("--feed-drop-every", type=int, metavar="K",
                    help="fault injection: leave out every K-th data packet (subscribers re-request them)")
-    g.add_argument("--feed-priority", choices=("idle", "low", "normal"),
-                   help="the feed's CPU priority (default idle: SCHED_IDLE, the time the other processes "
-                        "of its core leave; low: nice 10)")
+    g.add_argument("--feed-priority", choices=("normal", "low", "idle"),
+                   help="the feed's CPU priority (default normal; low: nice 10; idle: SCHED_IDLE, only "
+                        "the time the other processes of its core leave)")
     g.add_argument("--feed-defer-above", type=float, metavar="RATE",
                    help="while the journal grows faster than RATE commands/s the feed waits, leaving the "
                         "machine to matching, and catches up when the rate falls (default: 500,000 where "

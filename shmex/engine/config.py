@@ -19,7 +19,7 @@ from shmex.shm.names import check_run_id, new_run_id
 
 DEFAULT_DIR = "shmex-data"
 DEFAULT_FEED = "239.192.77.1:31077"      # `launch --feed` without an address
-FEED_PRIORITIES = ("idle", "low", "normal")
+FEED_PRIORITIES = ("normal", "low", "idle")
 DEFER_RATE = 500_000.0                   # the feed's default --feed-defer-above where cores are short
 DEMO_ORDERS = 1_000_000
 
@@ -114,8 +114,9 @@ class EngineConfig:
     feed_rerequest_port: int = 0         # the re-request server's UDP port (0: any free; see feed/feed.json)
     feed_drop_every: int = 0             # fault injection: leave out every k-th data packet (0: none)
     feed_linger_s: float = 2.0           # after the end of session, how long re-requests are still answered
-    feed_priority: str = "idle"          # the feed's CPU priority: idle (SCHED_IDLE: only the time the other
-                                         # processes of its core leave), low (nice 10) or normal
+    feed_priority: str = "normal"        # the feed's CPU priority: normal, low (nice 10) or idle (SCHED_IDLE:
+                                         # only the time the other processes of its core leave, which
+                                         # waits that spin or yield leave none of)
     feed_defer_above: float | None = None   # journal commands/s above which the feed waits and lets
                                          # matching have the machine (it catches up when the rate falls);
                                          # None: DEFER_RATE where the machine has fewer cores than the

@@ -9,8 +9,6 @@ The plan, for C usable cores and R roles (matcher, walwriter, [publisher], produ
   producers are spread over the cores after the matcher's, sharing them with the WAL
   writer. On this 2-core machine: core 0 = matcher (+ inline publisher); core 1 = WAL
   writer, publisher process, producers, supervisor.
-- a background role (the feed: `RoleSpec.background`) gets a core of its own only when
-  every role can have one; otherwise it shares the matcher's.
 
 The matcher's snapshot writer (a fork of the matcher, hashing and compressing the book
 for a good part of a second) runs at nice 19 on the cores no role has, or else on the
@@ -31,20 +29,14 @@ def usable_cores() -> list[int]:
     return sorted(os.sched_getaffinity(0))
 
 
-def plan(roles: list[str], cores: list[int] | None = None, background=frozenset()) -> dict[str, int]:
+def plan(roles: list[str], cores: list[int] | None = None) -> dict[str, int]:
     """{process: core}. `roles` are process names in the registry's placement rank order
-    (rank 0, the matcher, first; then the WAL writer). `background` ones (the feed) share
-    the rank-0 core when cores are short: at idle priority they run in the time the
-    matcher leaves (it blocks when idle, and a woken matcher preempts them at once),
-    where beside the WAL writer's and the producers' yielding waits there is none."""
+    (rank 0, the matcher, first; then the WAL writer)."""
     cores = cores or usable_cores()
     if len(cores) >= len(roles):
         return {r: cores[i] for i, r in enumerate(roles)}
     if len(cores) == 1:
         return {r: cores[0] for r in roles}
-    if any(r in background for r in roles[1:]):
-        out = plan([r for r in roles if r not in background], cores)
-        return {r: out.get(r, cores[0]) for r in roles}
     out = {roles[0]: cores[0], roles[1]: cores[1]}
     rest = roles[2:]
     spread = cores[1:]
@@ -53,14 +45,12 @@ def plan(roles: list[str], cores: list[int] | None = None, background=frozenset(
     return out
 
 
-def shared(placement: dict[str, int], background=frozenset()) -> dict[str, bool]:
-    """Whether each role's core also runs another role. A background role does not count
-    for the others (it runs only in the time they leave: they may spin as if alone)."""
+def shared(placement: dict[str, int]) -> dict[str, bool]:
+    """Whether each role's core also runs another role."""
     count: dict[int, int] = {}
-    for r, c in placement.items():
-        if r not in background:
-            count[c] = count.get(c, 0) + 1
-    return {r: count.get(c, 0) + (r in background) > 1 for r, c in placement.items()}
+    for c in placement.values():
+        count[c] = count.get(c, 0) + 1
+    return {r: count[c] > 1 for r, c in placement.items()}
 
 
 def describe(placement: dict[str, int]) -> str:

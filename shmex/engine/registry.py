@@ -59,8 +59,6 @@ class RoleSpec:
     drill: dict = field(default_factory=dict)   # drill target name -> fault kind
     rings: Callable | None = None      # cfg -> [(ring role, dtype, capacity)] the supervisor creates
     numbered: bool = False             # processes are named name-k (several of the role)
-    background: bool = False           # never in matching's way: where cores are short it shares the
-                                       # matcher's core at idle priority (`placement.plan`)
     reports: bool = False              # the module has report(cfg, ctl_array, cells_base) -> (doc, line):
                                        # its part of the run's result document and summary
 
@@ -130,8 +128,7 @@ BUILTIN: tuple[RoleSpec, ...] = (
     # market data: ITCH 5.0 over MoldUDP64 from the durable journal (only with --feed); a
     # restarted one regenerates the feed and goes on after the last packet it sent
     RoleSpec("feed", "shmex.roles.feed", rank=6, wait="yield",
-             processes=lambda cfg: 0 if cfg.feed is None else 1, drill={"feed": KILL}, reports=True,
-             background=True),
+             processes=lambda cfg: 0 if cfg.feed is None else 1, drill={"feed": KILL}, reports=True),
 )
 
 

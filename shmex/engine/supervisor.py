@@ -478,9 +478,8 @@ class Supervisor:
             self._create()
             out.segments = list(self.segments)
             procs = registry.launched(cfg)          # placement rank order
-            background = {p.name for p in procs if p.spec.background}
-            place = placement.plan([p.name for p in procs], background=background)
-            sh = placement.shared(place, background)
+            place = placement.plan([p.name for p in procs])
+            sh = placement.shared(place)
             out.placement = placement.describe(place)
             first_core = place[procs[0].name]        # rank 0 (the matcher): a core to itself
             cfg = self.cfg = cfg.replace(snapshot_cores=placement.snapshot_cores(place, first_core))

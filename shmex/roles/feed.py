@@ -18,8 +18,11 @@
 - Matching goes first. Replaying and encoding take CPU and memory bandwidth, and on a
   machine with fewer cores than engine processes every cycle the feed takes is one the
   matcher, the WAL writer or a producer waits for. There, while the journal grows faster
-  than ``feed_defer_above`` commands/s (measured over RATE_WINDOW_S), the feed waits:
-  it lags under a full-speed burst and catches up when the rate falls. With a core of
+  than ``feed_defer_above`` commands/s, or the matcher takes its input in batches of
+  DEFER_BATCH commands or more (both over RATE_WINDOW_S), or the WAL writer is half a
+  journal ring behind the matcher (the last two are what a feed that slowed the WAL
+  writer cannot hide from itself), the feed waits: it lags under a full-speed burst and
+  catches up when the load eases. With a core of
   its own it never waits. Each turn reads BATCH commands at most, so that it beats its
   heartbeat and answers re-requests between turns.
 - ``feed_drop_every`` k leaves out every k-th data packet (fault injection for tests and
@@ -47,7 +50,9 @@ IDLE_S = 0.0005            # nap when nothing durable is new
 REQUESTS_PER_TURN = 64
 SNDBUF = 4 << 20
 BATCH = 8192               # journal commands per turn: between turns it beats and serves re-requests
-RATE_WINDOW_S = 0.005      # the journal's rate is measured over this long
+RATE_WINDOW_S = 0.005      # the journal's rate and the matcher's batches are measured over this long
+DEFER_BATCH = 64           # commands per matcher batch (on average over the window) that say the
+                           # matcher is saturated: it finds its input rings full
 DEFER_NAP_S = 0.002        # a deferring feed naps this long between looks at the rate
 
 
@@ -159,6 +164,8 @@ class Feed:
             "symbols": [[s.name, s.tick, s.lot] for s in gen.symbols]})
         self.defer_above = self._defer_rate()
         self.rate_at, self.rate_seq, self.rate = time.monotonic(), ctl.load(cells.DURABLE_SEQ), 0.0
+        self.batch_at = (ctl.load(cells.MATCHER_SEQ), ctl.load(cells.BATCHES))
+        self.busy = False
         self.last_tx = time.monotonic()
         self.packets = 0
         self._req = bytearray(mold.HEADER_BYTES + 64)
@@ -173,9 +180,11 @@ class Feed:
             if self._deferring(durable):
                 time.sleep(DEFER_NAP_S)
                 continue
+            before = gen.next_seq
             n = gen.read(durable)
             if n:
                 self._add(gen.block, gen.offs[:n])
+            if gen.next_seq != before:
                 ctl.store(self.cell(cells.F_CMD_SEQ), gen.next_seq - 1)
                 continue
             done = ctl.load(cells.WAL_DONE)
@@ -204,9 +213,14 @@ class Feed:
             return False
         now = time.monotonic()
         if now - self.rate_at >= RATE_WINDOW_S:
+            ctl = self.ctl
+            seq, batches = ctl.load(cells.MATCHER_SEQ), ctl.load(cells.BATCHES)
+            d_seq, d_batches = seq - self.batch_at[0], batches - self.batch_at[1]
             self.rate = (durable - self.rate_seq) / (now - self.rate_at)
-            self.rate_at, self.rate_seq = now, durable
-        defer = self.rate > self.defer_above and not self.ctl.load(cells.WAL_DONE)
+            self.busy = (self.rate > self.defer_above or (d_batches > 0 and d_seq >= DEFER_BATCH * d_batches)
+                         or seq - durable > self.cfg.ring_journal // 2)
+            self.rate_at, self.rate_seq, self.batch_at = now, durable, (seq, batches)
+        defer = self.busy and not self.ctl.load(cells.WAL_DONE)
         self.ctl.store(self.cell(cells.F_STATE), cells.FS_DEFERRING if defer else cells.FS_RUNNING)
         return defer
 
