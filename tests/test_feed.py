@@ -167,3 +167,51 @@ def test_packets_hold_at_most_1400_message_bytes_and_every_message_once():
         assert 0 < end - offs[a] <= mold.MAX_PAYLOAD
         nxt = offs[z + 1] if z + 1 < len(offs) else len(b)
         assert z == len(msgs) or nxt - offs[a] > mold.MAX_PAYLOAD   # greedy: the next one did not fit
+
+
+def test_a_subscriber_fills_a_gap_by_re_request_and_delivers_each_message_once_in_order(tmp_path):
+    import socket
+    import threading
+
+    msgs = [itch.system_event(b"O", 0)] + [itch.system_event(b"Q", k) for k in range(1, 100)]
+    f = feedfile.FeedFile(str(tmp_path / "itch.bin"))
+    b = _block(msgs)
+    f.add(b, feedfile.offsets(b))
+    session = mold.session_name("TEST")
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.settimeout(0.05)
+    stop = threading.Event()
+
+    def serve():                                  # the re-request server, as the feed runs it
+        while not stop.is_set():
+            try:
+                req, addr = server.recvfrom(64)
+            except socket.timeout:
+                continue
+            _, seq, count = mold.parse_header(req)
+            data, k = f.read(seq, mold.MAX_PAYLOAD, count)
+            server.sendto(mold.header(session, seq, k) + data, addr)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    group, port = _group().rsplit(":", 1)
+    sub = Subscriber(group, int(port), server.getsockname(), session="TEST", idle_timeout=30)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+    for lo, hi in ((0, 10), (20, 50), (50, 100)):      # messages 11..20 never multicast
+        tx.sendto(mold.header(session, lo + 1, hi - lo) + itch.framed(msgs[lo:hi]), (group, int(port)))
+    tx.sendto(mold.header(session, 21, 30) + itch.framed(msgs[20:50]), (group, int(port)))   # a duplicate
+    tx.sendto(mold.header(session, 101, mold.END_OF_SESSION), (group, int(port)))
+    try:
+        got = list(sub.decoded())
+    finally:
+        stop.set()
+        sub.close()
+        tx.close()
+        t.join()
+        server.close()
+        f.close()
+    assert [s for s, _ in got] == list(range(1, 101))
+    assert [d["event"] for _, d in got] == ["O"] + ["Q"] * 99
+    assert sub.stats.gaps == 1 and sub.stats.rerequests >= 1 and sub.stats.duplicates == 1

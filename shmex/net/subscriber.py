@@ -4,7 +4,8 @@ in order, and re-requests what it missed.
 ``for first, block, count in Subscriber(...).blocks(): ...`` yields message blocks (each
 message preceded by its u16 length, as in the feed file) with the sequence number of their
 first message; consecutive blocks are contiguous. `messages()` yields the messages one by
-one. Iteration ends at the end of session once every message before it was delivered.
+one, `decoded()` each with its sequence number as a dict of its fields (to keep books, apply
+the blocks with `net.itch.apply`, as ``shmex watch`` does). Iteration ends at the end of session once every message before it was delivered.
 
 Gaps: a data packet, heartbeat or end of session whose sequence number is past the next
 expected one opens a gap; the subscriber keeps the packets it got meanwhile and asks the
@@ -138,6 +139,14 @@ class Subscriber:
                 yield block[p + 2:p + 2 + n]
                 p += 2 + n
 
+    def decoded(self):
+        """Yield (sequence number, the message as a dict of its fields: `net.itch.decode`)."""
+        from shmex.net import itch
+
+        for first, block, count in self.blocks():
+            for k, msg in enumerate(itch.messages(block)):
+                yield first + k, itch.decode(msg)
+
     def _packet(self, pkt: bytes):
         if len(pkt) < mold.HEADER_BYTES:
             return
@@ -162,7 +171,10 @@ class Subscriber:
             self.stats.duplicates += 1
             return
         if seq > self.expected:
-            self._pending.setdefault(seq, (count, payload))
+            if seq in self._pending:
+                self.stats.duplicates += 1
+            else:
+                self._pending[seq] = (count, payload)
             self._saw(seq)
             return
         yield from self._deliver(seq, count, payload)
