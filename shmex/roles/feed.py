@@ -178,6 +178,7 @@ class Feed:
             self._serve()
             durable = ctl.load(cells.DURABLE_SEQ)   # ORDER: acquire: the records are in the log
             if self._deferring(durable):
+                self._heartbeat()            # subscribers hear the feed is there while it waits
                 time.sleep(DEFER_NAP_S)
                 continue
             before = gen.next_seq
@@ -193,9 +194,12 @@ class Feed:
                     self._add(np.frombuffer(gen.closing(), np.uint8))
                 self._end()
                 return 0
-            if time.monotonic() - self.last_tx >= HEARTBEAT_S:
-                self._send(mold.header(self.session, self.file.count + 1, mold.HEARTBEAT))
+            self._heartbeat()
             time.sleep(IDLE_S)
+
+    def _heartbeat(self) -> None:
+        if time.monotonic() - self.last_tx >= HEARTBEAT_S:
+            self._send(mold.header(self.session, self.sent + 1, mold.HEARTBEAT))   # the next message multicast
 
     def _defer_rate(self) -> float:
         """Commands/s above which the feed waits (0: never)."""
