@@ -18,11 +18,11 @@
 - Matching goes first. Replaying and encoding take CPU and memory bandwidth, and on a
   machine with fewer cores than engine processes every cycle the feed takes is one the
   matcher, the WAL writer or a producer waits for. There, while the journal grows faster
-  than ``feed_defer_above`` commands/s, or the matcher takes its input in batches of
-  DEFER_BATCH commands or more (both over RATE_WINDOW_S), or the WAL writer is half a
-  journal ring behind the matcher (the last two are what a feed that slowed the WAL
-  writer cannot hide from itself), the feed waits: it lags under a full-speed burst and
-  catches up when the load eases. With a core of
+  than ``feed_defer_above`` commands/s or the matcher takes its input in batches of
+  DEFER_BATCH commands or more (each over SUSTAINED windows of RATE_WINDOW_S), or while
+  the WAL writer is half a journal ring behind the matcher (the last two are what a feed
+  that slowed the WAL writer cannot hide from itself), the feed waits: it lags under a
+  full-speed burst and catches up when the load eases. With a core of
   its own it never waits. Each turn reads BATCH commands at most, so that it beats its
   heartbeat and answers re-requests between turns.
 - ``feed_drop_every`` k leaves out every k-th data packet (fault injection for tests and
@@ -50,7 +50,9 @@ IDLE_S = 0.0005            # nap when nothing durable is new
 REQUESTS_PER_TURN = 64
 SNDBUF = 4 << 20
 BATCH = 8192               # journal commands per turn: between turns it beats and serves re-requests
-RATE_WINDOW_S = 0.005      # the journal's rate and the matcher's batches are measured over this long
+RATE_WINDOW_S = 0.05       # the journal's rate and the matcher's batches are measured over this long;
+SUSTAINED = 2              # this many windows in a row say "saturated" (a group commit's burst, a
+                           # backlog's catch-up after a stall are shorter)
 DEFER_BATCH = 64           # commands per matcher batch (on average over the window) that say the
                            # matcher is saturated: it finds its input rings full
 DEFER_NAP_S = 0.002        # a deferring feed naps this long between looks at the rate
@@ -165,7 +167,7 @@ class Feed:
         self.defer_above = self._defer_rate()
         self.rate_at, self.rate_seq, self.rate = time.monotonic(), ctl.load(cells.DURABLE_SEQ), 0.0
         self.batch_at = (ctl.load(cells.MATCHER_SEQ), ctl.load(cells.BATCHES))
-        self.busy = False
+        self.busy = 0                        # windows in a row that looked saturated
         self.last_tx = time.monotonic()
         self.packets = 0
         self._req = bytearray(mold.HEADER_BYTES + 64)
@@ -211,8 +213,8 @@ class Feed:
         return DEFER_RATE if (os.cpu_count() or 1) < len(registry.launched(self.cfg)) else 0.0
 
     def _deferring(self, durable: int) -> bool:
-        """The journal's rate over the last RATE_WINDOW_S is above defer_above (and the
-        engine is not stopping: then the feed catches up)."""
+        """Matching is saturated (see the module's docstring) and the engine is not
+        stopping (then the feed catches up)."""
         if not self.defer_above:
             return False
         now = time.monotonic()
@@ -221,10 +223,11 @@ class Feed:
             seq, batches = ctl.load(cells.MATCHER_SEQ), ctl.load(cells.BATCHES)
             d_seq, d_batches = seq - self.batch_at[0], batches - self.batch_at[1]
             self.rate = (durable - self.rate_seq) / (now - self.rate_at)
-            self.busy = (self.rate > self.defer_above or (d_batches > 0 and d_seq >= DEFER_BATCH * d_batches)
-                         or seq - durable > self.cfg.ring_journal // 2)
+            hot = self.rate > self.defer_above or (d_batches > 0 and d_seq >= DEFER_BATCH * d_batches)
+            self.busy = self.busy + 1 if hot else 0
             self.rate_at, self.rate_seq, self.batch_at = now, durable, (seq, batches)
-        defer = self.busy and not self.ctl.load(cells.WAL_DONE)
+        behind = self.ctl.load(cells.MATCHER_SEQ) - durable > self.cfg.ring_journal // 2
+        defer = (self.busy >= SUSTAINED or behind) and not self.ctl.load(cells.WAL_DONE)
         self.ctl.store(self.cell(cells.F_STATE), cells.FS_DEFERRING if defer else cells.FS_RUNNING)
         return defer
 
