@@ -44,22 +44,18 @@ def _wait(cond, p: subprocess.Popen, what: str, timeout_s: float = 600.0) -> Non
         time.sleep(0.02)
 
 
+def _slot_cell(run_id: str, field: int) -> int:
+    """A cell of the feed process's slot (field: P_PID, or P_ROLE + one of the F_ cells)."""
+    cfg = EngineConfig(run_id=run_id, data_dir="/tmp/unused", feed="239.1.1.1:1")
+    ctl = Ctl.attach(run_id)
+    try:
+        return int(ctl.a[cells.proc_cell(registry.slot_of(cfg, "feed"), field)])
+    finally:
+        ctl.close()
+
+
 def _feed_cell(run_id: str, field: int) -> int:
-    cfg = EngineConfig(run_id=run_id, data_dir="/tmp/unused", feed="239.1.1.1:1")
-    ctl = Ctl.attach(run_id)
-    try:
-        return int(ctl.a[cells.proc_cell(registry.slot_of(cfg, "feed"), cells.P_ROLE + field)])
-    finally:
-        ctl.close()
-
-
-def _feed_pid(run_id: str) -> psutil.Process:
-    cfg = EngineConfig(run_id=run_id, data_dir="/tmp/unused", feed="239.1.1.1:1")
-    ctl = Ctl.attach(run_id)
-    try:
-        return psutil.Process(int(ctl.a[cells.proc_cell(registry.slot_of(cfg, "feed"), cells.P_PID)]))
-    finally:
-        ctl.close()
+    return _slot_cell(run_id, cells.P_ROLE + field)
 
 
 def _subscribe(data):
@@ -111,7 +107,7 @@ def test_a_killed_feed_resumes_the_same_sequence_on_the_wire(shm_run, tmp_path):
         t = threading.Thread(target=lambda: out.update(zip(("bytes", "book", "stats"), _subscribe(data))))
         t.start()
         _wait(lambda: _feed_cell(shm_run, cells.F_SENT) > 20_000, p, "20,000 messages sent")
-        victim = _feed_pid(shm_run)
+        victim = psutil.Process(_slot_cell(shm_run, cells.P_PID))
         victim.kill()
         _wait(lambda: _feed_cell(shm_run, cells.F_STARTS) >= 2, p, "the feed's restart")
         _wait(lambda: _feed_cell(shm_run, cells.F_SENT) > 40_000, p, "20,000 more messages after the restart")

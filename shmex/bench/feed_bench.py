@@ -92,9 +92,9 @@ def _batches(data: str):
 
 def _encode_pass(batches, symbols, sink=None) -> tuple[int, float]:
     from shmex.net import itch
+    from shmex.recovery.feed import new_encoder
 
-    e = itch.new_encoder([int.from_bytes(s.name.encode().ljust(8), "big") for s in symbols],
-                         [s.tick for s in symbols], [s.lot for s in symbols], capacity=1 << 20, ts_offset=0)
+    e = new_encoder(symbols, 1 << 20)
     most = max(len(r) for _, r in batches)
     out = np.zeros((itch.MAX_MESSAGE + 2) * most, np.uint8)
     offs = np.zeros(most, np.int64)

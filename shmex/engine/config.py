@@ -219,7 +219,7 @@ class EngineConfig:
         except ValueError:
             ok = False
         _require(ok, "--feed", f"{self.feed!r}: {group} is not an IPv4 multicast group (224.0.0.0/4)")
-        _require(0 < port < 65536, "--feed", f"{self.feed!r}: want GROUP:PORT with a port in 1..65535")
+        _require(port > 0, "--feed", f"{self.feed!r}: want GROUP:PORT with a port in 1..65535")
         try:
             ipaddress.IPv4Address(self.feed_iface)
         except ValueError:
@@ -234,14 +234,10 @@ class EngineConfig:
                  f"{self.feed_priority!r}: one of {', '.join(FEED_PRIORITIES)}")
 
     def feed_address(self) -> tuple[str, int]:
-        group, sep, port = (self.feed or "").rpartition(":")
-        try:
-            p = int(port)
-        except ValueError:
-            p = -1
-        if not sep or not group:
+        group, port = _host_port(self.feed, "--feed", f"GROUP:PORT (a multicast group, e.g. {DEFAULT_FEED})")
+        if not group:
             raise UsageError(f"--feed {self.feed!r}: want GROUP:PORT (a multicast group, e.g. {DEFAULT_FEED})")
-        return group, p
+        return group, port
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -278,14 +274,8 @@ class EngineConfig:
         return self.producers + self.clients
 
     def gateway_address(self) -> tuple[str, int]:
-        host, sep, port = (self.gateway or "").rpartition(":")
-        try:
-            p = int(port)
-        except ValueError:
-            p = -1
-        if not sep or not 0 <= p < 65536:
-            raise UsageError(f"--gateway {self.gateway!r}: want HOST:PORT (port 0: any free port)")
-        return host or "127.0.0.1", p
+        host, port = _host_port(self.gateway, "--gateway", "HOST:PORT (port 0: any free port)")
+        return host or "127.0.0.1", port
 
     @property
     def symbols_path(self) -> str:
@@ -400,6 +390,18 @@ class EngineConfig:
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(EngineConfig)
              if f.default is not dataclasses.MISSING}
+
+
+def _host_port(text: str | None, flag: str, want: str) -> tuple[str, int]:
+    """'HOST:PORT' -> (HOST, PORT), PORT in 0..65535; a UsageError naming the flag otherwise."""
+    host, sep, port = (text or "").rpartition(":")
+    try:
+        p = int(port)
+    except ValueError:
+        p = -1
+    if not sep or not 0 <= p < 65536:
+        raise UsageError(f"{flag} {text!r}: want {want}")
+    return host, p
 
 
 def _abspath(p: str | None) -> str | None:

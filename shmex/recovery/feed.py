@@ -36,6 +36,14 @@ DEFAULT_TICK = 100                   # price units (1/10000) per tick beyond the
 DEFAULT_LOT = 1
 
 
+def new_encoder(symbols: list[Symbol], capacity: int) -> itch.Encoder:
+    """An ITCH encoder for the feed's instruments (stamps are offset per batch)."""
+    from shmex.net.instruments import name_bytes
+
+    return itch.new_encoder([int.from_bytes(name_bytes(s.name), "big") for s in symbols],
+                            [s.tick for s in symbols], [s.lot for s in symbols], capacity=capacity, ts_offset=0)
+
+
 def symbols_for(count: int, symbols_path: str) -> list[Symbol]:
     """The feed's instruments for a book of `count` symbols: the symbols file's, in its
     order, then ``SYMk`` (tick $0.01, lot 1) for the book symbols beyond it."""
@@ -71,24 +79,19 @@ class Generator:
             raise UsageError(f"feed: {len(symbols)} instruments for a book of {cfg['symbols']} symbols")
         self.symbols = symbols[:cfg["symbols"]]
         self.matcher = Matcher(**cfg)
-        self.encoder = itch.new_encoder(
-            [int.from_bytes(s.name.encode("ascii").ljust(8), "big") for s in self.symbols],
-            [s.tick for s in self.symbols], [s.lot for s in self.symbols],
-            capacity=int(cfg["capacity"]), ts_offset=0)
+        self.encoder = new_encoder(self.symbols, int(cfg["capacity"]))
         self.tail = WalTail(self.directory, 1)
         self.cmds = commands(batch)
         self.out = np.zeros((itch.MAX_MESSAGE + 2) * batch * 2, np.uint8)
         self.offs = np.zeros(batch * 2, np.int64)
         self.block = self.out[:0]
-        self.messages = 0                  # messages read() produced so far
-        self.last_ts = 0                   # time of day of the last command (UTC ns)
         self._stat = None
         self._runs: list[dict] = []
         self._firsts: list[int] = []
         self._offsets: dict[int, int] = {}     # run index -> UTC ns minus engine ns
         self._load_runs(doc)
         self.start_ns = int(self._runs[0]["started_ns"])
-        self.last_ts = self.start_ns % itch.DAY_NS
+        self.last_ts = self.start_ns % itch.DAY_NS    # time of day of the last command read (UTC ns)
 
     @property
     def next_seq(self) -> int:
@@ -175,7 +178,6 @@ class Generator:
         itch.encode(e, cmds, len(cmds), reps, len(reps), self.out, self.offs)
         k = int(e.g[itch.G_MSGS])
         self.block = self.out[:int(e.g[itch.G_POS])]
-        self.messages += k
         self.last_ts = (int(cmds[-1]["engine_ns"]) + int(e.g[itch.G_TS_OFF])) % itch.DAY_NS
         return k
 
@@ -218,7 +220,7 @@ def regenerate(directory, symbols: list[Symbol], out, *, progress=None):
     if damage is None and g.sealed():
         tail = g.closing()
         out.write(tail)
-        msgs += 3
+        msgs += len(itch.messages(tail))
         size += len(tail)
     g.close()
     return msgs, size, damage

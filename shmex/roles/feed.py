@@ -250,20 +250,22 @@ class Feed:
             self._multicast(block, offs, lo, first)
 
     def _multicast(self, block: np.ndarray, offs: np.ndarray, lo: int, first: int) -> None:
-        cuts = mold.cuts(offs, lo, len(offs), len(block))
+        cuts = mold.cuts(offs, lo, len(offs), len(block)).tolist()
         drop = self.cfg.feed_drop_every
         mv = memoryview(block)
-        for k in range(len(cuts) - 1):
-            a, b = int(cuts[k]), int(cuts[k + 1])
+        dropped = 0
+        for a, b in zip(cuts[:-1], cuts[1:]):
             end = int(offs[b]) if b < len(offs) else len(block)
             self.packets += 1
-            self.ctl.a[self.cell(cells.F_PACKETS)] += 1     # plain: this process is the only writer
             if drop and self.packets % drop == 0:
-                self.ctl.a[self.cell(cells.F_DROPPED)] += 1
+                dropped += 1
             else:
                 self._send(mold.header(self.session, first + a, b - a), mv[int(offs[a]):end])
             self.sent = first + b - 1
             self.ctl.store(self.cell(cells.F_SENT), self.sent)   # after the send: a restart repeats at most this packet
+        a = self.ctl.a                    # plain: this process is the only writer
+        a[self.cell(cells.F_PACKETS)] += len(cuts) - 1
+        a[self.cell(cells.F_DROPPED)] += dropped
 
     def _send(self, head: bytes, body=b"") -> None:
         try:
