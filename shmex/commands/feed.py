@@ -44,6 +44,9 @@ def main(args) -> int:
     from shmex.recovery.recover import matcher_config
 
     live, info = feedfile.paths(args.dir)
+    if not os.path.isdir(args.dir):
+        print(f"feed: cannot open: {args.dir}: no such directory", file=sys.stderr)
+        return 2
     try:
         if os.path.exists(info):
             symbols = feedfile.info_symbols(feedfile.read_info(args.dir))
