@@ -82,7 +82,20 @@ def add_arguments(p) -> None:
     p.add_argument("--segment-bytes", type=int, metavar="B", help="WAL segment size (default 64 MiB)")
     add_gateway_arguments(p)
     add_feed_arguments(p)
+    add_itch_arguments(p)
     add_nats_arguments(p)
+
+
+def add_itch_arguments(p) -> None:
+    g = p.add_argument_group("real data as load (NASDAQ TotalView-ITCH 5.0)")
+    g.add_argument("--itch", metavar="FILE", help="replay this ITCH 5.0 file (gzip or plain) as one "
+                   "producer's orders on an empty book: adds rest, executions become IOC orders shmex "
+                   "must match, cancels and replaces follow; the summary says how many executions shmex "
+                   "reproduced and whether each symbol's book ends as the file's (needs an empty data "
+                   "directory or --fresh)")
+    g.add_argument("--itch-speed", type=float, metavar="X",
+                   help="the file's own pace times X (default: as fast as the rings take)")
+    g.add_argument("--itch-symbols", metavar="NAME,...", help="replay only these symbols (default: all)")
 
 
 def add_feed_arguments(p) -> None:
@@ -134,7 +147,7 @@ def add_gateway_arguments(p) -> None:
 
 def main(args) -> int:
     from shmex.engine.config import EngineConfig
-    from shmex.errors import UsageError
+    from shmex.errors import CannotOpen, CorruptRecord, UsageError
 
     try:
         cfg = EngineConfig.from_args(args)
@@ -166,8 +179,6 @@ def main(args) -> int:
               f"pick another name or stop it", file=sys.stderr)
         return 2
     if args.fresh:
-        from shmex.errors import CannotOpen
-
         try:
             remove_log(cfg.data_dir)
         except CannotOpen as e:
@@ -178,6 +189,13 @@ def main(args) -> int:
     except OSError as e:
         print(f"launch: cannot create data directory {cfg.data_dir}: {e.strerror}", file=sys.stderr)
         return 2
+    itch_info = None
+    if cfg.itch:
+        try:
+            cfg, itch_info = prepare_itch(cfg, args)
+        except (UsageError, CannotOpen, CorruptRecord) as e:
+            print(f"launch: {e}", file=sys.stderr)
+            return 2
     print(f"launch: run {cfg.run_id}, data {cfg.data_dir}; warming up "
           f"(numba kernels load from the cache; the first run ever compiles them)...",
           file=sys.stderr, flush=True)
@@ -187,6 +205,8 @@ def main(args) -> int:
         print(f"launch: {out.reason or 'failed before start'}", file=sys.stderr)
         return out.exit_code or 1
     doc, h = result_doc(cfg, out)
+    if itch_info is not None:
+        doc["itch"] = itch_result(cfg, itch_info, doc)
     if out.status == "failed":
         print(f"launch: {out.reason}", file=sys.stderr)
     elif out.status == "ok" and not all(doc["checks"].values()):
@@ -197,6 +217,8 @@ def main(args) -> int:
         if not all(doc["checks"][k] for k in need):
             doc["exit_code"] = out.exit_code = 1
     print_summary(doc)
+    if "itch" in doc:
+        print_itch(doc["itch"])
     if args.hgrm:
         write_hgrm(h, args.hgrm)
         print(f"  hgrm        {args.hgrm}")
@@ -209,3 +231,76 @@ def main(args) -> int:
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=1)
     return out.exit_code
+
+
+def prepare_itch(cfg, args):
+    """Translate --itch FILE into DATA_DIR/itch/ -> (the config that replays it, its info)."""
+    from shmex.errors import UsageError
+    from shmex.recovery import itchrun
+    from shmex.wal import manifest
+
+    if getattr(args, "symbols", None) is not None or getattr(args, "symbols_file", None):
+        raise UsageError("--itch: the day's stock directory gives the symbols (--symbols and "
+                         "--symbols-file cannot be used with it)")
+    if manifest.read(cfg.data_dir):
+        raise UsageError(f"--itch replays a day on an empty book: {cfg.data_dir} holds a log "
+                         f"(add --fresh to start it over, or pick another --data-dir)")
+
+    def shown(done_bytes, cmds):
+        if not args.quiet:
+            print(f"\r  itch: {done_bytes / 1e6:,.0f} MB read, {cmds:,} commands", end="",
+                  file=sys.stderr, flush=True)
+
+    print(f"launch: --itch {cfg.itch}: translating...", file=sys.stderr, flush=True)
+    info = itchrun.prepare(cfg.itch, cfg.data_dir, speed=cfg.itch_speed, only=cfg.itch_symbols,
+                           progress=shown)
+    c = info["counts"]
+    print(f"\r  itch: {info['messages']:,} messages, {len(info['symbols'])} symbols "
+          f"({', '.join(s['name'] for s in info['symbols'][:8])}{', ...' if len(info['symbols']) > 8 else ''})"
+          f" -> {info['commands']:,} commands: {c['adds']:,} adds, {c['executions']:,} executions, "
+          f"{c['deletes']:,} deletes, {c['reductions']:,} reductions, "
+          f"{c['replaces'] + c['replaces_as_cancel_new']:,} replaces; skipped "
+          f"{c['skipped_unknown_order']:,} about orders the file never added, "
+          f"{c['skipped_not_book']:,} that do not change the displayed book", file=sys.stderr, flush=True)
+    orders = info["commands"]
+    if getattr(args, "orders", None) is not None:
+        orders = min(orders, args.orders)
+    cfg = cfg.replace(symbols=len(info["symbols"]), symbols_file=itchrun.paths(cfg.data_dir)["symbols"],
+                      price_band=tuple(info["band"]),
+                      orders=None if getattr(args, "duration", None) else orders)
+    return cfg, info
+
+
+def itch_result(cfg, info: dict, doc: dict) -> dict:
+    """The replay's check (from the journal), or why there is none."""
+    from shmex.errors import CannotOpen, CorruptRecord
+    from shmex.recovery import itchrun
+
+    out = {"file": info["file"], "messages": info["messages"], "commands": info["commands"],
+           "counts": info["counts"], "speed": info["speed"]}
+    try:
+        out.update(itchrun.check(cfg.data_dir))
+    except (CannotOpen, CorruptRecord) as e:
+        out["error"] = str(e)
+    return out
+
+
+def print_itch(r: dict) -> None:
+    if "error" in r:
+        print(f"  itch        no check: {r['error']}")
+        return
+    n = r["executions"]
+    print(f"  itch        {r['file']}: {r['commands']:,} commands, seqs 1..{r['seqs']:,}")
+    print(f"  executions  {r['reproduced']:,} of {n:,} reproduced against the same resting order"
+          f" ({100.0 * r['reproduced'] / n if n else 100.0:.1f}%); {r['against_another_order']:,} filled "
+          f"another order, {r['short']:,} filled short")
+    if r["orders_traded_on_entry"] or r["rejected"]:
+        print(f"  consistency {r['orders_traded_on_entry']:,} of the file's orders traded on entry and "
+              f"{r['rejected']:,} commands were rejected (cancels of orders already filled): in a whole "
+              f"day both are 0; the file is not one exchange's complete book (a sample?)")
+    eq = [k for k, v in r["symbols"].items() if v["equal"]]
+    ne = {k: v for k, v in r["symbols"].items() if not v["equal"]}
+    print(f"  books       {len(eq)} of {len(r['symbols'])} symbols end as the file's book "
+          f"({r['live_orders']:,} resting orders, the file's {r['file_live_orders']:,})")
+    for k, v in list(ne.items())[:10]:
+        print(f"    {k:<8} differs: {v['first_difference']}")

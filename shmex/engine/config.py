@@ -31,10 +31,11 @@ SYMBOL_STEP = 50
 
 
 def book_config(symbols: int, capacity: int, max_open_orders: int | None = None,
-                hash_key: int | None = None) -> dict:
-    """The matcher configuration the generator is meant for (Matcher's keyword arguments)."""
-    hi = max(PRICE_HI, MID + SYMBOL_STEP * symbols + 1000)
-    return dict(symbols=symbols, price_lo=PRICE_LO, price_hi=hi, capacity=capacity,
+                hash_key: int | None = None, band: tuple | None = None) -> dict:
+    """The matcher configuration (Matcher's keyword arguments): the price band given, or
+    the one the generator is meant for."""
+    lo, hi = band or (PRICE_LO, max(PRICE_HI, MID + SYMBOL_STEP * symbols + 1000))
+    return dict(symbols=symbols, price_lo=lo, price_hi=hi, capacity=capacity,
                 max_open_orders=max_open_orders, hash_key=hash_key)
 
 
@@ -122,6 +123,12 @@ class EngineConfig:
                                          # None: DEFER_RATE where the machine has fewer cores than the
                                          # engine has processes, else never; 0: never
 
+    itch: str | None = None              # a NASDAQ ITCH 5.0 file replayed as the load (translated into
+                                         # DATA_DIR/itch/ at launch; None: the built-in generator)
+    itch_speed: float | None = None      # the day's own pace times this (None: as fast as it goes)
+    itch_symbols: tuple = ()             # the file's symbols replayed (empty: all of them)
+    price_band: tuple = ()               # the book's (price_lo, price_hi) in ticks (empty: the demo's)
+
     def __post_init__(self) -> None:
         check_run_id(self.run_id)
         _require(self.producers >= 0 and self.clients >= 0
@@ -163,6 +170,7 @@ class EngineConfig:
             users.load(self.users_path)
         self._check_nats()
         self._check_feed()
+        self._check_itch()
         for name in ("ring_in", "ring_rep", "ring_journal", "ring_out"):
             v = getattr(self, name)
             _require(v >= 2 and v & (v - 1) == 0, name, f"{v}: must be a power of two >= 2")
@@ -233,6 +241,22 @@ class EngineConfig:
         _require(self.feed_priority in FEED_PRIORITIES, "--feed-priority",
                  f"{self.feed_priority!r}: one of {', '.join(FEED_PRIORITIES)}")
 
+    def _check_itch(self) -> None:
+        object.__setattr__(self, "itch_symbols", tuple(str(x) for x in self.itch_symbols))
+        object.__setattr__(self, "price_band", tuple(int(x) for x in self.price_band))
+        band = self.price_band
+        _require(not band or (len(band) == 2 and 1 <= band[0] <= band[1]), "price_band",
+                 f"{list(band)}: want (price_lo, price_hi) with 1 <= price_lo <= price_hi")
+        _require(self.itch_speed is None or self.itch_speed >= 0.001, "--itch-speed",
+                 f"{self.itch_speed}: must be >= 0.001")
+        if self.itch is None:
+            _require(self.itch_speed is None and not self.itch_symbols, "--itch-speed / --itch-symbols",
+                     "need --itch FILE")
+            return
+        _require(self.producers == 1, "--itch", f"replays a day as one producer's orders, in the file's "
+                                                f"order: --producers {self.producers} cannot be used with it")
+        _require(self.rate is None, "--rate", "the day sets its own pace with --itch (--itch-speed X)")
+
     def feed_address(self) -> tuple[str, int]:
         group, port = _host_port(self.feed, "--feed", f"GROUP:PORT (a multicast group, e.g. {DEFAULT_FEED})")
         if not group:
@@ -244,6 +268,12 @@ class EngineConfig:
     def replicated(self) -> bool:
         """A replicator runs (NATS servers are configured)."""
         return bool(self.nats)
+
+    @property
+    def whole_log(self) -> bool:
+        """The WAL is kept from seq 1 whatever keep_snapshots says: the feed is regenerated
+        from it, an ITCH replay is checked against it."""
+        return self.feed is not None or self.itch is not None
 
     @property
     def wal_mode(self) -> str:
@@ -291,7 +321,8 @@ class EngineConfig:
 
     @property
     def book(self) -> dict:
-        return book_config(self.symbols, self.capacity, self.max_open_orders, self.hash_key)
+        return book_config(self.symbols, self.capacity, self.max_open_orders, self.hash_key,
+                           self.price_band or None)
 
     def account_of(self, k: int) -> int:
         """The account producer slot k is bound to at the start: a load producer's
@@ -314,7 +345,8 @@ class EngineConfig:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        for name in ("snapshot_cores", "producer_accounts", "multi_account_slots", "nats"):
+        for name in ("snapshot_cores", "producer_accounts", "multi_account_slots", "nats", "itch_symbols",
+                     "price_band"):
             d[name] = list(getattr(self, name))
         return d
 
@@ -346,7 +378,8 @@ class EngineConfig:
         orders, duration = getattr(args, "orders", None), getattr(args, "duration", None)
         if orders is None and duration is None:       # the run's length: flags, else the preset's
             orders, duration = preset.get("orders"), preset.get("duration")
-        producers = int(pick("producers"))
+        itch = _abspath(getattr(args, "itch", None))
+        producers = int(pick("producers")) if itch is None or getattr(args, "producers", None) is not None else 1
         if orders is None and duration is None and producers > 0:
             orders = DEMO_ORDERS
         wait = {}
@@ -385,6 +418,8 @@ class EngineConfig:
             feed_rerequest_port=int(pick("feed_rerequest_port")), feed_drop_every=int(pick("feed_drop_every")),
             feed_linger_s=float(pick("feed_linger", "feed_linger_s")), feed_priority=pick("feed_priority"),
             feed_defer_above=pick("feed_defer_above"),
+            itch=itch, itch_speed=getattr(args, "itch_speed", None),
+            itch_symbols=tuple(x for x in (getattr(args, "itch_symbols", None) or "").split(",") if x),
         )
 
 

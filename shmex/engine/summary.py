@@ -146,7 +146,7 @@ def wal_kept(cfg, ctl: np.ndarray) -> dict:
         kept = sum(os.path.getsize(p) for _, p in segs)
     except (CannotOpen, CorruptRecord, OSError):
         segs, first, kept = [], None, 0      # verify names what is wrong with the directory
-    return {"keep_snapshots": cfg.keep_snapshots if cfg.feed is None else 0, "removed_segments": int(ctl[cells.WAL_RETIRED_SEGMENTS]),
+    return {"keep_snapshots": cfg.keep_snapshots if not cfg.whole_log else 0, "removed_segments": int(ctl[cells.WAL_RETIRED_SEGMENTS]),
             "removed_bytes": int(ctl[cells.WAL_RETIRED_BYTES]), "kept_segments": len(segs), "kept_bytes": kept,
             "first_seq": first}
 

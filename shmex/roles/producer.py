@@ -50,6 +50,10 @@ def run(cfg, ctl: Ctl, me, k: int) -> int:
     rate = float(cfg.rate or 0.0) / max(cfg.producers, 1)
     period = int(round(1e9 / rate)) if rate > 0 else 0
     producer_id = k + 1
+    src = replay_source(cfg, k)
+    if len(src):
+        period = 1 if cfg.itch_speed else 0       # paced by the day's own times, or not at all
+        orders = len(src) if orders < 0 else min(orders, len(src))
     st = np.zeros(producer_duty.STATE_CELLS, dtype=np.int64)
     st[producer_duty.S_NEXT_CID] = 1
     st[producer_duty.S_NEXT_PSEQ] = 1
@@ -86,7 +90,7 @@ def run(cfg, ctl: Ctl, me, k: int) -> int:
         try:
             while True:
                 rc = producer_duty.duty(buf, bufw, rbuf, rbufw, in_slots, in_ctl, in_loc, rep_slots, rep_ctl,
-                            rep_loc, ds, st, pool_cid, pool_sym, producer_id, nsym, cid_base, t0,
+                            rep_loc, ds, st, pool_cid, pool_sym, src, producer_id, nsym, cid_base, t0,
                             period, orders, cnt, hist, h_queue, h_report, dtab, DUTY_BUDGET_NS)
                 me.beat()
                 if rc == producer_duty.RET_POST:         # a peer blocked on a semaphore: wake it
@@ -105,7 +109,8 @@ def run(cfg, ctl: Ctl, me, k: int) -> int:
                     break
                 # idle: sleep on the report ring until a report comes or the next order is due
                 if rc == producer_duty.RET_SLEEP:
-                    wait_ns = ds[producer_duty.D_GENERATED] * period + t0 - time.monotonic_ns()
+                    wait_ns = producer_duty.next_due_ns(src, ds[producer_duty.D_GENERATED], t0, period) \
+                        - time.monotonic_ns()
                     if wait_ns > 0:          # wake a little early (timer slack is 1 us)
                         rep.wait_readable(1, timeout_s=min(wait_ns - 20_000, 20_000_000) / 1e9)
                 elif rc == producer_duty.RET_FULL:
@@ -125,6 +130,19 @@ def run(cfg, ctl: Ctl, me, k: int) -> int:
     return 0
 
 
+def replay_source(cfg, k: int) -> np.ndarray:
+    """The commands producer k replays (an ITCH day's, see `itchload`), or none: it generates."""
+    if k != 0 or not cfg.itch:
+        return commands(0)
+    from shmex.recovery import itchrun
+
+    path = itchrun.paths(cfg.data_dir)["commands"]
+    if not os.path.getsize(path):
+        return commands(0)
+    # copy-on-write: the same array type as a buffer of commands, the file never written
+    return np.asarray(np.memmap(path, dtype=COMMAND, mode="c"))
+
+
 def warm() -> None:
     """Load every kernel of this role (from numba's cache) on scratch state of the live
     types (a standby calls it before it has a role; nothing shared is touched)."""
@@ -142,6 +160,7 @@ def warm() -> None:
     producer_duty.scan_reports_staged(rbuf, 0, 0, cnt, hist, hist.copy(), dtab)
     producer_duty.stamp_sent(buf, 0, 0, 0)
     producer_duty.note_sent(buf, 0, 0, 0, hist)
+    producer_duty.next_due_ns(buf, 0, 0, 0)
     _warm_duty(buf, rbuf, hist, dtab, cnt)
 
 
@@ -155,6 +174,7 @@ def _warm_duty(buf, rbuf, hist, dtab, cnt) -> None:
     ds = np.zeros(producer_duty.DUTY_CELLS, dtype=np.int64)
     producer_duty.duty(buf, buf.view(np.uint64).reshape(len(buf), -1), rbuf, rbuf.view(np.uint64).reshape(len(rbuf), -1),
            slots, rctl, loc, slots.copy(), rctl.copy(), loc.copy(), ds, np.zeros(producer_duty.STATE_CELLS, np.int64),
-           np.zeros(producer_duty.POOL, np.uint64), np.zeros(producer_duty.POOL, np.uint32), 1, 1, 0, 0, 0, 0,
+           np.zeros(producer_duty.POOL, np.uint64), np.zeros(producer_duty.POOL, np.uint32), commands(0),
+           1, 1, 0, 0, 0, 0,
            np.zeros_like(cnt), np.zeros_like(hist), np.zeros_like(hist), np.zeros_like(hist),
            np.zeros_like(dtab[:4]), 0)

@@ -193,10 +193,13 @@ YIELD_BELOW_NS = 60_000     # next order due sooner than this: sched_yield, do n
 
 @njit(cache=True, nogil=True)
 def duty(buf, bufw, rbuf, rbufw, in_slots, in_ctl, in_loc, rep_slots, rep_ctl, rep_loc, ds, st,
-         pool_cid, pool_sym, producer, nsym, cid_base, t0, period, orders, cnt, hist, h_queue,
+         pool_cid, pool_sym, src, producer, nsym, cid_base, t0, period, orders, cnt, hist, h_queue,
          h_report, dtab, budget_ns):
     """Send what is due, read the reports, until there is nothing to do for a while or
     `budget_ns` passed; -> RET_* (what the caller should do next).
+
+    The orders come from the generator, or, when `src` is not empty, from `src` in its
+    order (a replayed day, see `replay_batch`; `period` then only says paced or not).
 
     One call replaces thousands of Python iterations: the time a report waits in the ring
     or an order waits for its send is the scheduler's, not the interpreter's. While the
@@ -216,9 +219,15 @@ def duty(buf, bufw, rbuf, rbufw, in_slots, in_ctl, in_loc, rep_slots, rep_ctl, r
             if lo == hi:
                 gen = ds[D_GENERATED]
                 left = nbuf if orders < 0 else min(nbuf, orders - gen)
-                due = left if period == 0 else min(left, (now - t0) // period + 1 - gen)
+                if src.shape[0]:
+                    due = replay_due(src, gen, left, now - t0, period)
+                    if due > 0:
+                        replay_batch(buf, due, src, gen, st, producer, t0, period, now)
+                else:
+                    due = left if period == 0 else min(left, (now - t0) // period + 1 - gen)
+                    if due > 0:
+                        gen_batch(buf, due, st, pool_cid, pool_sym, producer, nsym, cid_base, t0, period, now)
                 if due > 0:
-                    gen_batch(buf, due, st, pool_cid, pool_sym, producer, nsym, cid_base, t0, period, now)
                     lo = 0
                     hi = due
                     ds[D_GENERATED] = gen + due
@@ -250,6 +259,43 @@ def duty(buf, bufw, rbuf, rbufw, in_slots, in_ctl, in_loc, rep_slots, rep_ctl, r
         if lo < hi:
             return RET_FULL
         if period > 0:
-            if t0 + ds[D_GENERATED] * period - now >= YIELD_BELOW_NS:
+            if next_due_ns(src, ds[D_GENERATED], t0, period) - now >= YIELD_BELOW_NS:
                 return RET_SLEEP
             sched_yield()
+
+
+@njit(cache=True, nogil=True)
+def next_due_ns(src, gen, t0, period):
+    """When order `gen` (0-based) is due, open loop."""
+    if src.shape[0]:
+        return t0 + src[min(gen, src.shape[0] - 1)].sent_ns
+    return t0 + gen * period
+
+
+@njit(cache=True, nogil=True)
+def replay_due(src, gen, left, elapsed_ns, period):
+    """How many of src[gen:gen + left] are due after elapsed_ns (all of them unpaced)."""
+    n = min(left, src.shape[0] - gen)
+    if period == 0:
+        return n
+    k = 0
+    while k < n and src[gen + k].sent_ns <= elapsed_ns:
+        k += 1
+    return k
+
+
+@njit(cache=True, nogil=True)
+def replay_batch(out, n, src, gen, st, producer, t0_ns, period, now_ns):
+    """out[:n] = src[gen:gen + n] as this producer's next commands: its id and pseq, and
+    sent_ns the intended time (t0 + the command's offset) paced, the generation time not."""
+    for i in range(n):
+        out[i] = src[gen + i]
+        c = out[i]
+        pseq = st[S_NEXT_PSEQ]
+        st[S_NEXT_PSEQ] = pseq + 1
+        c.producer = producer
+        c.pseq = pseq
+        c.sent_ns = t0_ns + src[gen + i].sent_ns if period else now_ns
+        c.seq = 0
+        c.engine_ns = 0
+    return n

@@ -217,7 +217,7 @@ class Retention:
 
     def tick(self, wal: WalWriter) -> None:
         # a feed is regenerated from the whole journal: with one, nothing is retired
-        if not self.cfg.keep_snapshots or self.cfg.feed is not None or wal.segment == self.segment:
+        if not self.cfg.keep_snapshots or self.cfg.whole_log or wal.segment == self.segment:
             return
         from shmex.recovery.retention import retire_bound
 
