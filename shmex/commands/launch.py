@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 DEFAULT_DIR = "shmex-data"
@@ -162,7 +161,6 @@ def main(args) -> int:
     from shmex.shm.registry import list_runs
 
     if cfg.replicated:
-        from shmex.errors import CannotOpen
         from shmex.repl.primary import check_start
 
         try:

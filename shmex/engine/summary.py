@@ -200,7 +200,7 @@ def print_summary(doc: dict) -> None:
         p(f"  {name:<11} {r['line']}")
     p(f"  verify      {doc['verify']}    replay: {doc['replay']}")
     bad = [k for k, v in doc["checks"].items() if not v]
-    p(f"  checks      " + ("all passed (" + ", ".join(doc["checks"]) + ")" if not bad else "FAILED: " + ", ".join(bad)))
+    p("  checks      " + ("all passed (" + ", ".join(doc["checks"]) + ")" if not bad else "FAILED: " + ", ".join(bad)))
     if doc["segments_left"]:
         p(f"  LEAKED      {doc['segments_left']}")
 

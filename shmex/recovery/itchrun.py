@@ -79,22 +79,30 @@ def read_info(data_dir: str) -> dict:
 
 
 def check(data_dir: str) -> dict:
-    """Replay the run's journal; -> executions reproduced and books compared."""
+    """Replay the run's journal from seq 1; -> executions reproduced and books compared."""
     from shmex.matcher.matcher import Matcher
-    from shmex.recovery.feed import book_levels
     from shmex.recovery.recover import matcher_config
-    from shmex.schema import R_FILL, R_REJECTED, TAKER, Side
     from shmex.wal.reader import WalReader
 
     info = read_info(data_dir)
     ex = np.fromfile(paths(data_dir)["executions"], dtype=itchload.EXEC)
-    m = Matcher(**matcher_config(data_dir))
+    return agreement(WalReader(data_dir).commands(1), Matcher(**matcher_config(data_dir)), info, ex,
+                     where=data_dir)
+
+
+def agreement(batches, m, info: dict, ex: np.ndarray, *, where: str = "journal") -> dict:
+    """Feed the sequenced command batches (from seq 1) to the matcher m; -> how many of the
+    day's executions it made against the same resting order, and each symbol's book
+    against the one the file implies (`info["book"]`)."""
+    from shmex.recovery.feed import book_levels
+    from shmex.schema import R_FILL, R_REJECTED, TAKER, Side
+
     parts, crossed = [], []
     rejected = 0
     seq = 0
-    for batch in WalReader(data_dir).commands(1):
+    for batch in batches:
         if int(batch[0]["seq"]) != seq + 1:
-            raise CannotOpen(f"{data_dir}: the log holds seq {int(batch[0]['seq'])} where the check needs "
+            raise CannotOpen(f"{where}: holds seq {int(batch[0]['seq'])} where the check needs "
                              f"{seq + 1} (it needs the whole journal from seq 1)")
         seq = int(batch[-1]["seq"])
         reps = m.process_into(batch, stamp=False)

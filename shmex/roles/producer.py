@@ -66,9 +66,7 @@ def run(cfg, ctl: Ctl, me, k: int) -> int:
     me.ready()
     cid_base = int(cfg.cid_base)
     nsym = int(cfg.symbols)
-    lo = hi = 0
     generated = 0
-    sending = True
     resume = inr.published_seq          # a restarted producer goes on where its predecessor stopped
     if resume:
         st[producer_duty.S_NEXT_PSEQ] = resume + 1
