@@ -279,3 +279,33 @@ def test_one_node_lost_goes_on_two_lost_stall_then_resume(nats_cluster, shm_run,
     assert stop(prim) == 0, (tmp_path / "p.launch.err").read_text()
     log = _log(tmp_path / "p")
     _assert_contiguous(_journal(nats_cluster, stream), len(log))
+
+
+def test_a_log_longer_than_the_stream_is_its_own_tail_only_if_it_appended_last(nats_cluster, tmp_path):
+    """A deposed primary killed with an unshipped tail longer than what its successor
+    appended must not come back as the primary: the stream's last append names who made it."""
+    from shmex.repl import lease
+    from shmex.repl.primary import check_start
+    from wal_helpers import commands as log_commands, write_log
+
+    d = tmp_path / "old"
+    write_log(d, log_commands(30))                 # seqs 1..30 on this engine's disk
+    stream = _stream(new_run_id())
+    cfg = EngineConfig(run_id=new_run_id(), data_dir=str(d), producers=0, clients=1, durability="replicated",
+                       nats=tuple(nats_cluster.urls), nats_stream=stream)
+
+    async def append(last: int, origin: str) -> None:
+        nc, js = await repl_cluster.connect(cfg.nats, reconnect=False)
+        try:
+            await repl_cluster.ensure(js, stream, cfg.nats_bucket, cfg.lease_s)
+            await js.publish(names.journal_subject(stream), b"", headers={
+                names.FIRST_SEQ: str(last - 9), names.LAST_SEQ: str(last), names.ORIGIN: origin,
+                names.MSG_ID: names.msg_id(stream, last - 9, last)})
+        finally:
+            await nc.close()
+
+    asyncio.run(append(10, lease.origin(str(d))))     # its own first ten, shipped
+    assert check_start(cfg) is None                 # 11..30: its own unshipped tail
+    asyncio.run(append(20, "elsewhere:/srv/shmex"))   # a successor went on from 11
+    why = check_start(cfg)
+    assert why and "last append (to seq 20) came from elsewhere:/srv/shmex" in why and "not the primary" in why

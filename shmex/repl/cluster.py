@@ -80,6 +80,17 @@ async def stream_end(js, stream: str) -> tuple[int, int]:
     return int(m.seq), int(m.headers[names.LAST_SEQ])
 
 
+async def stream_origin(js, stream: str) -> str | None:
+    """The engine that appended the journal's last message (None: empty, or unnamed)."""
+    from nats.js.errors import NotFoundError
+
+    try:
+        m = await js.get_last_msg(stream, names.journal_subject(stream))
+    except NotFoundError:
+        return None
+    return (m.headers or {}).get(names.ORIGIN)
+
+
 async def stream_last_seq(js, stream: str) -> int:
     """The stream sequence of its last message on any subject (0: empty)."""
     info = await js.stream_info(stream)

@@ -20,6 +20,11 @@ def holder(data_dir: str, run_id: str) -> dict:
             "pid": os.getpid(), "time_ns": time.time_ns()}
 
 
+def origin(data_dir: str) -> str:
+    """An engine's name on the journal messages it appends: its host and data directory."""
+    return f"{socket.gethostname()}:{os.path.abspath(data_dir)}"
+
+
 def same_engine(a: dict, b: dict) -> bool:
     """The same data directory on the same host: the same engine (a restart of it)."""
     return a.get("host") == b.get("host") and a.get("data_dir") == b.get("data_dir")

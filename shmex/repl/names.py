@@ -12,6 +12,7 @@ FIRST_SEQ = "Shmex-First-Seq"        # first command seq in the message
 LAST_SEQ = "Shmex-Last-Seq"          # last command seq in the message
 CHECKPOINT = "Shmex-Checkpoint"      # 1: the primary has a state hash at LAST_SEQ (published on .hash)
 SENT_NS = "Shmex-Sent-Ns"            # wall-clock ns when the primary appended it (lag in ms)
+ORIGIN = "Shmex-Origin"              # the engine that appended it (`lease.origin`: host and data dir)
 MSG_ID = "Nats-Msg-Id"
 EXPECTED_LAST = "Nats-Expected-Last-Sequence"
 

@@ -42,7 +42,8 @@ async def _check(cfg) -> str | None:
         kv = await asyncio.wait_for(cluster.ensure(js, cfg.nats_stream, cfg.nats_bucket, cfg.lease_s), 60.0)
         rev, other = await lease.current(kv, names.lease_key(cfg.nats_stream))
         me = lease.holder(cfg.data_dir, cfg.run_id)
-        if other is not None and not lease.same_engine(other, me) and rev != cfg.lease_revision:
+        handed_over = bool(cfg.lease_revision) and rev == cfg.lease_revision    # a promotion
+        if other is not None and not lease.same_engine(other, me) and not handed_over:
             return (f"the lease in bucket {cfg.nats_bucket} is held by {lease.describe(other)}: this engine "
                     f"is not the primary of stream {cfg.nats_stream} (follow it with `shmex follow`)")
         _, shipped = await cluster.stream_end(js, cfg.nats_stream)
@@ -51,6 +52,14 @@ async def _check(cfg) -> str | None:
             return (f"the stream {cfg.nats_stream} holds seqs up to {shipped:,}, beyond this log's end "
                     f"({end:,} in {cfg.data_dir}): another engine went on after this one; it is not the "
                     f"primary (follow the stream with `shmex follow` in a fresh directory)")
+        # a log longer than the stream is this engine's own unshipped tail only if it
+        # appended the stream's last message: a successor's appends (however few) mean its
+        # tail and the stream part at the successor's first seq
+        last_by = await cluster.stream_origin(js, cfg.nats_stream)
+        if last_by is not None and last_by != lease.origin(cfg.data_dir) and not handed_over:
+            return (f"the stream {cfg.nats_stream}'s last append (to seq {shipped:,}) came from {last_by}: "
+                    f"another engine went on after this one; it is not the primary (follow the stream "
+                    f"with `shmex follow` in a fresh directory)")
         return None
     except asyncio.TimeoutError:
         return f"NATS {','.join(cfg.nats)}: JetStream did not answer in 60 s (no quorum?)"

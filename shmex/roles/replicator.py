@@ -64,6 +64,7 @@ class Replicator:
         self.base = cells.proc_cell(me.slot, cells.P_ROLE)
         self.subject = names.journal_subject(cfg.nats_stream)
         self.stream = cfg.nats_stream
+        self.origin = lease.origin(cfg.data_dir)
         self.key = names.lease_key(cfg.nats_stream)
         self.pending: list[int] = []      # snapshot seqs not yet shipped (cut points)
         self.hash_due: list[int] = []     # snapshot seqs shipped whose hash is not published yet
@@ -194,7 +195,7 @@ class Replicator:
     async def _append(self, cmds, checkpoint: bool) -> None:
         first, last = int(cmds[0]["seq"]), int(cmds[-1]["seq"])
         hdr = {names.FIRST_SEQ: str(first), names.LAST_SEQ: str(last), names.SENT_NS: str(time.time_ns()),
-               names.MSG_ID: names.msg_id(self.stream, first, last)}
+               names.MSG_ID: names.msg_id(self.stream, first, last), names.ORIGIN: self.origin}
         if checkpoint:
             hdr[names.CHECKPOINT] = "1"
             self.hash_due.append(last)
