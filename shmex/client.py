@@ -136,12 +136,17 @@ class Client:
                 self._in.close()
                 self._in = None
                 continue
+            if self._predecessor_open(k, proc_slots):
+                self._in.close()
+                self._rep.close()
+                self._in = self._rep = None
+                continue
             self.slot = k
             break
         if self._in is None:
             self.close()
             raise AttachError(f"engine {run_id}: all {clients} client slots are taken "
-                              f"(launch with more --clients)")
+                              f"(launch with more --clients), or a slot's last session is being closed out")
         self.producer = self.slot + 1
         self._hseg = Segment.attach(segment_name(run_id, "hist"), layout="hist")
         self._hist = self._hseg.view(0, np.int64, P * NBUCKETS).reshape(P, NBUCKETS)[self.slot]
@@ -157,9 +162,24 @@ class Client:
         self._next_cid = 1
         self._one = commands(1)
         self._rbuf = reports(4096)
-        stale = self._rep.consume(self._rbuf)                     # a previous client's leftovers
-        while stale:
-            stale = self._rep.consume(self._rbuf)
+        # a new session: the predecessor's reports are not this client's. With cancel-on-
+        # disconnect its last command is the CANCEL_ALL of its orders (pseq _pseq): every
+        # report before and of it is the predecessor's (one router, in seq order)
+        self._skip_to = self._pseq if int(ring_kernels._load(self._ctl, cells.CFG_CANCEL_ON_DISCONNECT)) else 0
+        self._seen_last = False
+        if not self._skip_to:
+            stale = self._rep.consume(self._rbuf)                 # a previous client's leftovers
+            while stale:
+                stale = self._rep.consume(self._rbuf)
+
+    def _predecessor_open(self, k: int, proc_slots: int) -> bool:
+        """With cancel-on-disconnect: the slot's previous session is not closed out yet (its
+        orders not yet cancelled by the supervisor): this client must not take the slot."""
+        if not int(ring_kernels._load(self._ctl, cells.CFG_CANCEL_ON_DISCONNECT)):
+            return False
+        # ORDER: acquire: after the supervisor's publish of the CANCEL_ALL
+        closed = int(ring_kernels._load(self._ctl, cells.prod_base(proc_slots, k) + cells.C_SESSIONS_CLOSED))
+        return self._in.producer_attaches - 1 > closed
 
     def _bind(self, account: int | None, proc_slots: int, P: int, deadline: float | None) -> int:
         """Bind this slot to `account` (None: the slot's default) in its control cell; -> it."""
@@ -270,9 +290,23 @@ class Client:
         """The reports waiting now (after up to `timeout_s` for the first one); a copy."""
         buf = self._rbuf if max_records <= len(self._rbuf) else reports(max_records)
         n = self._rep.consume(buf[:max_records], wait=timeout_s > 0, timeout_s=timeout_s or None)
-        if n:
-            producer_duty.scan_reports(buf, n, time.monotonic_ns(), self._cnt, self._hist)
-        return buf[:n].copy()
+        got = buf[:n]
+        if n and self._skip_to:
+            got = got[self._predecessors(got):]
+        if len(got):
+            producer_duty.scan_reports(got, len(got), time.monotonic_ns(), self._cnt, self._hist)
+        return got.copy()
+
+    def _predecessors(self, reps: np.ndarray) -> int:
+        """How many of these reports, at the start, are the previous session's."""
+        p = reps["pseq"]
+        for i in range(len(reps)):
+            if int(p[i]) == self._skip_to:
+                self._seen_last = True
+            elif self._seen_last:
+                self._skip_to = 0
+                return i
+        return len(reps)
 
     def wait_answers(self, pseqs, timeout_s: float = 10.0) -> np.ndarray:
         """Read until every command in `pseqs` has had a report; -> all reports read."""

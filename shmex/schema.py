@@ -26,6 +26,9 @@ identity fields: it stamps ``producer`` from the ring it read, journals the ring
 many accounts), and writes ``verdict``: 0, or the Reason the command is rejected with
 before it reaches the book. The journal holds the stamped record, so replay rejects
 the same commands, and a restarted matcher's skip counts only engine-written fields.
+A CANCEL_ALL (the engine's own, when a client slot's client went away) cancels every
+resting order of its producer: a CANCELED report (reason DISCONNECTED) for each, then an
+ACK whose qty is how many.
 
 REPORT (matcher -> publisher -> producer)::
 
@@ -72,6 +75,7 @@ class Kind(IntEnum):
     NEW = 1
     CANCEL = 2
     REPLACE = 3
+    CANCEL_ALL = 4      # every resting order of the record's producer (cancel-on-disconnect)
 
 
 class Side(IntEnum):
@@ -128,10 +132,11 @@ class Reason(IntEnum):
     BAD_PSEQ = 10          # the record's pseq is not its place in its ring
     WRONG_ACCOUNT = 11     # the command's account is not its slot's
     TOO_MANY_ORDERS = 12   # its producer has max_open_orders resting already
+    DISCONNECTED = 13      # cancelled because its client went away (CANCEL_ALL)
 
 
 # Module-level int constants for numba kernels (globals are folded as constants).
-K_NEW, K_CANCEL, K_REPLACE = map(int, Kind)
+K_NEW, K_CANCEL, K_REPLACE, K_CANCEL_ALL = map(int, Kind)
 BUY, SELL = map(int, Side)
 LIMIT, MARKET = map(int, OrderType)
 GTC, IOC, FOK, POST_ONLY = map(int, Tif)
@@ -140,7 +145,7 @@ R_ACK, R_FILL, R_CANCELED, R_REPLACED, R_REJECTED, R_EXPIRED = map(int, ReportKi
 LIQ_NONE, MAKER, TAKER = map(int, Liquidity)
 (RS_NONE, RS_UNKNOWN_ORDER, RS_DUPLICATE_ID, RS_BAD_QTY, RS_PRICE_BAND, RS_UNKNOWN_SYMBOL,
  RS_BAD_FIELD, RS_BOOK_FULL, RS_POST_ONLY_WOULD_CROSS, RS_SELF_TRADE, RS_BAD_PSEQ,
- RS_WRONG_ACCOUNT, RS_TOO_MANY_ORDERS) = map(int, Reason)
+ RS_WRONG_ACCOUNT, RS_TOO_MANY_ORDERS, RS_DISCONNECTED) = map(int, Reason)
 
 COMMAND = record(
     ("kind", "u1", 0),

@@ -57,7 +57,8 @@ def test_client_submits_cancels_and_reads(shm_run, tmp_path):
             p.wait()
     assert p.returncode == 0, (tmp_path / "launch.err").read_text()
     doc = json.loads((tmp_path / "run.json").read_text())
-    assert doc["orders"] == 6 and doc["last_seq"] == 6
+    # and a CANCEL_ALL for each client that left before the stop (cancel-on-disconnect)
+    assert doc["orders"] == 6 and doc["last_seq"] == 6 + doc["sessions_closed"]
     assert not [e for e in os.listdir(SHM_DIR) if e.startswith(f"{PREFIX}{shm_run}-")]
 
 

@@ -117,7 +117,7 @@ def test_record_builder_pads_and_forces_little_endian():
 
 
 @pytest.mark.parametrize("enum, values", [
-    (schema.Kind, {"NEW": 1, "CANCEL": 2, "REPLACE": 3}),
+    (schema.Kind, {"NEW": 1, "CANCEL": 2, "REPLACE": 3, "CANCEL_ALL": 4}),
     (schema.Side, {"BUY": 1, "SELL": 2}),
     (schema.OrderType, {"LIMIT": 1, "MARKET": 2}),
     (schema.Tif, {"GTC": 1, "IOC": 2, "FOK": 3, "POST_ONLY": 4}),
@@ -129,7 +129,7 @@ def test_record_builder_pads_and_forces_little_endian():
     (schema.Reason, {"NONE": 0, "UNKNOWN_ORDER": 1, "DUPLICATE_ID": 2, "BAD_QTY": 3,
                      "PRICE_BAND": 4, "UNKNOWN_SYMBOL": 5, "BAD_FIELD": 6, "BOOK_FULL": 7,
                      "POST_ONLY_WOULD_CROSS": 8, "SELF_TRADE": 9, "BAD_PSEQ": 10,
-                     "WRONG_ACCOUNT": 11, "TOO_MANY_ORDERS": 12}),
+                     "WRONG_ACCOUNT": 11, "TOO_MANY_ORDERS": 12, "DISCONNECTED": 13}),
 ], ids=lambda v: getattr(v, "__name__", ""))
 def test_enum_values_are_pinned(enum, values):
     # the values are bytes in the WAL: renumbering one is a layout change
@@ -138,6 +138,7 @@ def test_enum_values_are_pinned(enum, values):
 
 @pytest.mark.parametrize("const, member", [
     ("K_NEW", schema.Kind.NEW), ("K_CANCEL", schema.Kind.CANCEL), ("K_REPLACE", schema.Kind.REPLACE),
+    ("K_CANCEL_ALL", schema.Kind.CANCEL_ALL), ("RS_DISCONNECTED", schema.Reason.DISCONNECTED),
     ("BUY", schema.Side.BUY), ("SELL", schema.Side.SELL),
     ("LIMIT", schema.OrderType.LIMIT), ("MARKET", schema.OrderType.MARKET),
     ("GTC", schema.Tif.GTC), ("IOC", schema.Tif.IOC), ("FOK", schema.Tif.FOK),

@@ -54,6 +54,9 @@ def add_arguments(p) -> None:
     p.add_argument("--plot", metavar="PATH", help="write a percentile plot (PNG)")
     p.add_argument("--clients", type=int, help="slots for client-API producers (default 1)")
     p.add_argument("--name", metavar="NAME", help="run id clients attach by (default: a fresh id)")
+    p.add_argument("--keep-orders-on-disconnect", action="store_true",
+                   help="a client slot's resting orders stay when its client goes away (default: "
+                        "they are cancelled, journaled as one CANCEL_ALL; the slot's next client starts clean)")
     p.add_argument("--publisher", choices=("process", "inline"),
                    help="publisher as its own process, or inside the matcher's loop (default)")
     p.add_argument("--snapshot-every", type=int, metavar="N",

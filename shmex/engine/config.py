@@ -123,6 +123,9 @@ class EngineConfig:
                                          # None: DEFER_RATE where the machine has fewer cores than the
                                          # engine has processes, else never; 0: never
 
+    cancel_on_disconnect: bool = True    # a client slot's resting orders are cancelled when its client
+                                         # goes away (False: they rest on; the slot's next client
+                                         # inherits them, their ids and their fills)
     itch: str | None = None              # a NASDAQ ITCH 5.0 file replayed as the load (translated into
                                          # DATA_DIR/itch/ at launch; None: the built-in generator)
     itch_speed: float | None = None      # the day's own pace times this (None: as fast as it goes)
@@ -418,6 +421,7 @@ class EngineConfig:
             feed_rerequest_port=int(pick("feed_rerequest_port")), feed_drop_every=int(pick("feed_drop_every")),
             feed_linger_s=float(pick("feed_linger", "feed_linger_s")), feed_priority=pick("feed_priority"),
             feed_defer_above=pick("feed_defer_above"),
+            cancel_on_disconnect=not getattr(args, "keep_orders_on_disconnect", False),
             itch=itch, itch_speed=getattr(args, "itch_speed", None),
             itch_symbols=tuple(x for x in (getattr(args, "itch_symbols", None) or "").split(",") if x),
         )

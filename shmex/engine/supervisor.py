@@ -173,6 +173,7 @@ class Supervisor:
         self.max_restarts = cfg.max_restarts
         self.restart_window_s = cfg.restart_window_s
         self._stop_requested = False
+        self._disconnects = None          # cancel-on-disconnect of client slots (`disconnect.Watch`)
         self.ctl = self.hist = None
         self.use_standby = cfg.standby
         self.standby: standby.Standby | None = None
@@ -207,6 +208,7 @@ class Supervisor:
         self.ctl[cells.CFG_PRODUCERS] = cfg.producers
         self.ctl[cells.CFG_CLIENTS] = cfg.clients
         self.ctl[cells.CFG_GATEWAYS] = cfg.gateways
+        self.ctl[cells.CFG_CANCEL_ON_DISCONNECT] = int(cfg.cancel_on_disconnect)
         b = cfg.book
         self.ctl[cells.CFG_SYMBOLS], self.ctl[cells.CFG_PRICE_LO] = b["symbols"], b["price_lo"]
         self.ctl[cells.CFG_PRICE_HI], self.ctl[cells.CFG_CAPACITY] = b["price_hi"], b["capacity"]
@@ -222,9 +224,17 @@ class Supervisor:
             r = Ring.create(run_id, role, cap, dt)
             self.segments.append(r.name)
             self._rings.append(r)
+        self._disconnects = None
+        if cfg.cancel_on_disconnect and cfg.clients:
+            from shmex.engine.disconnect import Watch
+
+            by_name = {r.name: r for r in self._rings}
+            self._disconnects = Watch(cfg, self.ctl, {k: by_name[Ring.name_for(run_id, cells.in_role(k))]
+                                            for k in range(self.P)})
 
     def _release_segments(self) -> list[str]:
         """Close our mappings and unlink every segment of the run; -> names that were left."""
+        self._disconnects = None          # it holds views of the control segment
         for r in getattr(self, "_rings", []):
             r.close()
         self.ctl = self.hist = self.stages = None
@@ -551,6 +561,8 @@ class Supervisor:
             if cfg.producers and all(self.ctl[self.prod_cell(k, cells.C_SENDING_DONE)]
                                         for k in range(cfg.producers)):
                 break
+            if self._disconnects is not None:
+                self._disconnects.poll()
             last_progress = self._tick(last_progress, now, t0)
             time.sleep(0.02)
         self.ctl[cells.PHASE] = cells.PH_STOPPING

@@ -19,9 +19,9 @@ from numba import njit
 from shmex.matcher._bits import _clear_bit, _find_down, _find_up, _set_bit
 from shmex.matcher.book import (C_HMASK, C_HSHIFT, C_LO, C_NSUM, C_NTICKS, C_NWORDS, C_OPEN_CAP, C_SYMBOLS,
                                 M_FREE_TOP, M_LAST_SEQ, M_LIVE)
-from shmex.schema import (BUY, FOK, GTC, K_CANCEL, K_NEW, K_REPLACE, LIMIT, LIQ_NONE, MAKER,
+from shmex.schema import (BUY, FOK, GTC, K_CANCEL, K_CANCEL_ALL, K_NEW, K_REPLACE, LIMIT, LIQ_NONE, MAKER,
                           MARKET, POST_ONLY, R_ACK, R_CANCELED, R_EXPIRED, R_FILL, R_REJECTED,
-                          R_REPLACED, RS_BAD_FIELD, RS_BAD_QTY, RS_BOOK_FULL, RS_DUPLICATE_ID,
+                          R_REPLACED, RS_BAD_FIELD, RS_BAD_QTY, RS_BOOK_FULL, RS_DISCONNECTED, RS_DUPLICATE_ID,
                           RS_NONE, RS_POST_ONLY_WOULD_CROSS, RS_PRICE_BAND, RS_SELF_TRADE,
                           RS_TOO_MANY_ORDERS, RS_UNKNOWN_ORDER, RS_UNKNOWN_SYMBOL, SELL, STP_CANCEL_BOTH,
                           STP_CANCEL_NEWEST, STP_CANCEL_OLDEST, STP_DECREMENT, STP_NONE, TAKER)
@@ -447,6 +447,32 @@ def _replace(b, out, n, c):
     return n
 
 
+@njit(cache=True, nogil=True, _nrt=False)
+def _cancel_all(b, out, n, c):
+    """Cancel every resting order of the command's producer, in book order (symbol, side,
+    price priority, time); then an ACK with how many."""
+    prod = np.int64(c.producer)
+    nt = b.cfg[C_NTICKS]
+    lo = b.cfg[C_LO]
+    k = 0
+    for bk in range(2 * b.cfg[C_SYMBOLS]):
+        t = b.best[bk]
+        while t >= 0 and b.p_open[prod] > 0:
+            after = _next_level(b, bk, t)       # found before this level may empty
+            r = b.lv_head[bk * nt + t]
+            while r >= 0:
+                nxt = b.o_next[r]
+                if b.o_prod[r] == prod:
+                    n = _emit(out, n, R_CANCELED, RS_DISCONNECTED, b.o_side[r], LIQ_NONE, prod, 0, b.o_sym[r],
+                              t + lo, b.o_qty[r], 0, b.o_cid[r], np.uint64(0), c.seq, c.pseq, c.sent_ns)
+                    _remove(b, r)
+                    k += 1
+                r = nxt
+            t = after
+    return _emit(out, n, R_ACK, RS_NONE, 0, LIQ_NONE, prod, 0, c.symbol, 0, k, 0, c.client_id,
+                 np.uint64(0), c.seq, c.pseq, c.sent_ns)
+
+
 @njit(cache=True, nogil=True, inline="always", _nrt=False)
 def _worst_case(b, c):
     """Most reports one command can produce: 2 per resting order it can touch, plus 3.
@@ -455,6 +481,8 @@ def _worst_case(b, c):
     except under CANCEL_OLDEST, which cancels resting orders without using any (and a
     REPLACE applies it with the order's account, not the command's). A command with a
     verdict gets its one REJECTED."""
+    if c.verdict == 0 and c.kind == K_CANCEL_ALL:
+        return b.p_open[np.int64(c.producer)] + 1
     sym = np.int64(c.symbol)
     if c.verdict != 0 or c.kind == K_CANCEL or sym >= b.cfg[C_SYMBOLS]:
         return 1
@@ -495,6 +523,8 @@ def _run(b, cmds, start, stop, out, n, stamp, engine_ns):
             n = _cancel(b, out, n, c)
         elif k == K_REPLACE:
             n = _replace(b, out, n, c)
+        elif k == K_CANCEL_ALL:
+            n = _cancel_all(b, out, n, c)
         else:
             n = _reject(out, n, c, RS_BAD_FIELD)
         i += 1

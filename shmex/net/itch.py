@@ -30,7 +30,7 @@ from numba import njit, types
 from numba.typed import Dict
 
 from shmex.net.bigendian import put, u16, u32, u64
-from shmex.schema import (BUY, FOK, IOC, K_CANCEL, K_NEW, LIMIT, MAKER, R_ACK,
+from shmex.schema import (BUY, FOK, IOC, K_CANCEL, K_CANCEL_ALL, K_NEW, LIMIT, MAKER, R_ACK,
                           R_CANCELED, R_EXPIRED, R_FILL, R_REJECTED, R_REPLACED, STP_DECREMENT)
 
 DAY_NS = 86_400_000_000_000
@@ -168,8 +168,13 @@ def _encode(g, ids, ref, leaves, price, side, sym, free, ticks, lots, names, cmd
             r = reps[j]
             j += 1
             k = r.kind
-            mine = (np.int64(r.producer) == key[0] and np.int64(r.client_id) == key[1]
-                    and not (k == R_FILL and r.liquidity == MAKER))
+            if c.kind == K_CANCEL_ALL:           # its CANCELED reports: resting orders, deleted below
+                if k == R_ACK:
+                    continue
+                mine = False
+            else:
+                mine = (np.int64(r.producer) == key[0] and np.int64(r.client_id) == key[1]
+                        and not (k == R_FILL and r.liquidity == MAKER))
             if mine:
                 if k == R_ACK:
                     acked = True

@@ -213,6 +213,27 @@ class Ring:
             raise UsageError(f"{self.name}: closed")
         return self._data_sem.addr, self._space_sem.addr
 
+    def try_take(self, side: str) -> bool:
+        """An observer takes a side if it is free (its lock): -> whether it did."""
+        if self.side is not None:
+            raise UsageError(f"{self.name}: already the {self.side}")
+        try:
+            self._take_side(side)
+        except AttachError:
+            return False
+        return True
+
+    def give_up(self) -> None:
+        """Back to an observer: the side's lock is free for the next process."""
+        if self.side is not None:
+            _locks.unlock_byte(self.seg.fd, ring_layout.LOCK_PRODUCER if self.side == "producer" else ring_layout.LOCK_CONSUMER)
+            self.side = None
+
+    @property
+    def producer_attaches(self) -> int:
+        """How many times a producer took this ring (each client session counts one)."""
+        return int(ring_kernels._load(self._ctl, ring_layout.C_PRODUCER_ATTACHES))
+
     def peer_alive(self) -> bool:
         """Whether the other side (or, for an observer, the producer) holds its lock now."""
         byte = ring_layout.LOCK_PRODUCER if self.side in ("consumer", None) else ring_layout.LOCK_CONSUMER
