@@ -14,6 +14,10 @@
 - A client takes a free client slot (`--clients N` at launch): an input ring it
   produces into and a report ring it consumes; the slot's id is its ``producer`` id.
   The ring locks make a slot single-owner; a slot frees when its client exits.
+- Each connection is a session: when a client goes away the engine cancels the slot's
+  resting orders (one journaled CANCEL_ALL, see `engine.disconnect`), and the next client
+  of the slot gets none of its predecessor's reports (`--keep-orders-on-disconnect`: the
+  orders rest on, and the next client inherits them with their ids and fills).
 - Identity is the engine's: whatever a record says, the matcher stamps ``producer``
   from the ring it read and rejects a record whose ``pseq`` is not its place in the
   ring (BAD_PSEQ), so a client acts only on its own orders.

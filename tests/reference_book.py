@@ -67,6 +67,8 @@ class ReferenceBook:
                 self.cancel(c, out)
             elif kind == Kind.REPLACE:
                 self.replace(c, out)
+            elif kind == Kind.CANCEL_ALL:
+                self.cancel_all(c, out)
             else:
                 self.reject(c, Reason.BAD_FIELD, out)
         return np.array(out, dtype=REPORT) if out else np.zeros(0, REPORT)
@@ -77,6 +79,19 @@ class ReferenceBook:
         out.append((kind, reason, side, liq, producer, contra_producer, symbol, price, qty, leaves,
                     client_id, contra_client_id, self.seq,
                     int(c["pseq"]) if echo else 0, int(c["sent_ns"]) if echo else 0))
+
+    def cancel_all(self, c, out):
+        """Every resting order of the command's producer, in book order; then an ACK of the count."""
+        prod, n = int(c["producer"]), 0
+        for sym in range(self.symbols):
+            for side in (Side.BUY, Side.SELL):
+                for o in self.best_first(sym, side):
+                    if o.producer == prod:
+                        self.report(out, ReportKind.CANCELED, Reason.DISCONNECTED, o.side, 0, o.producer, 0,
+                                    o.symbol, o.price, o.leaves, 0, o.client_id, 0, True)
+                        del self.orders[(o.producer, o.client_id)]
+                        n += 1
+        self.report(out, ReportKind.ACK, Reason.NONE, 0, 0, prod, 0, c["symbol"], 0, n, 0, c["client_id"], 0, True)
 
     def reject(self, c, reason, out):
         self.report(out, ReportKind.REJECTED, reason, c["side"], 0, c["producer"], 0, c["symbol"],

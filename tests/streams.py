@@ -71,7 +71,7 @@ def command_streams(draw, symbols=2, band=(100, 110), producers=2, ids=8, wild=T
                        pseq=draw(st.integers(0, 5)), sent_ns=draw(st.integers(0, 5)))
             if wild and draw(st.integers(0, 7)) == 0:
                 field, values = draw(st.sampled_from([
-                    ("kind", [0, 4, 255]), ("side", [0, 3]), ("order_type", [0, 3]),
+                    ("kind", [0, 4, 5, 255]), ("side", [0, 3]), ("order_type", [0, 3]),
                     ("tif", [0, 5]), ("stp", [5, 9]), ("symbol", [symbols, 1000]),
                     ("qty", [0, -1, -7]), ("price", [lo - 1, hi + 1, -5, 1 << 30])]))
                 row[field] = draw(st.sampled_from(values))

@@ -36,12 +36,11 @@ class Watch:
         """Cancel the orders of every slot whose last session ended since the last poll."""
         for k in self.slots:
             r = self.rings[k]
-            if r.producer_attaches == self.done[k] or r.peer_alive() or not r.try_take("producer"):
+            if r.producer_attaches == self.done[k] or r.peer_alive() or not r.try_take_producer():
                 continue          # no new session, its client is still there, or one is arriving
             try:
                 rec = self.rec.copy()
-                rec[0]["producer"] = k + 1
-                rec[0]["pseq"] = r.published_seq + 1
+                rec[0]["pseq"] = r.published_seq + 1      # its place; the matcher stamps the producer
                 if r.publish(rec, wait=False) == 1:
                     self.done[k] = r.producer_attaches       # this one included
                     # ORDER: after the publish; a client reads it after taking the side

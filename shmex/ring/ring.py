@@ -213,12 +213,12 @@ class Ring:
             raise UsageError(f"{self.name}: closed")
         return self._data_sem.addr, self._space_sem.addr
 
-    def try_take(self, side: str) -> bool:
-        """An observer takes a side if it is free (its lock): -> whether it did."""
+    def try_take_producer(self) -> bool:
+        """An observer becomes the producer if no process is (its lock): -> whether it did."""
         if self.side is not None:
             raise UsageError(f"{self.name}: already the {self.side}")
         try:
-            self._take_side(side)
+            self._take_side("producer")
         except AttachError:
             return False
         return True
