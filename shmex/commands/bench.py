@@ -1,4 +1,4 @@
-"""``shmex bench matcher|ring|wal|gateway|feed``: run a benchmark and print its figures (``--json PATH``
+"""``shmex bench matcher|ring|wal|gateway|feed|replication``: run a benchmark and print its figures (``--json PATH``
 for machines). Each prints the machine, the workload and the command first.
 """
 
@@ -13,6 +13,8 @@ WHAT = {  # name: (help, module with main(args))
     "gateway": ("the engine over TCP (OUCH/SoupBinTCP) against asyncio servers", "shmex.bench.gateway_bench"),
     "feed": ("the ITCH/MoldUDP64 feed: matching with it on and off, encoding, engine -> subscriber "
              "latency, gap recovery", "shmex.bench.feed_bench"),
+    "replication": ("the journal replicated to a 3-node NATS JetStream cluster: throughput and latency "
+                    "against group, follower lag, failover time", "shmex.bench.replication_bench"),
 }
 
 
@@ -56,6 +58,11 @@ def add_arguments(p) -> None:
     from shmex.bench.feed_bench import add_arguments as feed_arguments
 
     feed_arguments(b)
+
+    b = which.add_parser("replication", help=WHAT["replication"][0])
+    from shmex.bench.replication_bench import add_arguments as replication_arguments
+
+    replication_arguments(b)
 
 
 def main(args) -> int:
