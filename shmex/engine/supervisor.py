@@ -511,7 +511,9 @@ class Supervisor:
                     self._spawn(ch, sh[ch.name])
                 self._keep_standby()      # it warms beside the others (at nice 19)
                 dead = self._wait_ready(self.children, time.monotonic() + READY_TIMEOUT_S)
-                if dead is None:
+                # a takeover (a promoted follower) opens for orders at once: the time
+                # without an exchange counts more than a clean first measurement
+                if dead is None and not self.cfg.lease_revision:
                     self._wait_standby_ready(time.monotonic() + STANDBY_READY_TIMEOUT_S)
             out.warmup_s = time.monotonic() - t_ready
             if dead is None and self._signal is None:
