@@ -65,6 +65,11 @@ class EngineStopped(ShmexError):
     """The engine is stopping or gone: nothing more is accepted."""
 
 
+class Disconnected(EngineStopped):
+    """The engine disconnected this client: it left its report ring full for longer than
+    the engine's --slow-client bound. The slot is left; its orders are cancelled."""
+
+
 def find_runs() -> list[str]:
     """Run ids of live engines on this machine (those with a control segment)."""
     from shmex.shm.registry import list_runs
@@ -168,13 +173,28 @@ class Client:
         self._rbuf = reports(4096)
         # a new session: the predecessor's reports are not this client's. With cancel-on-
         # disconnect its last command is the CANCEL_ALL of its orders (pseq _pseq): every
-        # report before and of it is the predecessor's (one router, in seq order)
+        # report before this session's first own one (pseq > _pseq) is the predecessor's
+        # (one router, in seq order; no order of this session has a report before its own)
+        self._session = self._rep.consumer_attaches
+        self._evicted_cell = cells.prod_base(proc_slots, self.slot) + cells.C_EVICTED
+        self._wait_routed(proc_slots, deadline)
         self._skip_to = self._pseq if int(ring_kernels._load(self._ctl, cells.CFG_CANCEL_ON_DISCONNECT)) else 0
-        self._seen_last = False
         if not self._skip_to:
             stale = self._rep.consume(self._rbuf)                 # a previous client's leftovers
             while stale:
                 stale = self._rep.consume(self._rbuf)
+
+    def _wait_routed(self, proc_slots: int, deadline: float | None) -> None:
+        """Until the publisher delivers to this slot again (after a reader that went away or
+        was disconnected): reports of commands sent before would be dropped."""
+        cell = cells.prod_base(proc_slots, self.slot) + cells.C_UNROUTED
+        while int(ring_kernels._load(self._ctl, cell)):
+            self._check_running()
+            if deadline is not None and time.monotonic() > deadline:
+                self.close()
+                raise AttachError(f"engine {self.run_id}: slot {self.slot}: the publisher does not "
+                                  f"deliver to it yet")
+            time.sleep(0.002)
 
     def _predecessor_open(self, k: int, proc_slots: int) -> bool:
         """With cancel-on-disconnect: the slot's previous session is not closed out yet (its
@@ -217,12 +237,25 @@ class Client:
     def _check_running(self) -> None:
         """EngineStopped when the engine stops or its supervisor is gone (a killed
         supervisor leaves PHASE as it was: its pid, in the control segment's header, tells)."""
+        self._check_evicted()
         ph = int(ring_kernels._load(self._ctl, cells.PHASE))
         if ph >= cells.PH_STOPPING:
             raise EngineStopped(f"engine {self.run_id} is stopping")
         if not _alive(self._supervisor_pid):
             raise EngineStopped(f"engine {self.run_id}: its supervisor (pid {self._supervisor_pid}) is gone; "
                                 f"commands after pseq {self._pseq_acked()} may not be in its log")
+
+    def _check_evicted(self) -> None:
+        session = getattr(self, "_session", None)
+        if session is None:
+            return
+        if self._ctl is None:
+            raise EngineStopped(f"engine {self.run_id}: this client is closed")
+        if int(ring_kernels._load(self._ctl, self._evicted_cell)) == session:
+            slot = self.slot
+            self.close()              # the slot's lock goes: the supervisor cancels its orders
+            raise Disconnected(f"engine {self.run_id}: slot {slot} was disconnected: its report ring "
+                               f"stayed full past the engine's --slow-client bound (read reports regularly)")
 
     def _pseq_acked(self) -> int:
         """The last pseq of this slot that had a report (what a resend starts after)."""
@@ -292,6 +325,7 @@ class Client:
     # -- reading -----------------------------------------------------------------------------
     def reports(self, timeout_s: float = 0.0, max_records: int = 4096) -> np.ndarray:
         """The reports waiting now (after up to `timeout_s` for the first one); a copy."""
+        self._check_evicted()
         buf = self._rbuf if max_records <= len(self._rbuf) else reports(max_records)
         n = self._rep.consume(buf[:max_records], wait=timeout_s > 0, timeout_s=timeout_s or None)
         got = buf[:n]
@@ -303,14 +337,11 @@ class Client:
 
     def _predecessors(self, reps: np.ndarray) -> int:
         """How many of these reports, at the start, are the previous session's."""
-        p = reps["pseq"]
-        for i in range(len(reps)):
-            if int(p[i]) == self._skip_to:
-                self._seen_last = True
-            elif self._seen_last:
-                self._skip_to = 0
-                return i
-        return len(reps)
+        own = np.flatnonzero(reps["pseq"] > np.uint64(self._skip_to))
+        if not len(own):
+            return len(reps)
+        self._skip_to = 0
+        return int(own[0])
 
     def wait_answers(self, pseqs, timeout_s: float = 10.0) -> np.ndarray:
         """Read until every command in `pseqs` has had a report; -> all reports read."""

@@ -10,6 +10,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from engine_proc import stop
 from shmex.client import connect
@@ -45,8 +46,8 @@ def _killed_client(shm_run) -> None:
     assert a.returncode == -signal.SIGKILL and "rested" in a.stdout, a.stderr
 
 
-def _wait_published(shm_run, n: int) -> None:
-    ring = Ring.attach(Ring.name_for(shm_run, "in-0"), COMMAND, side=None)
+def _wait_published(shm_run, n: int, slot: int = 0) -> None:
+    ring = Ring.attach(Ring.name_for(shm_run, f"in-{slot}"), COMMAND, side=None)
     try:
         deadline = time.monotonic() + 60
         while ring.published_seq < n:
@@ -130,3 +131,45 @@ def test_cancel_all_takes_only_its_producers_orders_and_the_feed_deletes_each():
     msgs = [itch.decode(x) for x in itch.messages(out[:int(e.g[itch.G_POS])].tobytes())]
     assert [x["type"] for x in msgs] == ["A"] * 5 + ["D"] * 3 and e.g[itch.G_UNKNOWN] == 0
     assert [x["ref"] for x in msgs if x["type"] == "D"] == [3, 1, 4]
+
+
+def _send(c, side, price, qty, cid, tif=1) -> int:
+    """One limit order; -> its pseq."""
+    o = commands(1)
+    o["kind"], o["side"], o["order_type"], o["tif"] = Kind.NEW, side, 1, tif
+    o["price"], o["qty"], o["client_id"] = price, qty, cid
+    return int(c.submit(o)[0])
+
+
+def test_a_client_that_stops_reading_is_disconnected_and_everyone_else_goes_on(shm_run, tmp_path):
+    from shmex.client import Disconnected
+
+    p = _launch(shm_run, tmp_path, "--clients", "2", "--slow-client", "1")
+    try:
+        slow = connect(shm_run, timeout_s=900)
+        fast = connect(shm_run, timeout_s=60)
+        resting = slow.new_order(Side.SELL, 10_050, 5)        # an order of the slow client's
+        batch = np.zeros(4096, COMMAND)
+        batch["kind"], batch["side"], batch["order_type"], batch["tif"] = Kind.NEW, Side.BUY, 1, 2
+        batch["qty"], batch["price"] = 1, 100                  # IOC far from any offer: one EXPIRED each
+        sent = 0
+        with pytest.raises(Disconnected, match="report ring stayed full"):
+            for i in range(64):                                # 512K reports, none read: its ring (64K) fills
+                batch["client_id"] = np.arange(i * 4096 + 2, (i + 1) * 4096 + 2)
+                slow.submit(batch)
+                sent += len(batch)
+                r = fast.wait_answers([_send(fast, Side.BUY, 100, 1, i + 1, tif=2)], timeout_s=60)
+                assert ReportKind(int(r[0]["kind"])) == ReportKind.ACK      # the others go on meanwhile
+        assert sent * 2 >= 1 << 15                             # an ACK and an EXPIRED each
+        _wait_published(shm_run, slow._pseq + 1, slow.slot)   # it left the slot: its CANCEL_ALL
+        r = fast.wait_answers([_send(fast, Side.BUY, 10_050, 5, 1000)], timeout_s=60)
+        assert not (r["kind"] == ReportKind.FILL).any()        # its order went with it
+        fast.close()
+        with connect(shm_run, timeout_s=60) as again:           # the slot delivers to its next session
+            assert again.slot == slow.slot
+            r = again.wait_answers([_send(again, Side.BUY, 100, 1, resting, tif=2)], timeout_s=60)
+            assert [ReportKind(int(k)).name for k in r["kind"]] == ["ACK", "EXPIRED"]
+    finally:
+        assert stop(p) == 0, (tmp_path / "launch.err").read_text()
+    doc = json.loads((tmp_path / "run.json").read_text())
+    assert doc["sessions_evicted"] == 1 and doc["dropped"] > 0

@@ -57,6 +57,10 @@ def add_arguments(p) -> None:
     p.add_argument("--keep-orders-on-disconnect", action="store_true",
                    help="a client slot's resting orders stay when its client goes away (default: "
                         "they are cancelled, journaled as one CANCEL_ALL; the slot's next client starts clean)")
+    p.add_argument("--slow-client", type=float, metavar="S",
+                   help="disconnect a client that leaves its report ring full for S seconds, reading "
+                        "nothing (default 5): its reports are dropped and counted, its orders cancelled, "
+                        "and everyone else goes on")
     p.add_argument("--publisher", choices=("process", "inline"),
                    help="publisher as its own process, or inside the matcher's loop (default)")
     p.add_argument("--snapshot-every", type=int, metavar="N",

@@ -86,6 +86,7 @@ CFG_PROC_SLOTS = 57  # S: process slots (the registry's, for this run's config)
 CFG_GATEWAYS = 58   # producer slots after the client slots that belong to the gateway
 CFG_CANCEL_ON_DISCONNECT = 59   # 1: a client slot's orders are cancelled when its client goes away
 SESSIONS_CLOSED = 60  # client sessions closed out by a CANCEL_ALL in this run (`disconnect.Watch`)
+EVICTED = 61          # client sessions disconnected for leaving their report ring full
 
 PROC_BASE = 64
 PROC_CELLS = 16
@@ -115,7 +116,10 @@ PROD_CELLS = 32
 # producer counters (int64 indices into the producer's own block)
 (C_SENT, C_ANSWERED, C_LAST_ANSWERED, C_REPORTS, C_ACKS, C_FILLS_TAKER, C_FILLS_MAKER,
  C_QTY_TAKER, C_QTY_MAKER, C_REJECTS, C_CANCELED, C_EXPIRED, C_REPLACED, C_SENDING_DONE,
- C_FIRST_SENT_NS, C_LAST_ANSWER_NS, C_GENERATED, C_OTHER, C_ACCOUNT, C_SESSIONS_CLOSED) = range(20)
+ C_FIRST_SENT_NS, C_LAST_ANSWER_NS, C_GENERATED, C_OTHER, C_ACCOUNT, C_SESSIONS_CLOSED, C_EVICTED, C_UNROUTED) = range(22)
+# C_EVICTED: the report ring's consumer-attach count of the session the publisher
+# disconnected for leaving its ring full (0: none). C_UNROUTED: 1 while the publisher drops
+# the slot's reports (its reader gone or evicted); a new client waits for 0 before it sends
 # C_SESSIONS_CLOSED: the slot's input-ring producer-attach count once the supervisor closed
 # out its last session (cancel-on-disconnect); a client attaching above it + 1 waits
 

@@ -126,6 +126,9 @@ class EngineConfig:
     cancel_on_disconnect: bool = True    # a client slot's resting orders are cancelled when its client
                                          # goes away (False: they rest on; the slot's next client
                                          # inherits them, their ids and their fills)
+    slow_client_s: float = 5.0           # a client that leaves its report ring full this long (reading
+                                         # nothing) is disconnected: its reports dropped, its orders
+                                         # cancelled, and matching goes on for everyone else
     itch: str | None = None              # a NASDAQ ITCH 5.0 file replayed as the load (translated into
                                          # DATA_DIR/itch/ at launch; None: the built-in generator)
     itch_speed: float | None = None      # the day's own pace times this (None: as fast as it goes)
@@ -174,6 +177,7 @@ class EngineConfig:
         self._check_nats()
         self._check_feed()
         self._check_itch()
+        _require(self.slow_client_s > 0, "--slow-client", f"{self.slow_client_s}: must be > 0 s")
         for name in ("ring_in", "ring_rep", "ring_journal", "ring_out"):
             v = getattr(self, name)
             _require(v >= 2 and v & (v - 1) == 0, name, f"{v}: must be a power of two >= 2")
@@ -422,6 +426,7 @@ class EngineConfig:
             feed_linger_s=float(pick("feed_linger", "feed_linger_s")), feed_priority=pick("feed_priority"),
             feed_defer_above=pick("feed_defer_above"),
             cancel_on_disconnect=not getattr(args, "keep_orders_on_disconnect", False),
+            slow_client_s=float(pick("slow_client", "slow_client_s")),
             itch=itch, itch_speed=getattr(args, "itch_speed", None),
             itch_symbols=tuple(x for x in (getattr(args, "itch_symbols", None) or "").split(",") if x),
         )

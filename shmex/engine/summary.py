@@ -114,7 +114,7 @@ def result_doc(cfg, out) -> dict:
         "snapshots": int(ctl[cells.SNAPSHOTS]), "snapshot_pause_max_ns": int(ctl[cells.SNAP_PAUSE_MAX_NS]),
         "matcher_batches": int(ctl[cells.BATCHES]), "wal_commits": int(ctl[cells.COMMITS]),
         "routed": int(ctl[cells.ROUTED]), "dropped": int(ctl[cells.DROPPED]),
-        "sessions_closed": int(ctl[cells.SESSIONS_CLOSED]),
+        "sessions_closed": int(ctl[cells.SESSIONS_CLOSED]), "sessions_evicted": int(ctl[cells.EVICTED]),
         "warmup_s": round(out.warmup_s, 2), "processes": procs, "checks": checks,
         "segments_left": out.leaked, "dead_runs_cleaned": out.cleaned,
         "dead_runs_cleaned_ids": out.cleaned_runs,

@@ -234,6 +234,11 @@ class Ring:
         """How many times a producer took this ring (each client session counts one)."""
         return int(ring_kernels._load(self._ctl, ring_layout.C_PRODUCER_ATTACHES))
 
+    @property
+    def consumer_attaches(self) -> int:
+        """How many times a consumer took this ring (each client session counts one)."""
+        return int(ring_kernels._load(self._ctl, ring_layout.C_CONSUMER_ATTACHES))
+
     def peer_alive(self) -> bool:
         """Whether the other side (or, for an observer, the producer) holds its lock now."""
         byte = ring_layout.LOCK_PRODUCER if self.side in ("consumer", None) else ring_layout.LOCK_CONSUMER

@@ -12,6 +12,11 @@
 - A destination whose reader is gone (a client that detached) has its reports dropped
   and counted (DROPPED), so one dead client cannot stall everyone else; its ring is
   looked at again every REVIVE_NS, and a new reader on it is delivered to again.
+- A client slot whose reader is alive but leaves its ring full for `slow_client_s`
+  (no report taken meanwhile) is disconnected the same way: its session's number (the
+  ring's consumer-attach count) goes into the slot's C_EVICTED cell, its client's next
+  call raises `Disconnected` and leaves the slot (whose orders are then cancelled, see
+  `engine.disconnect`), and the slot's next session is delivered to again.
 
 `PublisherAgent.work()` is one duty cycle; it runs in its own process or inline in the
 matcher's loop (``--publisher inline``).
@@ -77,8 +82,10 @@ class PublisherAgent:
         self.pend = reports(PENDING)
         self.lo = self.hi = 0
         self.out_rel = self.out.released_seq
-        self._gone: list[tuple[int, Ring]] = []    # (slot, ring) of readers that went away
+        self._gone: list[tuple[int, Ring, int]] = []   # (slot, ring, session) of readers gone or evicted
         self._revive_ns = 0
+        self.slow_ns = int(cfg.slow_client_s * 1e9)
+        self.evictable = set(range(cfg.producers, cfg.producers + cfg.clients))
         self._warm()
         # a restart: what the out ring still holds may have been routed by the dead publisher
         from shmex.recovery.resume import log, skip_delivered
@@ -128,18 +135,34 @@ class PublisherAgent:
         ring = self.dests[d]
         recs = self.scratch[d, :c]
         done = ring.publish(recs, wait=False)        # the common case: it all fits
+        full_since = time.monotonic_ns()
         while done < c:                              # back-pressure from this reader
             try:
                 done += ring.publish(recs[done:], wait=True, timeout_s=0.05)
             except RingFull as e:
                 done += e.published
+                now = time.monotonic_ns()
+                if e.published:
+                    full_since = now                 # it reads: slow, not stuck
                 if not ring.peer_alive():            # nobody will ever read these
-                    self.ctl.a[cells.DROPPED] += c - done
-                    self._gone.append((d, ring))
-                    self.dests[d] = _Gone()
-                    self.dest_of[self.dest_of == d] = -1   # later reports: dropped and counted
+                    self._drop(d, ring, c - done, 0)
+                    return
+                if d in self.evictable and now - full_since >= self.slow_ns:
+                    session = ring.consumer_attaches
+                    # ORDER: the cell before the drop: the client's next call sees it
+                    self.ctl.store(self.ctl.prod_cell(d, cells.C_EVICTED), session)
+                    self.ctl.a[cells.EVICTED] += 1
+                    self._drop(d, ring, c - done, session)
                     return
                 self.ctl.check(every_ns=0)
+
+    def _drop(self, d: int, ring, n: int, session: int) -> None:
+        """Stop delivering to slot d (its reader gone, or evicted in `session`)."""
+        self.ctl.a[cells.DROPPED] += n
+        self._gone.append((d, ring, session))
+        self.dests[d] = _Gone()
+        self.dest_of[self.dest_of == d] = -1         # later reports: dropped and counted
+        self.ctl.store(self.ctl.prod_cell(d, cells.C_UNROUTED), 1)
 
     def drained(self) -> bool:
         """Everything the matcher produced has been routed (call after MATCHER_DONE)."""
@@ -151,15 +174,18 @@ class PublisherAgent:
         if now - self._revive_ns < REVIVE_NS:
             return
         self._revive_ns = now
-        for d, ring in list(self._gone):
-            if ring.peer_alive():
-                self._gone.remove((d, ring))
+        for d, ring, session in list(self._gone):
+            if ring.peer_alive() and ring.consumer_attaches > session:   # a new session's reader
+                self._gone.remove((d, ring, session))
                 self.dests[d] = ring
                 self.dest_of[d + 1] = d
+                # ORDER: after the table: a client that reads 0 sends commands whose
+                # reports are routed to it
+                self.ctl.store(self.ctl.prod_cell(d, cells.C_UNROUTED), 0)
 
     def close(self) -> None:
         self.out.close()
-        for r in self.dests + [ring for _, ring in self._gone]:
+        for r in self.dests + [ring for _, ring, _ in self._gone]:
             r.close()
 
 
