@@ -34,7 +34,8 @@
   same slot) and ``sent_ns`` (now, unless set) and waits for ring space (back-pressure).
 - Reports of a command arrive only after it is durable in the WAL. Reports about this
   client's resting orders (maker fills) arrive whenever they happen: read them
-  regularly; a full report ring stalls the engine's publisher until it is read.
+  regularly. A report ring left full past the engine's ``--slow-client`` bound gets the
+  client disconnected: its next call raises `Disconnected` (its orders are cancelled).
 - Submitting while the engine stops raises EngineStopped; what it took is answered. So
   does a submit after the engine's supervisor died (within LIVENESS_S while it waits for
   ring space): its message names the last pseq that had a report, where a resend to a

@@ -129,8 +129,6 @@ def latency(b: _Bench, rate: float, duration: float) -> dict:
 
 
 def failover(b: _Bench, lease_s: float) -> dict:
-    from shmex.client import connect
-    from shmex.schema import ReportKind
     from shmex.shm.names import new_run_id
     from shmex.shm.registry import remove_dead_runs
 
@@ -143,19 +141,14 @@ def failover(b: _Bench, lease_s: float) -> dict:
                             stdout=subprocess.DEVNULL, stderr=open(d + ".launch.err", "w"), start_new_session=True)
     fol = b.follow(d + "-follower", s, "--takeover", "--name", run2, "--clients", "1", "--lease", str(lease_s))
     try:
-        with connect(run1, timeout_s=600) as c:          # the primary is up and acknowledging
-            c.wait_answers([c.submit(_order(c, 1))[0]], timeout_s=60)
+        _order(run1, 1, 600)                             # the primary is up and acknowledging
+        waiting = _client(run2, 2, 120)                  # imported and polling for the new engine
         time.sleep(3.0)                                  # the follower caught up, load flowing
         killed = time.monotonic()
         os.killpg(prim.pid, signal.SIGKILL)
         prim.wait(timeout=60)
         remove_dead_runs(run_id=run1)
-        with connect(run2, timeout_s=120) as c:
-            running = time.monotonic()
-            pseq = c.submit(_order(c, 2))[0]
-            r = c.wait_answers([pseq], timeout_s=60)
-            acked = time.monotonic()
-            ok = bool((r["kind"] == ReportKind.ACK).any() or (r["kind"] == ReportKind.FILL).any())
+        running, acked, ok = _answered(waiting, run2, 120)
     finally:
         fol.send_signal(signal.SIGINT)
         try:
@@ -175,13 +168,37 @@ def failover(b: _Bench, lease_s: float) -> dict:
             "takeover_ms": took, "acknowledged": ok}
 
 
-def _order(c, cid: int):
-    from shmex.schema import GTC, K_NEW, LIMIT, Side, commands
+# A client of the engine as users run one: its own process (CLOCK_MONOTONIC is the
+# machine's, so its times compare with this process's).
+_CLIENT = """
+import sys, time
+from shmex.client import connect
+from shmex.schema import ReportKind, Side
+with connect(sys.argv[1], timeout_s=float(sys.argv[3])) as c:
+    running = time.monotonic()
+    c.new_order(Side.BUY, price=1000, qty=1, client_id=(1 << 40) + int(sys.argv[2]))   # far below the load
+    r = c.wait_answers([c._pseq], timeout_s=60)
+    print(running, time.monotonic(), int((r["kind"] == ReportKind.ACK).any()))
+"""
 
-    o = commands(1)
-    o["kind"], o["side"], o["order_type"], o["tif"] = K_NEW, Side.BUY, LIMIT, GTC
-    o["client_id"], o["price"], o["qty"] = (1 << 40) + cid, 1000, 1     # far below the load's prices
-    return o
+
+def _client(run_id: str, cid: int, timeout_s: float) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", _CLIENT, run_id, str(cid), str(timeout_s)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _answered(p: subprocess.Popen, run_id: str, timeout_s: float) -> tuple[float, float, bool]:
+    """-> (when the client found the engine running, when its order was acknowledged, whether it was)."""
+    out, err = p.communicate(timeout=timeout_s + 120)
+    if p.returncode != 0:
+        raise RuntimeError(f"client of {run_id} exited {p.returncode}: {err[-2000:]}")
+    running, acked, ok = out.split()
+    return float(running), float(acked), ok == "1"
+
+
+def _order(run_id: str, cid: int, timeout_s: float) -> tuple[float, float, bool]:
+    """One order from a client process, waited for."""
+    return _answered(_client(run_id, cid, timeout_s), run_id, timeout_s)
 
 
 def main(args) -> int:
