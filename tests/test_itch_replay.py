@@ -1,6 +1,6 @@
 """A NASDAQ ITCH 5.0 day as load (`launch --itch`): each message becomes the command that
 replays it; a consistent day's executions are all made again by shmex's matcher against
-the same resting order and its books end as the file's; the real sample in ../shared/data
+the same resting order and its books end as the file's; the real sample (tests/data)
 is read whole (itchfeed agrees with every count) and its replay says what it could not
 reproduce and why."""
 
@@ -25,7 +25,8 @@ from shmex.net import itch, itchload
 from shmex.recovery import itchrun
 from shmex.schema import BUY, COMMAND, GTC, IOC, K_CANCEL, K_NEW, K_REPLACE, SELL
 
-SAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "ex20101224.TEST_ITCH_50.gz")
+# Nasdaq's sample (../shared/data, shipped here with its MIT licence so a clone alone tests)
+SAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "ex20101224.TEST_ITCH_50.gz")
 B = itchload.IOC_BASE
 
 
