@@ -55,6 +55,12 @@ class _Bench:
                                  "--nats", self.urls, "--stream", stream, *extra],
                                 stdout=subprocess.DEVNULL, stderr=err, start_new_session=session)
 
+    def launch_local(self, data: str, *extra) -> subprocess.Popen:
+        """An engine without NATS (the group runs it is compared with)."""
+        return subprocess.Popen([sys.executable, "-m", "shmex.cli", "launch", "--quiet", "--fresh",
+                                 "--data-dir", data, "--json", data + ".json", *extra],
+                                stdout=subprocess.DEVNULL, stderr=open(data + ".launch.err", "w"))
+
     def follow(self, data: str, stream: str, *extra) -> subprocess.Popen:
         err = open(data + ".follow.err", "w")
         return subprocess.Popen([sys.executable, "-m", "shmex.cli", "follow", "--quiet", "--data-dir", data,
@@ -75,12 +81,7 @@ def throughput(b: _Bench, orders: int, repeats: int) -> dict:
         for mode in ("group", "replicated"):
             d, s = b._paths(f"tp-{mode}")
             extra = ["--orders", str(orders), "--durability", mode]
-            if mode == "group":
-                p = subprocess.Popen([sys.executable, "-m", "shmex.cli", "launch", "--quiet", "--fresh",
-                                      "--data-dir", d, "--json", d + ".json", *extra],
-                                     stdout=subprocess.DEVNULL, stderr=open(d + ".launch.err", "w"))
-            else:
-                p = b.launch(d, s, *extra)
+            p = b.launch_local(d, *extra) if mode == "group" else b.launch(d, s, *extra)
             doc = _done(p, d, f"launch {mode}")
             rates[mode].append(doc["orders_per_s"])
             print(f"  run {r + 1} {mode:<10}: {doc['orders_per_s']:>12,.0f} orders/s", flush=True)
@@ -105,10 +106,7 @@ def latency(b: _Bench, rate: float, duration: float) -> dict:
         d, s = b._paths(f"lat-{mode}")
         extra = ["--rate", str(rate), "--duration", str(duration), "--durability", mode]
         if mode == "group":
-            p = subprocess.Popen([sys.executable, "-m", "shmex.cli", "launch", "--quiet", "--fresh",
-                                  "--data-dir", d, "--json", d + ".json", *extra],
-                                 stdout=subprocess.DEVNULL, stderr=open(d + ".launch.err", "w"))
-            out[mode] = _lat(_done(p, d, "launch group"))
+            out[mode] = _lat(_done(b.launch_local(d, *extra), d, "launch group"))
         else:
             p = b.launch(d, s, *extra)
             f = b.follow(d + "-follower", s, "--until-end")

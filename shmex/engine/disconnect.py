@@ -23,7 +23,6 @@ from shmex.schema import K_CANCEL_ALL, commands
 class Watch:
     def __init__(self, cfg, ctl, rings: dict):
         self.ctl = ctl
-        self.closed = {}
         self.slots = [k for k in range(cfg.producers, cfg.producers + cfg.clients)]
         self.rings = {k: rings[k] for k in self.slots}
         self.done = {k: self.rings[k].producer_attaches for k in self.slots}   # sessions handled

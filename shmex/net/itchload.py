@@ -382,9 +382,7 @@ def translate(sc: Scan, speed: float | None, write_commands, write_executions, *
               "replaces_as_cancel_new": int(g[G_REPLACE_NEW]),
               "skipped_unknown_order": int(g[G_UNKNOWN]), "skipped_not_book": int(g[G_OTHER]),
               "skipped_other_symbols": int(g[G_OUTSIDE])}
-    ncmd = counts["adds"] + counts["executions"] + counts["reductions"] + counts["deletes"] \
-        + counts["replaces"] + 2 * counts["replaces_as_cancel_new"]
-    return Load(sc, ncmd, counts["executions"], counts, book, ocid)
+    return Load(sc, done, counts["executions"], counts, book, ocid)
 
 
 def band(symbols: list[Symbol]) -> tuple[int, int]:

@@ -9,6 +9,7 @@ primary, and `shmex follow` is how it rejoins).
 from __future__ import annotations
 
 import asyncio
+import time
 
 from shmex.errors import CannotOpen
 from shmex.repl import cluster, lease, names
@@ -42,8 +43,6 @@ ANSWER_S = 60.0      # how long the cluster may take to answer at all (a request
 async def _answered(make, deadline: float):
     """A JetStream request, asked again while single requests time out (a loaded machine,
     a cluster still electing its leaders) until `deadline` (monotonic s)."""
-    import time
-
     from nats.errors import TimeoutError as NatsTimeout
 
     while True:
@@ -56,8 +55,6 @@ async def _answered(make, deadline: float):
 
 
 async def _check(cfg) -> str | None:
-    import time
-
     nc, js = await cluster.connect(cfg.nats, reconnect=False)
     deadline = time.monotonic() + ANSWER_S
     try:

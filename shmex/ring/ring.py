@@ -349,8 +349,7 @@ class Ring:
         """Give up the side (its lock), drop the views and unmap. Idempotent."""
         if self.seg.closed:
             return
-        if self.side is not None:
-            _locks.unlock_byte(self.seg.fd, ring_layout.LOCK_PRODUCER if self.side == "producer" else ring_layout.LOCK_CONSUMER)
+        self.give_up()
         self._ctl = self._slots = None
         self.seg.close()
 
