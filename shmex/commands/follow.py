@@ -55,7 +55,7 @@ def main(args) -> int:
     import asyncio
 
     from shmex.errors import CannotOpen, CorruptRecord, UsageError
-    from shmex.repl import names
+    from shmex.repl import cluster, names
     from shmex.repl.follower import Follower, lag_percentiles
 
     servers = [u for u in args.nats.split(",") if u]
@@ -80,6 +80,10 @@ def main(args) -> int:
     except CorruptRecord as e:
         print(f"follow: {e}", file=sys.stderr)
         return 1
+    except asyncio.TimeoutError:
+        print(f"follow: NATS {args.nats}: JetStream did not answer in {cluster.ANSWER_S:g} s (no quorum?)",
+              file=sys.stderr)
+        return 2
     lag = lag_percentiles(out.lag_ms)
     doc = {"status": out.status, "reason": out.reason, "applied_seq": out.applied_seq,
            "messages": out.messages, "commands": out.commands, "checkpoints": out.checkpoints,

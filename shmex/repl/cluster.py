@@ -15,6 +15,35 @@ from shmex.repl import names
 
 REPLICAS = 3
 CONNECT_TIMEOUT_S = 5.0
+ANSWER_S = 60.0      # how long the cluster may take to answer at all (one request times out in 5 s)
+
+
+def unanswered() -> tuple:
+    """The exceptions that mean the cluster did not answer this time."""
+    from nats.errors import TimeoutError as NatsTimeout
+    from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
+
+    return NatsTimeout, asyncio.TimeoutError, ServiceUnavailableError, NoStreamResponseError
+
+
+async def answered(make, *, deadline: float | None = None, waiting=None):
+    """Await ``make()``, asked again while the cluster does not answer (a request timed out
+    on a loaded machine, a stream still electing its leader, a lost quorum) until
+    ``deadline`` (monotonic s; None: for as long as it takes). ``waiting()`` runs before
+    each retry. Only for requests that are safe to repeat (reads, idempotent puts).
+    Raises asyncio.TimeoutError past the deadline."""
+    import time
+
+    kinds = unanswered()
+    while True:
+        try:
+            return await make()
+        except kinds:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise asyncio.TimeoutError from None
+            if waiting is not None:
+                waiting()
+            await asyncio.sleep(0.1)
 
 
 async def connect(servers, *, reconnect: bool = True):

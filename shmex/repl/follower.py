@@ -64,7 +64,7 @@ class Follower:
     # ---- set-up ----------------------------------------------------------------------------
     async def _book(self, kv) -> dict:
         while True:
-            doc = await cluster.get_config(kv, self.stream)
+            doc = await cluster.answered(lambda: cluster.get_config(kv, self.stream))
             if doc is not None:
                 return doc["book"]
             await asyncio.sleep(0.1)
@@ -89,7 +89,8 @@ class Follower:
     async def run(self) -> Followed:
         nc, js = await cluster.connect(self.servers)
         try:
-            kv = await asyncio.wait_for(cluster.ensure(js, self.stream, self.bucket, self.lease_s), 30.0)
+            kv = await cluster.answered(lambda: cluster.ensure(js, self.stream, self.bucket, self.lease_s),
+                                        deadline=time.monotonic() + cluster.ANSWER_S)
             book = await self._book(kv)
             self.m, self.wal = self._open_local(book)
             self.out.book = self.m.config
@@ -138,7 +139,10 @@ class Follower:
             now = time.monotonic()
             if now - last_tick >= 1.0:
                 last_tick = now
-                _, stream_seq = await cluster.stream_end(js, self.stream)
+                try:
+                    _, stream_seq = await cluster.stream_end(js, self.stream)
+                except cluster.unanswered():
+                    pass                      # a slow answer: the lag shown is a second older
                 if self.progress:
                     self.progress(self, stream_seq, now - self.t0)
             if self.takeover and (now - last_lease >= self.lease_s / 4 or self.promote):
@@ -224,7 +228,10 @@ class Follower:
     # ---- takeover --------------------------------------------------------------------------
     async def _try_take(self, js, kv, sub) -> bool:
         """Take the lease if it lapsed; then apply the stream to its end. -> True if taken."""
-        rev, other = await lease.current(kv, names.lease_key(self.stream))
+        try:
+            rev, other = await lease.current(kv, names.lease_key(self.stream))
+        except cluster.unanswered():
+            return False              # asked again at the next look
         if other is not None:
             self.seen_primary = True
             if self.promote:
@@ -248,12 +255,12 @@ class Follower:
     async def _drain(self, js, sub) -> None:
         from nats.errors import TimeoutError as NatsTimeout
 
-        _, end = await cluster.stream_end(js, self.stream)
+        _, end = await cluster.answered(lambda: cluster.stream_end(js, self.stream))
         while self.out.applied_seq < end and not self.out.status:
             try:
                 msg = await sub.next_msg(timeout=1.0)
             except (NatsTimeout, asyncio.TimeoutError):
-                _, end = await cluster.stream_end(js, self.stream)
+                _, end = await cluster.answered(lambda: cluster.stream_end(js, self.stream))
                 continue
             if msg.subject != names.hash_subject(self.stream):
                 self._apply(msg)

@@ -37,36 +37,20 @@ def log_end(data_dir: str) -> int:
     return 0
 
 
-ANSWER_S = 60.0      # how long the cluster may take to answer at all (a request times out in 5 s)
-
-
-async def _answered(make, deadline: float):
-    """A JetStream request, asked again while single requests time out (a loaded machine,
-    a cluster still electing its leaders) until `deadline` (monotonic s)."""
-    from nats.errors import TimeoutError as NatsTimeout
-
-    while True:
-        try:
-            return await make()
-        except NatsTimeout:
-            if time.monotonic() >= deadline:
-                raise asyncio.TimeoutError from None
-            await asyncio.sleep(0.2)
-
-
 async def _check(cfg) -> str | None:
     nc, js = await cluster.connect(cfg.nats, reconnect=False)
-    deadline = time.monotonic() + ANSWER_S
+    deadline = time.monotonic() + cluster.ANSWER_S
     try:
         kv = await asyncio.wait_for(
-            _answered(lambda: cluster.ensure(js, cfg.nats_stream, cfg.nats_bucket, cfg.lease_s), deadline), ANSWER_S)
-        rev, other = await _answered(lambda: lease.current(kv, names.lease_key(cfg.nats_stream)), deadline)
+            cluster.answered(lambda: cluster.ensure(js, cfg.nats_stream, cfg.nats_bucket, cfg.lease_s), deadline=deadline),
+            cluster.ANSWER_S)
+        rev, other = await cluster.answered(lambda: lease.current(kv, names.lease_key(cfg.nats_stream)), deadline=deadline)
         me = lease.holder(cfg.data_dir, cfg.run_id)
         handed_over = bool(cfg.lease_revision) and rev == cfg.lease_revision    # a promotion
         if other is not None and not lease.same_engine(other, me) and not handed_over:
             return (f"the lease in bucket {cfg.nats_bucket} is held by {lease.describe(other)}: this engine "
                     f"is not the primary of stream {cfg.nats_stream} (follow it with `shmex follow`)")
-        _, shipped = await _answered(lambda: cluster.stream_end(js, cfg.nats_stream), deadline)
+        _, shipped = await cluster.answered(lambda: cluster.stream_end(js, cfg.nats_stream), deadline=deadline)
         end = log_end(cfg.data_dir)
         if shipped > end:
             return (f"the stream {cfg.nats_stream} holds seqs up to {shipped:,}, beyond this log's end "
@@ -75,7 +59,7 @@ async def _check(cfg) -> str | None:
         # a log longer than the stream is this engine's own unshipped tail only if it
         # appended the stream's last message: a successor's appends (however few) mean its
         # tail and the stream part at the successor's first seq
-        last_by = await _answered(lambda: cluster.stream_origin(js, cfg.nats_stream), deadline)
+        last_by = await cluster.answered(lambda: cluster.stream_origin(js, cfg.nats_stream), deadline=deadline)
         if last_by is not None and last_by != lease.origin(cfg.data_dir) and not handed_over:
             return (f"the stream {cfg.nats_stream}'s last append (to seq {shipped:,}) came from {last_by}: "
                     f"another engine went on after this one; it is not the primary (follow the stream "

@@ -180,17 +180,12 @@ class Replicator:
 
     async def _retry(self, make):
         """Await ``make()`` until the cluster answers (a lost quorum at the start waits)."""
-        from nats.errors import TimeoutError as NatsTimeout
-        from nats.js.errors import ServiceUnavailableError, NoStreamResponseError
+        return await cluster.answered(make, waiting=self._unanswered)
 
-        while True:
-            try:
-                return await make()
-            except (NatsTimeout, asyncio.TimeoutError, ServiceUnavailableError, NoStreamResponseError):
-                self.ctl.store(self.cell(cells.R_QUORUM), 0)
-                self.ctl.check()
-                self.me.beat()
-                await asyncio.sleep(0.1)
+    def _unanswered(self) -> None:
+        self.ctl.store(self.cell(cells.R_QUORUM), 0)
+        self.ctl.check()
+        self.me.beat()
 
     async def _append(self, cmds, checkpoint: bool) -> None:
         first, last = int(cmds[0]["seq"]), int(cmds[-1]["seq"])
