@@ -46,12 +46,15 @@ def _killed_client(shm_run) -> None:
     assert a.returncode == -signal.SIGKILL and "rested" in a.stdout, a.stderr
 
 
-def _wait_published(shm_run, n: int, slot: int = 0) -> None:
+def _wait_sequenced(shm_run, n: int, slot: int = 0) -> None:
+    """Until the matcher has taken the slot's first n records and the WAL holds them (the
+    ring's slots are released only then): published alone, a record may still wait while
+    another slot's later command is matched first."""
     ring = Ring.attach(Ring.name_for(shm_run, f"in-{slot}"), COMMAND, side=None)
     try:
         deadline = time.monotonic() + 60
-        while ring.published_seq < n:
-            assert time.monotonic() < deadline, f"the slot's ring holds {ring.published_seq} records, not {n}"
+        while ring.released_seq < n:
+            assert time.monotonic() < deadline, f"the slot's ring released {ring.released_seq} records, not {n}"
             time.sleep(0.01)
     finally:
         ring.close()
@@ -67,7 +70,7 @@ def test_a_killed_clients_orders_are_cancelled_and_the_next_client_starts_clean(
     p = _launch(shm_run, tmp_path)
     try:
         _killed_client(shm_run)
-        _wait_published(shm_run, 4)                # the supervisor's CANCEL_ALL after the 3 orders
+        _wait_sequenced(shm_run, 4)                # the supervisor's CANCEL_ALL after the 3 orders
         with connect(shm_run, timeout_s=60) as b:
             b.new_order(Side.SELL, 10_010, 5, client_id=1)     # the predecessor's ids are free again
             b.new_order(Side.BUY, 10_012, 20, client_id=2)     # at its prices: nothing of it to fill
@@ -161,7 +164,7 @@ def test_a_client_that_stops_reading_is_disconnected_and_everyone_else_goes_on(s
                 r = fast.wait_answers([_send(fast, Side.BUY, 100, 1, i + 1, tif=2)], timeout_s=60)
                 assert ReportKind(int(r[0]["kind"])) == ReportKind.ACK      # the others go on meanwhile
         assert sent * 2 >= 1 << 15                             # an ACK and an EXPIRED each
-        _wait_published(shm_run, slow._pseq + 1, slow.slot)   # it left the slot: its CANCEL_ALL
+        _wait_sequenced(shm_run, slow._pseq + 1, slow.slot)   # it left the slot: its CANCEL_ALL
         r = fast.wait_answers([_send(fast, Side.BUY, 10_050, 5, 1000)], timeout_s=60)
         assert not (r["kind"] == ReportKind.FILL).any()        # its order went with it
         fast.close()

@@ -255,7 +255,9 @@ def duty(b, out, outw, buf, bufw, in_slots, in_ctls, in_locs, in_sems, idents, j
         if n:
             i = ds[S_I]
             if i < n and ds[S_OPUB] == ds[S_NREP]:     # the report buffer is free: match on
-                i2, nrep, st = matcher_kernels._run(b, buf, i, n, out, 0, True, ds[S_STAMP])
+                # np.int64/np.bool_ rather than 0/True: numba types those as literals and
+                # compiles a second _run (a minute on a cold cache) beside Matcher's
+                i2, nrep, st = matcher_kernels._run(b, buf, i, n, out, np.int64(0), np.bool_(True), ds[S_STAMP])
                 if i2 == i and st == matcher_kernels.ST_OUT_FULL:
                     ds[S_GROW_AT] = i
                     ds[S_WORK] = total + work
