@@ -1,18 +1,20 @@
-"""Entry point of every engine child: ``python -m shmex.engine.child [ROLE INDEX | --standby FD]``.
+"""Entry point of every engine child: ``python -m shmex.engine.child [ROLE INDEX | --standby FD [ROLE...]]``.
 
 One path for a first start and a warm standby (`standby.py`):
 
 1. set up: ignore SIGINT (the supervisor owns the shutdown; a terminal's Ctrl-C reaches
    the whole process group), die with the supervisor (parent-death signal), lower the
    timer slack to 1 us (short sleeps stay short);
-2. a standby (``--standby FD``) imports every role and loads every role's numba kernels
-   (`standby.warm_all`, in a thread at nice 19), then writes one byte to FD: ready;
+2. a standby (``--standby FD ROLE...``) imports the roles it may be handed and loads
+   their numba kernels (`standby.warm_all`, in a thread at nice 19), then writes one byte
+   to FD: ready;
 3. read the assignment, one JSON line on stdin (`standby.assignment`: role name and
    module from the registry, index, slot, the EngineConfig, env additions; the
    supervisor writes it at once for a first start, whose ROLE INDEX arguments are only a
    label for ``ps``; a standby waits for it; EOF: no role wanted, exit 0);
-4. attach the control segment, run the role's ``run(cfg, ctl, me, index)``, record its
-   usage.
+4. load the role's kernels under its compile lock (`standby.warm_role`: on a cold cache
+   one process compiles a kernel set, the others load it), attach the control segment,
+   run the role's ``run(cfg, ctl, me, index)``, record its usage.
 
 Exit status: 0 done, 1 an error (traceback on stderr), 3 a durability fault (WAL writer).
 """
@@ -27,6 +29,9 @@ import sys
 import threading
 import time
 import traceback
+
+
+COMPILED_S = 5.0     # a warm-up longer than this was a cold cache: said on stderr
 
 
 def _timer_slack_1us() -> None:
@@ -79,7 +84,7 @@ def _drop_segments() -> None:
             pass      # the listing's own descriptor, or one closed meanwhile
 
 
-def _warm_at_low_priority() -> None:
+def _warm_at_low_priority(names) -> None:
     """standby.warm_all in a thread at nice 19: the warm-up never competes with the engine,
     and the niceness leaves with the thread (Linux nice is per thread), so the role runs
     at the priority this process started with, no privilege needed to get it back."""
@@ -93,7 +98,7 @@ def _warm_at_low_priority() -> None:
         try:
             from shmex.engine.standby import warm_all
 
-            warm_all()
+            warm_all(names)
         except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
             failed.append(e)
 
@@ -122,7 +127,7 @@ def main(argv: list[str]) -> int:
     _forks_drop_segment_fds()
     if argv[:1] == ["--standby"]:
         t0 = time.monotonic()
-        _warm_at_low_priority()
+        _warm_at_low_priority(argv[2:])
         fd = int(argv[1])
         os.write(fd, b"R")
         os.close(fd)
@@ -138,7 +143,7 @@ def main(argv: list[str]) -> int:
         if argv and argv != [a["role"], str(a["index"])]:
             raise SystemExit(f"child: labelled {argv}, assigned {a['role']} {a['index']}")
     else:
-        raise SystemExit(f"usage: python -m shmex.engine.child [ROLE INDEX | --standby FD] (got {argv})")
+        raise SystemExit(f"usage: python -m shmex.engine.child [ROLE INDEX | --standby FD [ROLE...]] (got {argv})")
     os.environ.update(a["env"])
     return run_role(a)
 
@@ -147,13 +152,18 @@ def run_role(a: dict) -> int:
     import importlib
 
     from shmex.engine.config import EngineConfig   # numpy and numba: a standby imported them at nice 19
-    from shmex.engine.ctl import Aborted, Ctl, ProcessSlot, warm_ring_kernels
+    from shmex.engine import registry, standby
+    from shmex.engine.ctl import Aborted, Ctl, ProcessSlot
 
     role, index = a["role"], int(a["index"])
     cfg = EngineConfig.from_dict(a["cfg"])
+    standby.warm_ring()
+    took = standby.warm_role(registry.get(role))
+    if took > COMPILED_S:
+        print(f"{role} {index}: kernels ready in {took:.1f} s (compiled, or loaded after another "
+              f"process compiled them; numba's cache holds them for later launches)", file=sys.stderr, flush=True)
     ctl = Ctl.attach(cfg.run_id)
     me = ProcessSlot(ctl, int(a["slot"]))
-    warm_ring_kernels()
     rc = 1
     try:
         mod = importlib.import_module(a["module"])

@@ -36,13 +36,15 @@ def child_env() -> dict:
     return dict(os.environ, PYTHONUNBUFFERED="1", SHMEX_SUPERVISOR_PID=str(os.getpid()))
 
 
-def start_child(env: dict, standby_fd: int | None = None, label: tuple = ()) -> subprocess.Popen:
+def start_child(env: dict, standby_fd: int | None = None, label: tuple = (),
+                roles: tuple = ()) -> subprocess.Popen:
     """Start ``python -m shmex.engine.child``; it waits for its assignment on stdin. A first
-    start carries its role and index as a label (``ps`` tells the processes apart)."""
+    start carries its role and index as a label (``ps`` tells the processes apart); a
+    standby the names of the roles it may be handed (the ones it warms)."""
     argv = [sys.executable, "-m", "shmex.engine.child", *map(str, label)]
     fds: tuple = ()
     if standby_fd is not None:
-        argv += ["--standby", str(standby_fd)]
+        argv += ["--standby", str(standby_fd), *roles]
         fds = (standby_fd,)
     return subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, pass_fds=fds)
 
@@ -75,11 +77,11 @@ def assign(popen: subprocess.Popen, a: dict) -> bool:
 class Standby:
     """The supervisor's handle on the spare child."""
 
-    def __init__(self, env: dict):
+    def __init__(self, env: dict, roles: tuple):
         r, w = os.pipe()
         self.t0 = time.monotonic()
         try:
-            self.popen = start_child(env, standby_fd=w)
+            self.popen = start_child(env, standby_fd=w, roles=roles)
         finally:
             os.close(w)
         os.set_blocking(r, False)
@@ -137,12 +139,63 @@ class Standby:
 
 # ---- the child side: load every role's kernels on scratch arrays of the live types ------
 
-def warm_all() -> None:
-    """Import every registered role's module and call its ``warm()``: each loads its numba
-    kernels (from the cache) on scratch data, including what its start calls (a matcher's
-    recovery path), so that a role taken later starts warm. Touches no shared memory."""
-    from shmex.engine import ctl, registry
+def compile_lock(name: str):
+    """An exclusive lock per kernel set (a role's name, or "ring"), held while a process
+    loads that set's kernels: on a cold cache the first holder compiles them and writes
+    numba's cache, and the next, taking the lock after it, loads them from there instead
+    of compiling the same kernels at the same time (a matcher and the warm standby, two
+    producers). The file lives in the temporary directory, named after this package's
+    location and numba's version (one lock per cache); flock drops with its process."""
+    import contextlib
+    import fcntl
+    import hashlib
+    import tempfile
 
-    ctl.warm_ring_kernels()
-    for spec in registry.roles():
+    import numba
+
+    import shmex
+
+    tag = hashlib.sha1(f"{os.path.dirname(shmex.__file__)} {numba.__version__}".encode()).hexdigest()[:12]
+    path = os.path.join(tempfile.gettempdir(), f"shmex-compile-{tag}-{name}.lock")
+
+    @contextlib.contextmanager
+    def held():
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    return held()
+
+
+def warm_role(spec) -> float:
+    """Load one role's kernels under its compile lock; -> seconds it took (a cold cache:
+    the compile, or the wait for another process's)."""
+    from shmex.engine import registry
+
+    t0 = time.monotonic()
+    with compile_lock(spec.name):
         registry.module(spec).warm()
+    return time.monotonic() - t0
+
+
+def warm_ring() -> None:
+    from shmex.engine import ctl
+
+    with compile_lock("ring"):
+        ctl.warm_ring_kernels()
+
+
+def warm_all(names=()) -> None:
+    """Import the named roles' modules (every registered role when none is named) and call
+    each one's ``warm()`` under its compile lock: each loads its numba kernels (from the
+    cache) on scratch data, including what its start calls (a matcher's recovery path), so
+    that a role taken later starts warm. Touches no shared memory."""
+    from shmex.engine import registry
+
+    warm_ring()
+    for spec in registry.roles():
+        if not names or spec.name in names:
+            warm_role(spec)

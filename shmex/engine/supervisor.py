@@ -67,6 +67,7 @@ from shmex.shm.segment import unlink as shm_unlink
 READY_TIMEOUT_S = 900      # a cold numba cache compiles every kernel (minutes on 2 cores)
 STOP_TIMEOUT_S = 60
 ABORT_GRACE_S = 10
+WARMING_SAY_S = 15.0       # a progress line this often while children warm up
 STANDBY_READY_TIMEOUT_S = 120   # the first standby: waited for before the load starts
 
 
@@ -177,6 +178,7 @@ class Supervisor:
         self.ctl = self.hist = None
         self.use_standby = cfg.standby
         self.standby: standby.Standby | None = None
+        self.standby_roles = tuple(sorted({p.spec.name for p in registry.launched(cfg)}))   # what it warms
         self.standby_stats = {"started": 0, "ready": 0, "taken": 0, "died": 0, "died_warming": 0}
         self._standby_failures = 0          # standbys in a row that died before they were ready
 
@@ -292,7 +294,7 @@ class Supervisor:
         if (self.standby is None and not self._recovering and self._standby_failures < 3
                 and self.ctl[cells.PHASE] in (cells.PH_STARTING, cells.PH_RUNNING)):
             try:
-                self.standby = standby.Standby(standby.child_env())
+                self.standby = standby.Standby(standby.child_env(), self.standby_roles)
             except OSError as e:
                 self._standby_failures += 1
                 print(f"supervisor: cannot start a standby: {e}", file=sys.stderr, flush=True)
@@ -461,18 +463,23 @@ class Supervisor:
                 pass
 
     def _wait_ready(self, children: list[Child], deadline: float) -> Child | None:
+        t0 = said = time.monotonic()
         while True:
-            if all(self.ctl[cells.proc_cell(c.slot, cells.P_READY)] for c in children):
+            waiting = [c.name for c in children if not self.ctl[cells.proc_cell(c.slot, cells.P_READY)]]
+            if not waiting:
                 return None
+            if time.monotonic() - said >= WARMING_SAY_S:     # a cold cache: say who is compiling
+                said = time.monotonic()
+                print(f"supervisor: warming up, {said - t0:.0f} s: {', '.join(waiting)} not ready yet "
+                      f"(numba compiles its kernels on a first run, then loads them from its cache)",
+                      file=sys.stderr, flush=True)
             dead = self._dead(expected_done=False)
             if dead is not None:
                 return dead
             if self._signal is not None:
                 return None
             if time.monotonic() > deadline:
-                raise TimeoutError("children not ready after "
-                                   f"{READY_TIMEOUT_S} s: " + ", ".join(
-                                       c.name for c in children if not self.ctl[cells.proc_cell(c.slot, cells.P_READY)]))
+                raise TimeoutError(f"children not ready after {READY_TIMEOUT_S} s: {', '.join(waiting)}")
             time.sleep(0.01)
 
     # -- the run ---------------------------------------------------------------------------
