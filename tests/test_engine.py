@@ -218,3 +218,43 @@ def test_drill_refuses_a_directory_that_is_not_its_own(tmp_path):
     r = _shmex("drill", "--kills", "1", "--data-dir", str(data), "--quiet")
     assert r.returncode == 2 and "not a drill's directory" in r.stderr
     assert (data / "keep.txt").read_text() == "not the drill's"
+
+
+DEMO_SMALL = ("import sys; from shmex import cli; from shmex.commands import launch; "
+              "import shmex.engine.config as c; c.DEMO_ORDERS = 20000; "
+              "launch.DEMO_LATENCY_RATE = 5000.0; launch.DEMO_LATENCY_S = 2.0; "
+              "sys.exit(cli.main(sys.argv[1:]))")
+
+
+def test_a_bare_launch_runs_a_throughput_phase_then_a_latency_phase(shm_run, tmp_path):
+    """No length, rate or preset: capacity at full speed, then a fixed-rate phase on the
+    same log, each summarized under its label (the demo, sized down here)."""
+    data = tmp_path / "data"
+    r = subprocess.run([sys.executable, "-c", DEMO_SMALL, "launch", "--quiet", "--name", shm_run,
+                        "--data-dir", str(data), "--json", str(tmp_path / "demo.json")],
+                       capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
+    assert r.returncode == 0, r.stdout + r.stderr
+    first, second = json.loads((tmp_path / "demo.json").read_text())["phases"]
+    assert first["phase"]["name"] == "throughput" and first["rate"] is None and first["orders"] == 20000
+    assert second["phase"]["name"] == "latency" and second["rate"] == 5000.0
+    assert second["orders"] > 0 and second["last_seq"] == 20000 + second["orders"]   # the log continued
+    assert second["placement"] == first["placement"]        # the first run gave its cores back
+    assert all(first["checks"].values()) and all(second["checks"].values())
+    assert "== phase 1 of 2: throughput" in r.stdout and "== phase 2 of 2: latency" in r.stdout
+    assert "both phases" in r.stdout
+    assert second["state_hash"] == _replay_hash(data)
+    assert _segments(shm_run) == []
+
+
+def test_a_launch_given_a_length_runs_one_phase(tmp_path):
+    from shmex.cli import _parser
+    from shmex.commands import launch
+    from shmex.engine.config import EngineConfig
+
+    def is_demo(*argv):
+        args = _parser().parse_args(["launch", "--data-dir", str(tmp_path), *argv])
+        return launch.is_demo(args, EngineConfig.from_args(args))
+
+    assert is_demo() and is_demo("--durability", "none")
+    assert not any(is_demo(*a) for a in (("--orders", "10"), ("--duration", "1"), ("--rate", "5"),
+                                          ("--preset", "latency"), ("--producers", "0")))

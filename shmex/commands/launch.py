@@ -1,6 +1,7 @@
 """``shmex launch``: start the engine on this machine, run the built-in load, summarize.
 
-    shmex launch                                  # demo: 2 producers, 1M orders, ./shmex-data
+    shmex launch                                  # demo: 2 producers, ./shmex-data; 1M orders at
+                                                  # full speed, then 100K orders/s for 10 s
     shmex launch --producers 2 --duration 10 --rate 100000 --durability group \\
                  --json run.json --hgrm run.hgrm --plot run.png
 
@@ -23,11 +24,10 @@ import json
 import sys
 
 DEFAULT_DIR = "shmex-data"
-DEMO_ORDERS = 1_000_000
 
 
 def add_arguments(p) -> None:
-    from shmex.engine.config import PRESETS
+    from shmex.engine.config import DEMO_ORDERS, PRESETS
 
     def described(name):
         return ", ".join(f"{k.replace('_', '-')} {v}" for k, v in PRESETS[name].items())
@@ -38,7 +38,9 @@ def add_arguments(p) -> None:
                    "options below for that goal (listed at the end)")
     p.add_argument("--producers", type=int, help="load-generator processes (default 2)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--orders", type=int, help=f"orders in all (default {DEMO_ORDERS:,} when no --duration)")
+    g.add_argument("--orders", type=int, help=f"orders in all (default {DEMO_ORDERS:,} when no --duration; a launch with no "
+                   f"length, rate or preset runs them at full speed, then {DEMO_LATENCY_RATE:,.0f} orders/s "
+                   f"for {DEMO_LATENCY_S:.0f} s, each phase with its summary)")
     g.add_argument("--duration", type=float, metavar="S", help="send for S seconds")
     p.add_argument("--rate", type=float, metavar="R", help="offered orders/s over all producers "
                    "(open loop, latency from the intended send time); default: as fast as the rings take")
@@ -161,8 +163,7 @@ def main(args) -> int:
         print(f"launch: {e}", file=sys.stderr)
         return 2
     from shmex.engine.latency import write_hgrm, write_plot
-    from shmex.engine.summary import print_summary, progress, result_doc
-    from shmex.engine.supervisor import Supervisor
+    from shmex.engine.summary import print_summary
     from shmex.files import make_private_dir
     from shmex.recovery.recover import remove_log
     from shmex.shm.registry import list_runs
@@ -201,6 +202,88 @@ def main(args) -> int:
         except (UsageError, CannotOpen, CorruptRecord) as e:
             print(f"launch: {e}", file=sys.stderr)
             return 2
+    phases = demo_phases(cfg, named=bool(getattr(args, "name", None))) if is_demo(args, cfg) else (("", "", cfg),)
+    docs, rc, h = [], 0, None
+    for i, (label, what, pcfg) in enumerate(phases):
+        if label:
+            print(f"launch: phase {i + 1} of {len(phases)}, {label}: {what}", file=sys.stderr, flush=True)
+        doc, h, code = run_once(pcfg, args, itch_info)
+        if doc is None:
+            return code
+        if label:
+            doc["phase"] = {"name": label, "what": what}
+            print(f"== phase {i + 1} of {len(phases)}: {label} ({what})")
+        print_summary(doc)
+        if "itch" in doc:
+            print_itch(doc["itch"])
+        docs.append(doc)
+        rc = max(rc, code)
+        if doc["status"] != "ok" or code != 0:
+            break            # a failure or an asked-for stop: no next phase
+    if len(phases) > 1:
+        print_demo_recap(docs)
+    last = docs[-1]
+    if args.hgrm:
+        write_hgrm(h, args.hgrm)
+        print(f"  hgrm        {args.hgrm}")
+    if args.plot:
+        write_plot(h, args.plot, f"shmex launch: {last['producers']} producers, "
+                   f"{'rate ' + str(int(last['rate'])) if last['rate'] else 'full speed'}, "
+                   f"durability {last['durability']}, {last['orders']:,} orders; {last['machine']}")
+        print(f"  plot        {args.plot}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"phases": docs} if len(phases) > 1 else last, f, indent=1)
+    return rc
+
+
+# The run a bare `shmex launch` makes: capacity first, then latency at a fixed rate, each
+# labelled for what its figures measure (full-speed percentiles are queueing behind the
+# load, not the engine's latency).
+DEMO_LATENCY_RATE = 100_000.0
+DEMO_LATENCY_S = 10.0
+
+
+def is_demo(args, cfg) -> bool:
+    """No load asked for: no preset, length, rate or ITCH file, and load producers to run."""
+    return (cfg.producers > 0 and not cfg.itch and all(
+        getattr(args, k, None) is None for k in ("preset", "orders", "duration", "rate")))
+
+
+def demo_phases(cfg, named: bool) -> tuple:
+    import time
+
+    from shmex.shm.names import new_run_id
+
+    second = cfg.replace(orders=None, duration=DEMO_LATENCY_S, rate=DEMO_LATENCY_RATE,
+                         run_id=cfg.run_id if named else new_run_id(),
+                         # fresh client ids: the first phase's orders still rest in the book
+                         cid_base=max((int(time.time()) & 0xFFFFFFF) << 32, int(cfg.cid_base) + (1 << 32)))
+    return (("throughput", f"{cfg.orders:,} orders as fast as the rings take: capacity; its "
+             f"tick-to-trade is queueing behind the load, not the engine's latency", cfg),
+            ("latency", f"{DEMO_LATENCY_RATE:,.0f} orders/s open loop for {DEMO_LATENCY_S:.0f} s: "
+             f"tick-to-trade from each order's intended send time, the log continued", second))
+
+
+def print_demo_recap(docs: list) -> None:
+    print("== shmex launch, both phases:")
+    for d in docs:
+        lat = d["latency_ns"]
+        name = d["phase"]["name"]
+        print(f"  {name:<11} {d['orders']:,} orders at {d['orders_per_s']:,.0f} orders/s, "
+              f"durability {d['durability']}: tick-to-trade p50 {lat['p50'] / 1e3:,.1f} us, "
+              f"p99 {lat['p99'] / 1e3:,.1f} us, max {lat['max'] / 1e3:,.1f} us")
+    ok = all(all(d["checks"].values()) and d["status"] == "ok" for d in docs)
+    print(f"  checks      {'all passed in every phase' if ok else 'FAILED (see the phase above)'}; "
+          f"a {DEMO_LATENCY_S:.0f}-s window rarely holds a disk stall: `shmex launch --preset "
+          f"latency --duration 60` (mode none) and `--rate 100000 --duration 60` (group) show the tails")
+
+
+def run_once(cfg, args, itch_info):
+    """One supervised run -> (its result document or None, its histogram, exit code)."""
+    from shmex.engine.summary import progress, result_doc
+    from shmex.engine.supervisor import Supervisor
+
     print(f"launch: run {cfg.run_id}, data {cfg.data_dir}; warming up "
           f"(numba kernels load from the cache; the first run ever compiles them)...",
           file=sys.stderr, flush=True)
@@ -208,7 +291,7 @@ def main(args) -> int:
     out = sup.run()
     if out.ctl is None:
         print(f"launch: {out.reason or 'failed before start'}", file=sys.stderr)
-        return out.exit_code or 1
+        return None, None, out.exit_code or 1
     doc, h = result_doc(cfg, out)
     if itch_info is not None:
         doc["itch"] = itch_result(cfg, itch_info, doc)
@@ -221,21 +304,7 @@ def main(args) -> int:
         need = ("durable_is_last_seq", "wal_sealed", "no_segment_left")
         if not all(doc["checks"][k] for k in need):
             doc["exit_code"] = out.exit_code = 1
-    print_summary(doc)
-    if "itch" in doc:
-        print_itch(doc["itch"])
-    if args.hgrm:
-        write_hgrm(h, args.hgrm)
-        print(f"  hgrm        {args.hgrm}")
-    if args.plot:
-        write_plot(h, args.plot, f"shmex launch: {doc['producers']} producers, "
-                   f"{'rate ' + str(int(doc['rate'])) if doc['rate'] else 'full speed'}, "
-                   f"durability {doc['durability']}, {doc['orders']:,} orders; {doc['machine']}")
-        print(f"  plot        {args.plot}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=1)
-    return out.exit_code
+    return doc, h, out.exit_code
 
 
 def prepare_itch(cfg, args):

@@ -491,6 +491,7 @@ class Supervisor:
         out.cleaned = len(removed)
         out.cleaned_runs = sorted({seg.run_id for seg in removed})
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        own_cores = os.sched_getaffinity(0)    # given back at the end: a next run plans from it
         try:
             self._create()
             out.segments = list(self.segments)
@@ -540,6 +541,10 @@ class Supervisor:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
+            try:
+                os.sched_setaffinity(0, own_cores)
+            except OSError:
+                pass
             self._stop_standby()
             self._kill_all()
             out.children = self.children
