@@ -38,7 +38,15 @@ def add_arguments(p) -> None:
 
     b = which.add_parser("wal", help=WHAT["wal"][0])
     b.add_argument("--records", type=int, default=2_000_000)
-    b.add_argument("--dir", metavar="DIR", help="where to write (default: a temp dir)")
+    b.add_argument("--dir", metavar="DIR", help="where to write (default: a temp dir); the disk floor "
+                   "is recorded for DIR's filesystem: give the engine's data directory (or one beside "
+                   "it) and `shmex launch` shows it next to its to_durable")
+    b.add_argument("--floor-seconds", type=float, default=60.0, metavar="S",
+                   help="length of the sync trace behind the disk floor (default 60: shorter traces "
+                        "miss the disk's stalls; 0: no floor)")
+    b.add_argument("--floor-rate", type=float, default=100_000.0, metavar="R",
+                   help="open-loop arrivals/s replayed against the trace (default 100,000)")
+    b.add_argument("--floor-only", action="store_true", help="measure the disk floor alone")
     b.add_argument("--json", metavar="PATH")
 
 

@@ -12,6 +12,7 @@ from shmex.engine import cells
 from shmex.engine.ctl import load_hash
 from shmex.engine.latency import STAGE_TEXT, STAGES, percentile_of_counts, stage_counts, summary, to_hdr
 from shmex.engine.machine import describe
+from shmex.wal import floor
 
 
 def totals(ctl: np.ndarray, cfg, only_load: bool = False) -> dict:
@@ -120,6 +121,7 @@ def result_doc(cfg, out) -> dict:
         "dead_runs_cleaned_ids": out.cleaned_runs,
         "restarts": [{k: v for k, v in e.items() if k not in ("died_s", "ready_s")} for e in out.restarts],
         "standby": out.standby, "wal": wal_kept(cfg, ctl), "roles": role_reports(cfg, ctl),
+        "disk_floor": floor.recorded(cfg.data_dir) if cfg.durability != "none" else None,
         "verify": f"shmex verify {cfg.data_dir}", "replay": f"shmex replay {cfg.data_dir}",
     }, h
 
@@ -176,6 +178,8 @@ def print_summary(doc: dict) -> None:
             if st:
                 p(f"    {name:<11} " + " ".join(f"{st[k] / 1e3:>9,.1f}" for k in ("p50", "p90", "p99", "p999", "max"))
                   + f"  {st['samples']:>7,}  {st['what']}")
+    if doc["durability"] != "none":
+        print_floor(doc)
     p(f"  {'process':<12} {'pid':>8} {'core':>5} {'cpu%':>6} {'peak rss':>10} {'runq wait':>14}  exit")
     for pr in doc["processes"]:
         cpu = f"{pr['cpu_percent']:.0f}" if pr["cpu_percent"] is not None else "-"
@@ -206,3 +210,18 @@ def print_summary(doc: dict) -> None:
         p(f"  LEAKED      {doc['segments_left']}")
 
 
+
+
+def print_floor(doc: dict) -> None:
+    """The disk's floor for group commit beside to_durable: what is the disk, what the engine."""
+    f, d = doc.get("disk_floor"), doc.get("stages", {}).get("to_durable")
+    if f is None:
+        print(f"  disk floor  not measured on this filesystem: `shmex bench wal --floor-only --dir "
+              f"{doc['data_dir']}` (60 s) measures it, and later launches show it here")
+        return
+    print(f"  disk floor  {floor.describe(f)}")
+    if d and doc["rate"]:
+        fl = f["floor_ns"]
+        print(f"    to_durable / floor: p50 {d['p50'] / fl['p50']:.2f}x, p99 {d['p99'] / fl['p99']:.2f}x "
+              f"(this run {doc['rate']:,.0f}/s over {doc['seconds']:.0f} s; the floor {f['rate']:,.0f}/s "
+              f"over {f['seconds']:.0f} s: runs shorter than a minute rarely see a stall)")
