@@ -17,7 +17,7 @@ import numpy as np
 from shmex.errors import CannotOpen, CorruptRecord
 from shmex.wal import layout as wal_layout
 from shmex.crc import crc32c
-from shmex.files import FILE_MODE, fsync_dir, pwrite_all
+from shmex.files import FILE_MODE, fsync_dir, pwrite_all, start_writeback
 
 _ZERO_CHUNK = bytes(1 << 20)
 
@@ -81,13 +81,19 @@ def create_spare(path) -> int:
 
 
 def fill_spare(fd: int, done: int, size_bytes: int, step: int = 1 << 20) -> int:
-    """Write up to ``step`` more zero bytes at ``done``; return the new ``done``."""
+    """Write up to ``step`` more zero bytes at ``done`` and start their writeback; return
+    the new ``done``. Written back step by step, the zeros are on the disk by the
+    rotation, whose fsync then writes the header alone instead of the whole segment in
+    the log's path (and no fdatasync of the live segment queues behind a burst of them)."""
     n = min(step, size_bytes - done)
+    start = done
     while n > 0:
         k = min(n, len(_ZERO_CHUNK))
         pwrite_all(fd, _ZERO_CHUNK[:k], done)
         done += k
         n -= k
+    if done > start:
+        start_writeback(fd, start, done - start)
     return done
 
 

@@ -390,7 +390,8 @@ class WalWriter:
 
     def _prepare_spare(self) -> None:
         """Prepare the next segment one step per idle call, so rotation rarely stalls:
-        group/always zero-fill it 1 MiB a step; none sizes it sparse (ftruncate + fsync)."""
+        group/always zero-fill it 1 MiB a step, paced by `_spare_goal`; none sizes it
+        sparse (ftruncate + fsync)."""
         spare = os.path.join(self.directory, wal_layout.SPARE_NAME)
         with self._io("spare", spare, self._spare_done):
             if self._spare_fd is None:
@@ -398,8 +399,15 @@ class WalWriter:
             elif self._spare_done < self.segment_bytes:
                 if self.mode == "none":
                     self._spare_done = size_spare(self._spare_fd, self.segment_bytes)
-                else:
+                elif self._spare_done < self._spare_goal():
                     self._spare_done = fill_spare(self._spare_fd, self._spare_done, self.segment_bytes)
+
+    def _spare_goal(self) -> int:
+        """How far the spare's zero-fill should be: as far through the spare as the log is
+        through its segment, plus a quarter of a segment. The zeros go to the disk at the
+        log's own pace, never as a burst that the live segment's syncs wait behind, and
+        are done before the rotation needs them."""
+        return min(self.segment_bytes, self._pos + self.segment_bytes // 4)
 
     def _rotate(self) -> None:
         self.commit()  # group/always: the old segment is synced before the new one gets records
