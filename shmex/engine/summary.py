@@ -14,6 +14,8 @@ from shmex.engine.latency import STAGE_TEXT, STAGES, percentile_of_counts, stage
 from shmex.engine.machine import describe
 from shmex.wal import floor
 
+GROUP_COMMIT = ("group", "replicated")     # the modes the disk floor is the bound of
+
 
 def totals(ctl: np.ndarray, cfg, only_load: bool = False) -> dict:
     P = cfg.producer_slots
@@ -121,7 +123,7 @@ def result_doc(cfg, out) -> dict:
         "dead_runs_cleaned_ids": out.cleaned_runs,
         "restarts": [{k: v for k, v in e.items() if k not in ("died_s", "ready_s")} for e in out.restarts],
         "standby": out.standby, "wal": wal_kept(cfg, ctl), "roles": role_reports(cfg, ctl),
-        "disk_floor": floor.recorded(cfg.data_dir) if cfg.durability != "none" else None,
+        "disk_floor": floor.recorded(cfg.data_dir) if cfg.durability in GROUP_COMMIT else None,
         "verify": f"shmex verify {cfg.data_dir}", "replay": f"shmex replay {cfg.data_dir}",
     }, h
 
@@ -178,7 +180,7 @@ def print_summary(doc: dict) -> None:
             if st:
                 p(f"    {name:<11} " + " ".join(f"{st[k] / 1e3:>9,.1f}" for k in ("p50", "p90", "p99", "p999", "max"))
                   + f"  {st['samples']:>7,}  {st['what']}")
-    if doc["durability"] != "none":
+    if doc["durability"] in GROUP_COMMIT:
         print_floor(doc)
     p(f"  {'process':<12} {'pid':>8} {'core':>5} {'cpu%':>6} {'peak rss':>10} {'runq wait':>14}  exit")
     for pr in doc["processes"]:
