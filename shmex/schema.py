@@ -211,6 +211,49 @@ def commands(n: int = 0) -> np.ndarray:
     return np.zeros(n, dtype=COMMAND)
 
 
+def commands_from(**columns) -> np.ndarray:
+    """A COMMAND array from columns: each a sequence (list, numpy array) or a scalar that
+    fills the whole column; `order_type` and `tif` not named are LIMIT and GTC (as in
+    `Matcher.submit`), other fields not named 0. One numpy assignment per column, no
+    Python loop per command::
+
+        commands_from(kind=Kind.NEW, side=sides, price=prices, qty=qtys, client_id=ids)
+
+    Raises UsageError naming the field for an unknown name, a column of another length, a
+    value that is not an integer, or one outside the field's range (nothing wraps)."""
+    from shmex.errors import UsageError
+
+    unknown = sorted(set(columns) - set(COMMAND.names))
+    if unknown:
+        raise UsageError(f"commands_from: no field {', '.join(unknown)} (COMMAND has {', '.join(COMMAND.names)})")
+    cols = {name: np.asarray(v) for name, v in columns.items()}
+    lengths = {name: len(c) for name, c in cols.items() if c.ndim == 1}
+    bad = [name for name, c in cols.items() if c.ndim > 1]
+    if bad:
+        raise UsageError(f"commands_from: {bad[0]} is {cols[bad[0]].ndim}-d, want a sequence or a scalar")
+    n = max(lengths.values(), default=1 if cols else 0)
+    for name, k in lengths.items():
+        if k != n:
+            raise UsageError(f"commands_from: {name} has {k} values, others {n}")
+    out = np.zeros(n, dtype=COMMAND)
+    out["order_type"], out["tif"] = OrderType.LIMIT, Tif.GTC
+    for name, c in cols.items():
+        if c.size == 0:
+            continue
+        if c.dtype.kind not in "iub":
+            raise UsageError(f"commands_from: {name} holds {c.dtype} values; fields are integers "
+                             f"(prices in ticks, quantities in lots)")
+        info = np.iinfo(COMMAND[name])
+        lo, hi = c.min(), c.max()
+        if lo < info.min or hi > info.max:
+            v = lo if lo < info.min else hi
+            i = int(np.argmax(c == v)) if c.ndim else 0
+            raise UsageError(f"commands_from: {name}[{i}] = {int(v)} is outside {COMMAND[name]} "
+                             f"[{info.min}, {info.max}]")
+        out[name] = c
+    return out
+
+
 def reports(n: int = 0) -> np.ndarray:
     """A zeroed array of n REPORT records."""
     return np.zeros(n, dtype=REPORT)

@@ -24,7 +24,7 @@ from shmex.bench import peers
 from shmex.engine.machine import banner, machine
 from shmex.bench.workload import book_config, reference_workload
 from shmex.matcher import Matcher
-from shmex.schema import R_FILL, TAKER
+from shmex.schema import K_NEW, R_FILL, TAKER
 
 BATCH = 4096
 
@@ -48,6 +48,36 @@ def run_shmex(cmds: np.ndarray, batch: int = BATCH, collect: bool = False):
         allf = np.concatenate(chunks) if chunks else np.zeros((0, 4), np.int64)
         return seconds, len(allf), allf, m
     return seconds, 0, None, m
+
+
+PATH_TEXT = {
+    "per_call": "Matcher.submit / cancel per command, its reports returned each time",
+    "fresh_batch": "one Matcher.process of the whole prefix on a fresh matcher, reports returned",
+}
+
+
+def python_paths(cmds: np.ndarray, repeats: int = 3) -> dict:
+    """commands/s of a Python user's two ways in, each on a fresh matcher (median of
+    `repeats`): one call per command, and one `process` of the whole array."""
+    cols = [cmds[k].tolist() for k in ("kind", "side", "price", "qty", "client_id")]
+    per_call, batch = [], []
+    for _ in range(repeats):
+        m = Matcher(**book_config())
+        submit, cancel = m.submit, m.cancel
+        t0 = time.perf_counter()
+        for kind, side, price, qty, cid in zip(*cols):
+            if kind == K_NEW:
+                submit(side, price, qty, client_id=cid)
+            else:
+                cancel(cid)
+        per_call.append(len(cmds) / (time.perf_counter() - t0))
+        m = Matcher(**book_config())
+        work = cmds.copy()
+        t0 = time.perf_counter()
+        m.process(work)
+        batch.append(len(cmds) / (time.perf_counter() - t0))
+    return {"per_call": statistics.median(per_call), "fresh_batch": statistics.median(batch),
+            "per_call_runs": per_call, "fresh_batch_runs": batch, "commands": len(cmds)}
 
 
 def count_fills(cmds: np.ndarray) -> int:
@@ -128,6 +158,11 @@ def main(args) -> int:
               f"book; ratios are to shmex's median above (shmex on this short prefix alone: "
               f"{shmex_prefix_rate / 1e6:.2f} M commands/s, first-touch page faults included)")
         print(f"  {'order book':<24}{'version':<12}{'commands/s':>14}{'shmex is':>12}  check")
+        paths = python_paths(prefix)
+        result["python_api"] = paths
+        for name, text in (("per_call", "shmex, one call each"), ("fresh_batch", "shmex, one process()")):
+            r = paths[name]
+            print(f"  {text:<24}{'':<12}{r:>14,.0f}{rate / r:>11,.1f}x  {PATH_TEXT[name]}")
         for name, adapter in peers.PEERS.items():
             ok, why = adapter.available()
             if not ok:

@@ -16,6 +16,9 @@ from shmex.schema import (COMMAND, LEVEL, REPORT, RESTING, Kind, OrderType, Side
                           PRICE_MAX, PRICE_MIN)
 
 STATE_FORMAT = 1
+REPORTS_PER_COMMAND = 2      # a batch's report buffer is presized to this many per command
+HAND_OVER = 1 << 16          # process() hands over its report buffer from this many reports
+K_NEW, K_CANCEL, K_REPLACE = int(Kind.NEW), int(Kind.CANCEL), int(Kind.REPLACE)
 
 
 class Matcher:
@@ -43,25 +46,35 @@ class Matcher:
             _check_config(symbols, price_lo, price_hi, capacity, max_open_orders, hash_key)
             _book = new_book(symbols, price_lo, price_hi, capacity, max_open_orders, hash_key)
         self._b = _book
-        self._out = np.zeros(max(1, report_buffer), dtype=REPORT)
+        self._initial_out = max(1, report_buffer)
+        self._out = np.zeros(self._initial_out, dtype=REPORT)
+        self._one = np.zeros(1, dtype=COMMAND)     # submit/cancel/replace's command
 
     # ------------------------------------------------------------ batches
 
     def process(self, commands: np.ndarray) -> np.ndarray:
         """Sequence and match a batch. Writes `seq` and `engine_ns` into `commands`."""
-        n = self._run(commands, stamp=True)
-        return self._out[:n].copy()
+        return self._taken(self._run(commands, stamp=True))
 
     def apply(self, commands: np.ndarray) -> np.ndarray:
         """Match commands that already carry `seq` (last_seq + 1, + 2, ...) and `engine_ns`."""
-        n = self._run(commands, stamp=False)
-        return self._out[:n].copy()
+        return self._taken(self._run(commands, stamp=False))
 
     def process_into(self, commands: np.ndarray, stamp: bool = True) -> np.ndarray:
         """Like process()/apply(), but returns a view of the matcher's own report buffer,
         valid until the next call: no allocation once the buffer has grown to fit."""
         n = self._run(commands, stamp)   # may replace self._out with a larger buffer
         return self._out[:n]
+
+    def _taken(self, n: int) -> np.ndarray:
+        """The first n reports as an array the caller owns: a large result takes the
+        buffer itself (the matcher starts a fresh one, whose pages cost nothing until
+        written), a small one is copied out."""
+        if n < HAND_OVER:
+            return self._out[:n].copy()
+        out = self._out[:n]
+        self._out = np.zeros(self._initial_out, dtype=REPORT)
+        return out
 
     def _run(self, commands: np.ndarray, stamp: bool) -> int:
         if not isinstance(commands, np.ndarray) or commands.dtype != COMMAND:
@@ -75,6 +88,15 @@ class Matcher:
             n = self._run(tmp, stamp)
             commands[...] = tmp
             return n
+        # A batch's usual need at once (a report or two per command, plus fills): growing
+        # buffers by doubling while matching costs more than the batch itself on a fresh
+        # matcher, and untouched pages of a larger buffer cost nothing.
+        want = REPORTS_PER_COMMAND * len(commands) + 8
+        if len(self._out) < want:
+            self._out = np.zeros(1 << (want - 1).bit_length(), REPORT)
+        return self._match(commands, stamp)
+
+    def _match(self, commands: np.ndarray, stamp: bool) -> int:
         # CLOCK_MONOTONIC, like the producers' send times: per-stage latency subtracts them.
         # Not part of the book state: replay takes the stamps from the log.
         engine_ns = time.monotonic_ns() if stamp else 0
@@ -92,26 +114,34 @@ class Matcher:
             grown[:n] = self._out[:n]
             self._out = grown
 
-    # ------------------------------------------------------------ one at a time (REPL)
+    # ------------------------------------------------------------ one at a time
 
     def submit(self, side, price: int, qty: int, *, client_id: int, producer: int = 0,
                symbol: int = 0, order_type=OrderType.LIMIT, tif=Tif.GTC, stp=Stp.NONE,
                account: int = 0) -> np.ndarray:
         """Submit one NEW order; returns its reports."""
-        return self.process(_one(Kind.NEW, side=int(side), order_type=int(order_type),
-                                 tif=int(tif), stp=int(stp), producer=producer, symbol=symbol,
-                                 account=account, client_id=client_id, price=price, qty=qty))
+        return self._single((K_NEW, side, order_type, tif, stp, 0, producer, symbol, account,
+                             client_id, price, qty, 0, 0, 0, 0))
 
     def cancel(self, client_id: int, *, producer: int = 0, symbol: int = 0) -> np.ndarray:
         """Cancel one order; returns its reports."""
-        return self.process(_one(Kind.CANCEL, producer=producer, symbol=symbol,
-                                 client_id=client_id))
+        return self._single((K_CANCEL, 0, 0, 0, 0, 0, producer, symbol, 0, client_id, 0, 0, 0, 0, 0, 0))
 
     def replace(self, client_id: int, price: int, qty: int, *, producer: int = 0, symbol: int = 0,
                 stp=Stp.NONE) -> np.ndarray:
         """Replace one order's price and open quantity; returns its reports."""
-        return self.process(_one(Kind.REPLACE, producer=producer, symbol=symbol, stp=int(stp),
-                                 client_id=client_id, price=price, qty=qty))
+        return self._single((K_REPLACE, 0, 0, 0, stp, 0, producer, symbol, 0, client_id, price, qty,
+                             0, 0, 0, 0))
+
+    def _single(self, fields: tuple) -> np.ndarray:
+        """One command through a reused one-record array (numpy checks each field's range
+        as it stores it: an out-of-range value raises, naming nothing wraps)."""
+        one = self._one
+        try:
+            one[0] = fields
+        except (OverflowError, ValueError, TypeError) as e:
+            raise UsageError(f"command fields {fields}: {e}") from None
+        return self._out[:self._match(one, True)].copy()
 
     # ------------------------------------------------------------ views
 
@@ -242,9 +272,3 @@ def _check_config(symbols: int, price_lo: int, price_hi: int, capacity: int, max
                          f"{nbytes >> 20} MiB; narrow the band or use fewer symbols")
 
 
-def _one(kind: Kind, **fields) -> np.ndarray:
-    cmd = np.zeros(1, dtype=COMMAND)
-    cmd["kind"] = int(kind)
-    for name, value in fields.items():
-        cmd[name] = value
-    return cmd
