@@ -20,7 +20,7 @@ import time
 import numpy as np
 import psutil
 
-from shmex.bench import peers
+from shmex.bench import peer_venv, peers
 from shmex.engine.machine import banner, machine
 from shmex.bench.workload import book_config, reference_workload
 from shmex.matcher import Matcher
@@ -157,26 +157,44 @@ def main(args) -> int:
         print(f"\npeers on the first {k:,} commands ({len(want_fills):,} fills), each on a fresh "
               f"book; ratios are to shmex's median above (shmex on this short prefix alone: "
               f"{shmex_prefix_rate / 1e6:.2f} M commands/s, first-touch page faults included)")
-        print(f"  {'order book':<24}{'version':<12}{'commands/s':>14}{'shmex is':>12}  check")
+        print(f"  {'order book':<26}{'version':<12}{'commands/s':>14}{'shmex is':>12}  check")
         paths = python_paths(prefix)
         result["python_api"] = paths
         for name, text in (("per_call", "shmex, one call each"), ("fresh_batch", "shmex, one process()")):
             r = paths[name]
-            print(f"  {text:<24}{'':<12}{r:>14,.0f}{rate / r:>11,.1f}x  {PATH_TEXT[name]}")
+            print(f"  {text:<26}{'':<12}{r:>14,.0f}{rate / r:>11,.1f}x  {PATH_TEXT[name]}")
         for name, adapter in peers.PEERS.items():
             ok, why = adapter.available()
             if not ok:
-                print(f"  {name:<24}{'-':<12}{'-':>14}{'-':>12}  not run: {why}")
+                print(f"  {name:<26}{'-':<12}{'-':>14}{'-':>12}  not run: {why}")
                 continue
             _progress(f"  running {name} ...")
             res = peers.measure(name, prefix, repeats=3)
             same, text = peers.verify(name, res["raw"], want_fills, want_rest)
             rate_p = res["commands_per_s"]
-            print(f"  {name:<24}{res['version'] or '?':<12}{rate_p:>14,.0f}{rate / rate_p:>11,.0f}x"
+            print(f"  {name:<26}{res['version'] or '?':<12}{rate_p:>14,.0f}{rate / rate_p:>11,.0f}x"
                   f"  {'same' if same else 'DIFFERENT'}: {text}")
             result["peers"][name] = rate_p
             result["peer_details"][name] = {"version": res["version"], "commands_per_s": rate_p,
-                                            "verified": same, "check": text}
+                                            "verified": same, "check": text,
+                                            "python": ".".join(map(str, sys.version_info[:3]))}
+        if not getattr(args, "no_peer_venvs", False):
+            for name, (need, spec) in peer_venv.ELSEWHERE.items():
+                if sys.version_info[:2] >= need:
+                    continue                  # this interpreter ran it above
+                _progress(f"  running {name} ({spec}) on Python {need[0]}.{need[1]} ...")
+                r = peer_venv.run(name, prefix, want_fills, want_rest, progress=_progress)
+                label = f"{name} py{need[0]}.{need[1]}"
+                if "skipped" in r:
+                    print(f"  {label:<26}{'-':<12}{'-':>14}{'-':>12}  not run: {r['skipped']}")
+                    continue
+                rate_p = r["commands_per_s"]
+                print(f"  {label:<26}{r['version'] or '?':<12}{rate_p:>14,.0f}{rate / rate_p:>11,.0f}x"
+                      f"  {'same' if r['verified'] else 'DIFFERENT'}: {r['check']}; Python {r['python']}")
+                result["peers"][label] = rate_p
+                result["peer_details"][label] = {"version": r["version"], "commands_per_s": rate_p,
+                                                 "verified": r["verified"], "check": r["check"],
+                                                 "python": r["python"]}
         if result["peers"]:
             best = max(result["peers"], key=result["peers"].get)
             print(f"\n  fastest peer: {best} at {result['peers'][best]:,.0f} commands/s; "

@@ -27,6 +27,10 @@ def add_arguments(p) -> None:
     b.add_argument("--peer-commands", type=int, default=200_000,
                    help="commands given to each PyPI peer (they are slow)")
     b.add_argument("--no-peers", action="store_true", help="skip the PyPI order books")
+    b.add_argument("--no-peer-venvs", action="store_true",
+                   help="skip the peers that need another Python (limit-order-book 3.x on 3.13, "
+                        "matching-engine on 3.12; each otherwise runs in a venv of its own, made once "
+                        "under ~/.cache/shmex/peer-venvs from an interpreter found on PATH or in pyenv)")
     b.add_argument("--memory", action="store_true",
                    help="also run 10M commands after warm-up and report resident memory")
     b.add_argument("--json", metavar="PATH")
