@@ -9,7 +9,7 @@ import pytest
 from shmex.bench.workload import book_config, reference_workload
 from shmex.errors import UsageError
 from shmex.matcher import Matcher
-from shmex.schema import K_CANCEL, K_NEW, Kind, OrderType, Side, Tif, commands_from
+from shmex.schema import K_CANCEL, K_NEW, R_FILL, Kind, OrderType, Side, Tif, commands_from
 
 IDENTITY = ["kind", "reason", "side", "liquidity", "client_id", "contra_client_id", "price", "qty", "cmd_seq"]
 
@@ -70,10 +70,25 @@ def test_one_call_per_command_matches_one_batch():
 
 def test_a_call_with_a_field_out_of_range_is_refused_and_changes_nothing():
     m = Matcher(symbols=1, price_lo=1, price_hi=100)
-    with pytest.raises(UsageError, match="command fields"):
+    with pytest.raises(UsageError, match="qty: 1099511627776 is outside the field's range"):
         m.submit(Side.BUY, 10, 2**40, client_id=1)
-    with pytest.raises(UsageError, match="command fields"):
+    with pytest.raises(UsageError, match="client_id: -1 is outside"):
         m.cancel(-1)
+    with pytest.raises(UsageError, match="producer: 70000 is outside"):
+        m.submit(Side.BUY, 10, 1, client_id=1, producer=70_000)
+    with pytest.raises(UsageError, match="command fields"):
+        m.submit(Side.BUY, 10, 1, client_id=2**64)             # beyond u8: the batch path says so
     assert m.last_seq == 0 and m.live == 0
     assert len(m.submit(Side.BUY, 10, 1, client_id=1)) == 1 and m.live == 1
     assert m.replace(1, 11, 2)[0]["price"] == 11 and m.live == 1
+
+
+def test_a_client_id_beyond_int64_and_a_sweep_beyond_the_buffer_take_the_batch_path():
+    m = Matcher(symbols=1, price_lo=1, price_hi=100, report_buffer=8)
+    big = 2**63 + 5
+    assert m.submit(Side.SELL, 50, 1, client_id=big)[0]["client_id"] == big
+    for k in range(100):
+        m.submit(Side.SELL, 60, 1, client_id=k + 1)
+    got = m.submit(Side.BUY, 60, 101, client_id=1_000)        # 101 fills each side: > 8 reports
+    assert (got["kind"] == R_FILL).sum() == 2 * 101 and m.live == 0
+    assert m.cancel(big)[0]["reason"] != 0                       # filled already: an unknown order

@@ -157,22 +157,22 @@ def main(args) -> int:
         print(f"\npeers on the first {k:,} commands ({len(want_fills):,} fills), each on a fresh "
               f"book; ratios are to shmex's median above (shmex on this short prefix alone: "
               f"{shmex_prefix_rate / 1e6:.2f} M commands/s, first-touch page faults included)")
-        print(f"  {'order book':<26}{'version':<12}{'commands/s':>14}{'shmex is':>12}  check")
+        print(f"  {'order book':<28}{'version':<12}{'commands/s':>14}{'shmex is':>12}  check")
         paths = python_paths(prefix)
         result["python_api"] = paths
         for name, text in (("per_call", "shmex, one call each"), ("fresh_batch", "shmex, one process()")):
             r = paths[name]
-            print(f"  {text:<26}{'':<12}{r:>14,.0f}{rate / r:>11,.1f}x  {PATH_TEXT[name]}")
+            print(f"  {text:<28}{'':<12}{r:>14,.0f}{rate / r:>11,.1f}x  {PATH_TEXT[name]}")
         for name, adapter in peers.PEERS.items():
             ok, why = adapter.available()
             if not ok:
-                print(f"  {name:<26}{'-':<12}{'-':>14}{'-':>12}  not run: {why}")
+                print(f"  {name:<28}{'-':<12}{'-':>14}{'-':>12}  not run: {why}")
                 continue
             _progress(f"  running {name} ...")
             res = peers.measure(name, prefix, repeats=3)
             same, text = peers.verify(name, res["raw"], want_fills, want_rest)
             rate_p = res["commands_per_s"]
-            print(f"  {name:<26}{res['version'] or '?':<12}{rate_p:>14,.0f}{rate / rate_p:>11,.0f}x"
+            print(f"  {name:<28}{res['version'] or '?':<12}{rate_p:>14,.0f}{rate / rate_p:>11,.0f}x"
                   f"  {'same' if same else 'DIFFERENT'}: {text}")
             result["peers"][name] = rate_p
             result["peer_details"][name] = {"version": res["version"], "commands_per_s": rate_p,
@@ -186,10 +186,10 @@ def main(args) -> int:
                 r = peer_venv.run(name, prefix, want_fills, want_rest, progress=_progress)
                 label = f"{name} py{need[0]}.{need[1]}"
                 if "skipped" in r:
-                    print(f"  {label:<26}{'-':<12}{'-':>14}{'-':>12}  not run: {r['skipped']}")
+                    print(f"  {label:<28}{'-':<12}{'-':>14}{'-':>12}  not run: {r['skipped']}")
                     continue
                 rate_p = r["commands_per_s"]
-                print(f"  {label:<26}{r['version'] or '?':<12}{rate_p:>14,.0f}{rate / rate_p:>11,.0f}x"
+                print(f"  {label:<28}{r['version'] or '?':<12}{rate_p:>14,.0f}{rate / rate_p:>11,.0f}x"
                       f"  {'same' if r['verified'] else 'DIFFERENT'}: {r['check']}; Python {r['python']}")
                 result["peers"][label] = rate_p
                 result["peer_details"][label] = {"version": r["version"], "commands_per_s": rate_p,

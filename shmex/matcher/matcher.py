@@ -10,6 +10,7 @@ import numpy as np
 
 from shmex.errors import SchemaMismatch, UsageError
 from shmex.matcher import _kernels as matcher_kernels
+from shmex.matcher import _single
 from shmex.matcher.book import (C_CAP, C_HI, C_LO, C_OPEN_CAP, C_SYMBOLS, FIELDS, M_LAST_SEQ,
                                 M_LIVE, MAX_TICKS, Book, book_spec, new_book)
 from shmex.schema import (COMMAND, LEVEL, REPORT, RESTING, Kind, OrderType, Side, Stp, Tif,
@@ -47,8 +48,9 @@ class Matcher:
             _book = new_book(symbols, price_lo, price_hi, capacity, max_open_orders, hash_key)
         self._b = _book
         self._initial_out = max(1, report_buffer)
-        self._out = np.zeros(self._initial_out, dtype=REPORT)
+        self._set_out(np.zeros(self._initial_out, dtype=REPORT))
         self._one = np.zeros(1, dtype=COMMAND)     # submit/cancel/replace's command
+        self._table = None                         # the book's address table (_single), on first use
 
     # ------------------------------------------------------------ batches
 
@@ -71,10 +73,19 @@ class Matcher:
         buffer itself (the matcher starts a fresh one, whose pages cost nothing until
         written), a small one is copied out."""
         if n < HAND_OVER:
-            return self._out[:n].copy()
+            return self._copied(n)
         out = self._out[:n]
-        self._out = np.zeros(self._initial_out, dtype=REPORT)
+        self._set_out(np.zeros(self._initial_out, dtype=REPORT))
         return out
+
+    def _set_out(self, out: np.ndarray) -> None:
+        self._out = out
+        self._outw = out.view(np.uint64).reshape(len(out), -1)   # the same records as words
+
+    def _copied(self, n: int) -> np.ndarray:
+        """A copy of the first n reports. Copied as words: numpy copies a record array with
+        padding field by field (several us for a few records)."""
+        return self._outw[:n].copy().view(REPORT).reshape(n)
 
     def _run(self, commands: np.ndarray, stamp: bool) -> int:
         if not isinstance(commands, np.ndarray) or commands.dtype != COMMAND:
@@ -93,7 +104,7 @@ class Matcher:
         # matcher, and untouched pages of a larger buffer cost nothing.
         want = REPORTS_PER_COMMAND * len(commands) + 8
         if len(self._out) < want:
-            self._out = np.zeros(1 << (want - 1).bit_length(), REPORT)
+            self._set_out(np.zeros(1 << (want - 1).bit_length(), REPORT))
         return self._match(commands, stamp)
 
     def _match(self, commands: np.ndarray, stamp: bool) -> int:
@@ -112,7 +123,7 @@ class Matcher:
             need = n + int(matcher_kernels._worst_case(self._b, commands[i]))
             grown = np.zeros(max(2 * len(self._out), 1 << (need - 1).bit_length()), REPORT)
             grown[:n] = self._out[:n]
-            self._out = grown
+            self._set_out(grown)
 
     # ------------------------------------------------------------ one at a time
 
@@ -120,28 +131,46 @@ class Matcher:
                symbol: int = 0, order_type=OrderType.LIMIT, tif=Tif.GTC, stp=Stp.NONE,
                account: int = 0) -> np.ndarray:
         """Submit one NEW order; returns its reports."""
-        return self._single((K_NEW, side, order_type, tif, stp, 0, producer, symbol, account,
-                             client_id, price, qty, 0, 0, 0, 0))
+        return self._call(K_NEW, int(side), int(order_type), int(tif), int(stp), producer, symbol,
+                          account, client_id, price, qty)
 
     def cancel(self, client_id: int, *, producer: int = 0, symbol: int = 0) -> np.ndarray:
         """Cancel one order; returns its reports."""
-        return self._single((K_CANCEL, 0, 0, 0, 0, 0, producer, symbol, 0, client_id, 0, 0, 0, 0, 0, 0))
+        return self._call(K_CANCEL, 0, 0, 0, 0, producer, symbol, 0, client_id, 0, 0)
 
     def replace(self, client_id: int, price: int, qty: int, *, producer: int = 0, symbol: int = 0,
                 stp=Stp.NONE) -> np.ndarray:
         """Replace one order's price and open quantity; returns its reports."""
-        return self._single((K_REPLACE, 0, 0, 0, stp, 0, producer, symbol, 0, client_id, price, qty,
-                             0, 0, 0, 0))
+        return self._call(K_REPLACE, 0, 0, 0, int(stp), producer, symbol, 0, client_id, price, qty)
+
+    def _call(self, *fields) -> np.ndarray:
+        """One command, field by field (`_single.one_command`: the book passed as one table
+        of addresses); a result too large for the report buffer, or a client id beyond
+        int64, takes the batch path."""
+        if self._table is None:
+            self._table = _single.address_table(self._b)
+        try:
+            if fields[8] >= 1 << 63:
+                raise OverflowError     # numba would type it uint64: a second compiled kernel
+            n, st = _single.one_command(self._table, self._b.ids, self._one, self._out, *fields, time.monotonic_ns())
+        except (OverflowError, TypeError):
+            n, st = 0, matcher_kernels.ST_OUT_FULL
+        if st == matcher_kernels.ST_DONE:
+            return self._copied(n)
+        if st == _single.ST_BAD_FIELD:
+            raise UsageError(f"{_single.FIELD_NAMES[n]}: {fields[n - 1]!r} is outside the field's range "
+                             f"(COMMAND {COMMAND[_single.FIELD_NAMES[n]]})")
+        return self._single(fields[:5] + (0,) + fields[5:] + (0, 0, 0, 0))
 
     def _single(self, fields: tuple) -> np.ndarray:
-        """One command through a reused one-record array (numpy checks each field's range
-        as it stores it: an out-of-range value raises, naming nothing wraps)."""
+        """One command through a reused one-record array and the batch path (numpy checks
+        each field's range as it stores it: an out-of-range value raises, nothing wraps)."""
         one = self._one
         try:
             one[0] = fields
         except (OverflowError, ValueError, TypeError) as e:
             raise UsageError(f"command fields {fields}: {e}") from None
-        return self._out[:self._match(one, True)].copy()
+        return self._copied(self._match(one, True))
 
     # ------------------------------------------------------------ views
 
