@@ -92,3 +92,13 @@ def test_a_client_id_beyond_int64_and_a_sweep_beyond_the_buffer_take_the_batch_p
     got = m.submit(Side.BUY, 60, 101, client_id=1_000)        # 101 fills each side: > 8 reports
     assert (got["kind"] == R_FILL).sum() == 2 * 101 and m.live == 0
     assert m.cancel(big)[0]["reason"] != 0                       # filled already: an unknown order
+
+
+def test_a_report_buffer_grown_from_outside_is_the_one_reports_are_copied_from():
+    from shmex.schema import REPORT
+
+    m = Matcher(symbols=1, price_lo=1, price_hi=100, report_buffer=4)
+    m.submit(Side.SELL, 10, 1, client_id=1)
+    m._out = np.zeros(64, REPORT)          # the engine's matcher role grows the buffer this way
+    got = m.submit(Side.BUY, 10, 1, client_id=2)
+    assert list(got["client_id"]) == [2, 2, 1] and (got["kind"][1:] == R_FILL).all()

@@ -78,9 +78,18 @@ class Matcher:
         self._set_out(np.zeros(self._initial_out, dtype=REPORT))
         return out
 
+    @property
+    def _out(self) -> np.ndarray:
+        """The report buffer (the engine's matcher role grows it too, through this setter)."""
+        return self._reports
+
+    @_out.setter
+    def _out(self, out: np.ndarray) -> None:
+        self._reports = out
+        self._outw = out.view(np.uint64).reshape(len(out), -1)   # the same records as words
+
     def _set_out(self, out: np.ndarray) -> None:
         self._out = out
-        self._outw = out.view(np.uint64).reshape(len(out), -1)   # the same records as words
 
     def _copied(self, n: int) -> np.ndarray:
         """A copy of the first n reports. Copied as words: numpy copies a record array with
