@@ -6,7 +6,6 @@ Also: `prefault` really maps the pages of a calloc'd array."""
 from __future__ import annotations
 
 import numpy as np
-from numba.typed import List
 
 from shmex.matcher import Matcher
 from shmex.engine import cells
@@ -84,14 +83,14 @@ class _Rig:
 
     def duty(self):
         m = self.m
-        lists = [List([r[i] for r in self.ins]) for i in range(3)]
-        dl = [List([r[i] for r in self.dests]) for i in range(3)]
-        rc = matcher_duty.duty(m.book, m._out, _words(m._out), self.buf, _words(self.buf), *lists,
-                    np.zeros(2, np.int64), self.idents, *self.journal, 0, *self.out, 0, self.ctl,
-                    np.zeros(8192, np.int64), self.pq, self.pqi, np.zeros(2, np.int64), self.ds, 64,
-                    True, np.zeros(2, np.int64), *self.rout, 0, self.pend, _words(self.pend),
-                    self.dest_of, self.scratch, self.scratch.view(np.uint64).reshape(2, PENDING, 8),
-                    self.counts, *dl, np.zeros(2, np.int64), 10**9, 0, 0)
+        md = matcher_duty
+        routing = md.Routing(True, np.zeros(2, np.int64), md.Ring(*self.rout, 0), self.pend, _words(self.pend),
+                             self.dest_of, self.scratch, self.scratch.view(np.uint64).reshape(2, PENDING, 8),
+                             self.counts, md.rings(self.dests, np.zeros(2, np.int64)))
+        rc = md.duty(m.book, m._out, _words(m._out), self.buf, _words(self.buf), md.rings(self.ins, np.zeros(2, np.int64)),
+                     self.idents, md.Ring(*self.journal, 0), md.Ring(*self.out, 0), self.ctl,
+                     np.zeros(8192, np.int64), self.pq, self.pqi, np.zeros(2, np.int64), self.ds, 64,
+                     routing, 10**9, 0, 0)
         assert rc == matcher_duty.RET_IDLE
         return rc
 

@@ -131,16 +131,11 @@ class MatcherAgent:
     def _duty_arrays(self, P: int) -> None:
         """What `matcher_duty.duty` works on: the rings' arrays (views of their mappings,
         dropped in close()), the semaphore addresses it posts, the release FIFOs."""
-        from numba.typed import List
-
         self.bufw = self.buf.view(np.uint64).reshape(BATCH, -1)
-        self.in_slots = List([r.arrays()[0] for r in self.ins])
-        self.in_ctls = List([r.arrays()[1] for r in self.ins])
-        self.in_locs = List([r.arrays()[2] for r in self.ins])
-        self.in_sems = np.array([r.sem_addrs()[1] for r in self.ins], dtype=np.int64)
+        self.in_rings = matcher_duty.rings([r.arrays() for r in self.ins], [r.sem_addrs()[1] for r in self.ins])
         self.idents = slot_idents(self.cfg, self.ctl)
-        self.j_arrays = self.journal.arrays() + (self.journal.sem_addrs()[0],)
-        self.o_arrays = self.out.arrays() + (self.out.sem_addrs()[0],)
+        self.journal_ring = matcher_duty.Ring(*self.journal.arrays(), self.journal.sem_addrs()[0])
+        self.out_ring = matcher_duty.Ring(*self.out.arrays(), self.out.sem_addrs()[0])
         qcap = max(r.capacity for r in self.ins)
         self.pq = np.zeros((P, qcap, 2), dtype=np.int64)   # per ring: (last seq, read position)
         self.pqi = np.zeros((P, 2), dtype=np.int64)        # per ring: FIFO head, tail
@@ -148,22 +143,18 @@ class MatcherAgent:
         self.ds = np.zeros(matcher_duty.S_CELLS, dtype=np.int64)
         self.ds[matcher_duty.S_GATE] = self.cfg.release_cell()
         prefault([self.pq])
-        self.pub_args = matcher_duty.publisher_args(False)
+        self.routing = matcher_duty.routing_args(False)
 
     def attach_publisher(self, pub) -> None:
         """Route inline from the duty cycle, on the inline publisher's arrays and state."""
-        from numba.typed import List
-
         ds = self.ds
         ds[matcher_duty.S_PLO], ds[matcher_duty.S_PHI], ds[matcher_duty.S_OUTREL] = pub.lo, pub.hi, pub.out_rel
         dests = pub.dests
-        self.pub_args = (True, np.zeros(len(dests), np.int64), *pub.out.arrays(), pub.out.sem_addrs()[1],
-                         pub.pend, pub.pend.view(np.uint64).reshape(len(pub.pend), -1), pub.dest_of,
-                         pub.scratch, pub.scratch.view(np.uint64).reshape(pub.scratch.shape[0],
-                                                                          pub.scratch.shape[1], -1),
-                         pub.counts, List([r.arrays()[0] for r in dests]), List([r.arrays()[1] for r in dests]),
-                         List([r.arrays()[2] for r in dests]),
-                         np.array([r.sem_addrs()[0] for r in dests], dtype=np.int64))
+        self.routing = matcher_duty.Routing(
+            True, np.zeros(len(dests), np.int64), matcher_duty.Ring(*pub.out.arrays(), pub.out.sem_addrs()[1]),
+            pub.pend, pub.pend.view(np.uint64).reshape(len(pub.pend), -1), pub.dest_of, pub.scratch,
+            pub.scratch.view(np.uint64).reshape(pub.scratch.shape[0], pub.scratch.shape[1], -1), pub.counts,
+            matcher_duty.rings([r.arrays() for r in dests], [r.sem_addrs()[0] for r in dests]))
 
     def sync_publisher(self, pub) -> None:
         """Hand the routing window back to the Python publisher (the stop path uses it)."""
@@ -176,9 +167,8 @@ class MatcherAgent:
         self.ds[matcher_duty.S_NEXT_SNAP] = self.next_snap
         out = m._out
         rc = matcher_duty.duty(m.book, out, out.view(np.uint64).reshape(len(out), -1), self.buf, self.bufw,
-                    self.in_slots, self.in_ctls, self.in_locs, self.in_sems, self.idents, *self.j_arrays, *self.o_arrays,
-                    self.ctl.a, self.h_to_matcher, self.pq, self.pqi, self.got, self.ds, self.share,
-                    *self.pub_args, DUTY_BUDGET_NS, poll_ns, idle_ns)
+                    self.in_rings, self.idents, self.journal_ring, self.out_ring, self.ctl.a, self.h_to_matcher,
+                    self.pq, self.pqi, self.got, self.ds, self.share, self.routing, DUTY_BUDGET_NS, poll_ns, idle_ns)
         if rc == matcher_duty.RET_SNAPSHOT:
             self.snapshot()
         elif rc == matcher_duty.RET_GROW:
@@ -199,7 +189,7 @@ class MatcherAgent:
         """A report ring could not take its share of a routed prefix: deliver the rest the
         publisher's way (wait, or drop for a reader that is gone), then release it."""
         ds, k = self.ds, int(self.ds[matcher_duty.S_STALL_K])
-        pdone = self.pub_args[1]
+        pdone = self.routing.done
         for d in range(len(pub.dests)):
             c, done = int(pub.counts[d]), int(pdone[d])
             if done < c:
@@ -215,8 +205,8 @@ class MatcherAgent:
             a[cells.DROPPED] += int(pub.counts[-1])
 
     def release_durable(self) -> None:
-        matcher_duty.release_durable(self.ctl.load(cells.DURABLE_SEQ), self.in_ctls, self.in_locs, self.in_sems,
-                          self.pq, self.pqi)
+        r = self.in_rings
+        matcher_duty.release_durable(self.ctl.load(cells.DURABLE_SEQ), r.ctls, r.locs, r.sems, self.pq, self.pqi)
 
     def snapshot(self) -> None:
         """Fork a child that writes the book as of now; the parent pays only the fork."""
@@ -282,8 +272,8 @@ class MatcherAgent:
 
     def drop_views(self) -> None:
         """Drop every view of a ring mapping this agent holds (before any ring closes)."""
-        self.in_slots = self.in_ctls = self.in_locs = self.j_arrays = self.o_arrays = None
-        self.pub_args = None
+        self.in_rings = self.journal_ring = self.out_ring = None
+        self.routing = None
 
     def close(self) -> None:
         self.drop_views()

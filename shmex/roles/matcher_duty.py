@@ -25,6 +25,8 @@ batch, until nothing happened for a while or its time budget is spent.
 
 from __future__ import annotations
 
+from collections import namedtuple
+
 import numpy as np
 from numba import njit
 
@@ -58,6 +60,13 @@ S_GATE = 14       # the control cell whose seq releases reports (`EngineConfig.r
 S_CELLS = 16
 
 RET_BUDGET, RET_IDLE, RET_SNAPSHOT, RET_GROW, RET_DEST_FULL = range(5)
+
+# duty()'s named inputs (numba reads the fields by name; each is one compiled type)
+Ring = namedtuple("Ring", "slots ctl loc sem")        # one ring's arrays, the semaphore it posts
+Rings = namedtuple("Rings", "slots ctls locs sems")    # several rings: typed Lists, semaphore array
+# the inline publisher: on (False: it runs as its own process, the rest is scratch), the
+# report ring it consumes (`out`), its pending reports, their destinations, the rings
+Routing = namedtuple("Routing", "on done out pend pendw dest_of scratch scratchw counts dests")
 
 # idents[k] = (mode, value): where input ring k's account comes from
 ID_FIXED = 0      # value is the account (a load producer's, from the engine config)
@@ -157,10 +166,12 @@ def _read_batch(buf, bufw, in_slots, in_ctls, in_locs, ds, got, share, ctl, iden
 
 
 @njit(cache=True, nogil=True)
-def _route(ctl, ds, pdone, p_slots, p_ctl, p_loc, p_sem, pend, pendw, dest_of, scratch, scratchw,
-           counts, d_slots, d_ctls, d_locs, d_sems):
+def _route(ctl, ds, r):
     """The inline publisher's step (`PublisherAgent.work`); -> reports routed, or -1 when a
-    report ring could not take its share (S_STALL_K set, pdone[d] = delivered)."""
+    report ring could not take its share (S_STALL_K set, r.done[d] = delivered)."""
+    pend, pendw, dest_of, scratch, scratchw, counts = r.pend, r.pendw, r.dest_of, r.scratch, r.scratchw, r.counts
+    p = r.out
+    d_slots, d_ctls, d_locs, d_sems = r.dests.slots, r.dests.ctls, r.dests.locs, r.dests.sems
     lo = ds[S_PLO]
     hi = ds[S_PHI]
     if lo == hi:
@@ -174,7 +185,7 @@ def _route(ctl, ds, pdone, p_slots, p_ctl, p_loc, p_sem, pend, pendw, dest_of, s
         lo = 0
         hi = k
     if hi < pendw.shape[0]:
-        hi += ring_kernels._consume_batch(p_slots, p_ctl, p_loc, pendw[hi:], False, True)
+        hi += ring_kernels._consume_batch(p.slots, p.ctl, p.loc, pendw[hi:], False, True)
     ds[S_PLO] = lo
     ds[S_PHI] = hi
     if lo == hi:
@@ -194,7 +205,7 @@ def _route(ctl, ds, pdone, p_slots, p_ctl, p_loc, p_sem, pend, pendw, dest_of, s
         if c:
             s = ring_kernels._publish_range(d_slots[d], d_ctls[d], d_locs[d], scratchw[d], 0, c, True)
             _wake(d_ctls[d], d_locs[d], d_sems[d], C_DATA_POSTS)
-        pdone[d] = s
+        r.done[d] = s
         if s < c:
             stalled = True
     if stalled:
@@ -202,8 +213,8 @@ def _route(ctl, ds, pdone, p_slots, p_ctl, p_loc, p_sem, pend, pendw, dest_of, s
         return -1
     ds[S_PLO] = lo + k
     ds[S_OUTREL] += k
-    ring_kernels._release_upto(p_ctl, p_loc, ds[S_OUTREL], True)
-    _wake(p_ctl, p_loc, p_sem, C_SPACE_POSTS)
+    ring_kernels._release_upto(p.ctl, p.loc, ds[S_OUTREL], True)
+    _wake(p.ctl, p.loc, p.sem, C_SPACE_POSTS)
     ctl[cells.ROUTED] += k               # plain: this process is the only writer
     if counts[nd]:
         ctl[cells.DROPPED] += counts[nd]
@@ -211,11 +222,12 @@ def _route(ctl, ds, pdone, p_slots, p_ctl, p_loc, p_sem, pend, pendw, dest_of, s
 
 
 @njit(cache=True, nogil=True)
-def duty(b, out, outw, buf, bufw, in_slots, in_ctls, in_locs, in_sems, idents, j_slots, j_ctl, j_loc,
-         j_sem, o_slots, o_ctl, o_loc, o_sem, ctl, h_to_matcher, pq, pqi, got, ds, share,
-         has_pub, pdone, p_slots, p_ctl, p_loc, p_sem, pend, pendw, dest_of, scratch, scratchw,
-         counts, d_slots, d_ctls, d_locs, d_sems, budget_ns, poll_ns, idle_ns):
+def duty(b, out, outw, buf, bufw, ins, idents, journal, outq, ctl, h_to_matcher, pq, pqi, got, ds, share,
+         routing, budget_ns, poll_ns, idle_ns):
     """Match and route until nothing happened for `idle_ns` or `budget_ns` passed; -> RET_*.
+
+    `ins` (Rings) are the input rings, `journal` and `outq` (Ring) the rings to the WAL
+    writer and to the publisher, `routing` (Routing) the inline publisher's step.
 
     Spins for `poll_ns` of idleness (0 on a shared core), then sched_yield()s between
     passes (a peer on this core gets it at once); never blocks."""
@@ -227,7 +239,7 @@ def duty(b, out, outw, buf, bufw, in_slots, in_ctls, in_locs, in_sems, idents, j
         work = 0
         n = ds[S_N]
         if n == 0:
-            n = _read_batch(buf, bufw, in_slots, in_ctls, in_locs, ds, got, share, ctl, idents)
+            n = _read_batch(buf, bufw, ins.slots, ins.ctls, ins.locs, ds, got, share, ctl, idents)
             if n:
                 now = mono_ns()
                 for q in range(n):   # 'to_matcher': the producer's send time in engine_ns
@@ -239,11 +251,11 @@ def duty(b, out, outw, buf, bufw, in_slots, in_ctls, in_locs, in_sems, idents, j
                     # ORDER: release SNAP_SEQ before the batch goes to the journal: a
                     # replicator that sees seq `last` durable sees where a snapshot falls
                     store_release(ctl, cells.SNAP_SEQ, last)
-                for k in range(len(in_locs)):
+                for k in range(len(ins.locs)):
                     if got[k]:
                         t = pqi[k, 1]
                         pq[k, t & qmask, 0] = last
-                        pq[k, t & qmask, 1] = in_locs[k][L_POS]
+                        pq[k, t & qmask, 1] = ins.locs[k][L_POS]
                         pqi[k, 1] = t + 1
                 ds[S_N] = n
                 ds[S_I] = 0
@@ -268,14 +280,14 @@ def duty(b, out, outw, buf, bufw, in_slots, in_ctls, in_locs, in_sems, idents, j
                 i = i2
             jp = ds[S_JPUB]
             if jp < i:
-                s = ring_kernels._publish_range(j_slots, j_ctl, j_loc, bufw, jp, i, True)
-                _wake(j_ctl, j_loc, j_sem, C_DATA_POSTS)
+                s = ring_kernels._publish_range(journal.slots, journal.ctl, journal.loc, bufw, jp, i, True)
+                _wake(journal.ctl, journal.loc, journal.sem, C_DATA_POSTS)
                 ds[S_JPUB] = jp + s
                 work += s
             op = ds[S_OPUB]
             if op < ds[S_NREP]:
-                s = ring_kernels._publish_range(o_slots, o_ctl, o_loc, outw, op, ds[S_NREP], True)
-                _wake(o_ctl, o_loc, o_sem, C_DATA_POSTS)
+                s = ring_kernels._publish_range(outq.slots, outq.ctl, outq.loc, outw, op, ds[S_NREP], True)
+                _wake(outq.ctl, outq.loc, outq.sem, C_DATA_POSTS)
                 ds[S_OPUB] = op + s
                 work += s
             if i == n and ds[S_JPUB] == n and ds[S_OPUB] == ds[S_NREP]:
@@ -289,10 +301,9 @@ def duty(b, out, outw, buf, bufw, in_slots, in_ctls, in_locs, in_sems, idents, j
                     ds[S_WORK] = total + work
                     return RET_SNAPSHOT
         # ORDER: acquire DURABLE_SEQ: pairs with the WAL writer's release store after its flush
-        release_durable(load_acquire(ctl, cells.DURABLE_SEQ), in_ctls, in_locs, in_sems, pq, pqi)
-        if has_pub:
-            r = _route(ctl, ds, pdone, p_slots, p_ctl, p_loc, p_sem, pend, pendw, dest_of, scratch,
-                       scratchw, counts, d_slots, d_ctls, d_locs, d_sems)
+        release_durable(load_acquire(ctl, cells.DURABLE_SEQ), ins.ctls, ins.locs, ins.sems, pq, pqi)
+        if routing.on:
+            r = _route(ctl, ds, routing)
             if r < 0:
                 ds[S_WORK] = total + work
                 return RET_DEST_FULL
@@ -315,41 +326,41 @@ def duty(b, out, outw, buf, bufw, in_slots, in_ctls, in_locs, in_sems, idents, j
             sched_yield()
 
 
-def _scratch_ring():
+def _scratch_ring() -> Ring:
     from shmex.ring import layout as ring_layout
 
-    return (np.zeros((4, 8), np.uint64), np.zeros(ring_layout.CTL_BYTES // 8, np.int64),
-            np.zeros(ring_layout.LOCAL_CELLS, np.int64))
+    return Ring(np.zeros((4, 8), np.uint64), np.zeros(ring_layout.CTL_BYTES // 8, np.int64),
+                np.zeros(ring_layout.LOCAL_CELLS, np.int64), 0)
 
 
-def publisher_args(has_pub: bool, nd: int = 1) -> tuple:
-    """duty()'s publisher arguments on scratch rings: for warming, and (has_pub False)
-    when the publisher runs as its own process (one compiled signature either way)."""
+def rings(views: list, sems: np.ndarray) -> Rings:
+    """Rings of several rings' (slots, ctl, loc) and the semaphore addresses posted for them."""
     from numba.typed import List
 
+    return Rings(List([v[0] for v in views]), List([v[1] for v in views]), List([v[2] for v in views]),
+                 np.asarray(sems, dtype=np.int64))
+
+
+def routing_args(has_pub: bool, nd: int = 1) -> Routing:
+    """duty()'s routing on scratch rings: for warming, and (has_pub False) when the
+    publisher runs as its own process (one compiled signature either way)."""
     from shmex.schema import REPORT
 
-    dests = [_scratch_ring() for _ in range(nd)]
-    return (has_pub, np.zeros(nd, np.int64), *_scratch_ring(), 0, np.zeros(4, REPORT),
-            np.zeros((4, 8), np.uint64), np.full(nd + 2, -1, np.int64), np.zeros((nd, 4), REPORT),
-            np.zeros((nd, 4, 8), np.uint64), np.zeros(nd + 1, np.int64),
-            List([r[0] for r in dests]), List([r[1] for r in dests]), List([r[2] for r in dests]),
-            np.zeros(nd, np.int64))
+    return Routing(has_pub, np.zeros(nd, np.int64), _scratch_ring(), np.zeros(4, REPORT),
+                   np.zeros((4, 8), np.uint64), np.full(nd + 2, -1, np.int64), np.zeros((nd, 4), REPORT),
+                   np.zeros((nd, 4, 8), np.uint64), np.zeros(nd + 1, np.int64),
+                   rings([_scratch_ring() for _ in range(nd)], np.zeros(nd, np.int64)))
 
 
 def warm(book, out, buf) -> None:
     """Load `duty` and `release_durable` (from numba's cache) on scratch rings of the live
     types: one pass over empty rings, with and without routing; nothing shared is touched."""
-    from numba.typed import List
-
-    ins = [_scratch_ring()]
-    in_slots, in_ctls, in_locs = List([r[0] for r in ins]), List([r[1] for r in ins]), List([r[2] for r in ins])
-    sems = np.zeros(1, np.int64)
+    ins = rings([_scratch_ring()], np.zeros(1, np.int64))
     idents = np.zeros((1, 2), np.int64)
     pq, pqi = np.zeros((1, 4, 2), np.int64), np.zeros((1, 2), np.int64)
     for has_pub in (False, True):
         duty(book, out, out.view(np.uint64).reshape(len(out), -1), buf, buf.view(np.uint64).reshape(len(buf), -1),
-             in_slots, in_ctls, in_locs, sems, idents, *_scratch_ring(), 0, *_scratch_ring(), 0, np.zeros(64, np.int64),
+             ins, idents, _scratch_ring(), _scratch_ring(), np.zeros(64, np.int64),
              np.zeros(8192, np.int64), pq, pqi, np.zeros(1, np.int64), np.zeros(S_CELLS, np.int64), 64,
-             *publisher_args(has_pub), 0, 0, 0)
-    release_durable(0, in_ctls, in_locs, sems, pq, pqi)
+             routing_args(has_pub), 0, 0, 0)
+    release_durable(0, ins.ctls, ins.locs, ins.sems, pq, pqi)
