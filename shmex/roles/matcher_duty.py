@@ -36,6 +36,7 @@ from shmex.engine import cells
 from shmex.engine._sys import mono_ns, post_if_woken as _wake, sched_yield
 from shmex.engine.latency import bucket_of
 from shmex.roles.publisher import PENDING, _route_prefix
+from shmex.roles.views import Ring, Rings
 from shmex.ring import _kernels as ring_kernels
 from shmex.ring.atomics import load_acquire, store_release
 from shmex.ring.layout import C_DATA_POSTS, C_SPACE_POSTS, L_POS
@@ -61,10 +62,7 @@ S_CELLS = 16
 
 RET_BUDGET, RET_IDLE, RET_SNAPSHOT, RET_GROW, RET_DEST_FULL = range(5)
 
-# duty()'s named inputs (numba reads the fields by name; each is one compiled type)
-Ring = namedtuple("Ring", "slots ctl loc sem")        # one ring's arrays, the semaphore it posts
-Rings = namedtuple("Rings", "slots ctls locs sems")    # several rings: typed Lists, semaphore array
-# the inline publisher: on (False: it runs as its own process, the rest is scratch), the
+# duty()'s routing input: the inline publisher: on (False: it runs as its own process, the rest is scratch), the
 # report ring it consumes (`out`), its pending reports, their destinations, the rings
 Routing = namedtuple("Routing", "on done out pend pendw dest_of scratch scratchw counts dests")
 

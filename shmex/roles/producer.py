@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from shmex.engine import cells
-from shmex.roles import producer_duty
+from shmex.roles import producer_duty, views
 from shmex.engine.ctl import Aborted, Ctl
 from shmex.ring import Ring
 from shmex.schema import COMMAND, REPORT, commands, reports
@@ -83,13 +83,13 @@ def run(cfg, ctl: Ctl, me, k: int) -> int:
         ds[producer_duty.D_SENDING] = 1
         bufw = buf.view(np.uint64).reshape(len(buf), -1)
         rbufw = rbuf.view(np.uint64).reshape(len(rbuf), -1)
-        in_slots, in_ctl, in_loc = inr.arrays()
-        rep_slots, rep_ctl, rep_loc = rep.arrays()
+        in_view, rep_view = views.Ring(*inr.arrays(), 0), views.Ring(*rep.arrays(), 0)   # posted from here (RET_POST)
+        load = producer_duty.Load(pool_cid, pool_sym, src, producer_id, nsym, cid_base, t0, period, orders)
+        stats = producer_duty.Stats(cnt, hist, h_queue, h_report, dtab)
         try:
             while True:
-                rc = producer_duty.duty(buf, bufw, rbuf, rbufw, in_slots, in_ctl, in_loc, rep_slots, rep_ctl,
-                            rep_loc, ds, st, pool_cid, pool_sym, src, producer_id, nsym, cid_base, t0,
-                            period, orders, cnt, hist, h_queue, h_report, dtab, DUTY_BUDGET_NS)
+                rc = producer_duty.duty(buf, bufw, rbuf, rbufw, in_view, rep_view, ds, st, load, stats,
+                                        DUTY_BUDGET_NS)
                 me.beat()
                 if rc == producer_duty.RET_POST:         # a peer blocked on a semaphore: wake it
                     inr.publish(buf[:0], wait=False)
@@ -116,7 +116,7 @@ def run(cfg, ctl: Ctl, me, k: int) -> int:
                 elif rc == producer_duty.RET_IDLE:
                     rep.wait_readable(1, timeout_s=0.02)
         finally:
-            del in_slots, in_ctl, in_loc, rep_slots, rep_ctl, rep_loc
+            del in_view, rep_view, load, stats    # views of the rings and the histogram segment
     except Aborted:
         pass
     finally:
@@ -166,13 +166,14 @@ def _warm_duty(buf, rbuf, hist, dtab, cnt) -> None:
     """Load `duty` (from numba's cache) on scratch rings: nothing shared is touched."""
     from shmex.ring import layout as ring_layout
 
-    slots = np.zeros((4, 8), dtype=np.uint64)
-    rctl = np.zeros(ring_layout.CTL_BYTES // 8, dtype=np.int64)
-    loc = np.zeros(ring_layout.LOCAL_CELLS, dtype=np.int64)
+    def ring():
+        return views.Ring(np.zeros((4, 8), dtype=np.uint64), np.zeros(ring_layout.CTL_BYTES // 8, dtype=np.int64),
+                    np.zeros(ring_layout.LOCAL_CELLS, dtype=np.int64), 0)
+
     ds = np.zeros(producer_duty.DUTY_CELLS, dtype=np.int64)
+    load = producer_duty.Load(np.zeros(producer_duty.POOL, np.uint64), np.zeros(producer_duty.POOL, np.uint32),
+                              commands(0), 1, 1, 0, 0, 0, 0)
+    stats = producer_duty.Stats(np.zeros_like(cnt), np.zeros_like(hist), np.zeros_like(hist), np.zeros_like(hist),
+                                np.zeros_like(dtab[:4]))
     producer_duty.duty(buf, buf.view(np.uint64).reshape(len(buf), -1), rbuf, rbuf.view(np.uint64).reshape(len(rbuf), -1),
-           slots, rctl, loc, slots.copy(), rctl.copy(), loc.copy(), ds, np.zeros(producer_duty.STATE_CELLS, np.int64),
-           np.zeros(producer_duty.POOL, np.uint64), np.zeros(producer_duty.POOL, np.uint32), commands(0),
-           1, 1, 0, 0, 0, 0,
-           np.zeros_like(cnt), np.zeros_like(hist), np.zeros_like(hist), np.zeros_like(hist),
-           np.zeros_like(dtab[:4]), 0)
+                       ring(), ring(), ds, np.zeros(producer_duty.STATE_CELLS, np.int64), load, stats, 0)

@@ -17,6 +17,8 @@ Same seed, same order stream, whatever the batch sizes.
 
 from __future__ import annotations
 
+from collections import namedtuple
+
 import numpy as np
 from numba import njit
 
@@ -191,12 +193,18 @@ RET_BUDGET, RET_POST, RET_DONE, RET_SLEEP, RET_FULL, RET_IDLE = range(6)
 YIELD_BELOW_NS = 60_000     # next order due sooner than this: sched_yield, do not sleep
 
 
+# duty()'s named inputs besides the rings (`views.Ring`): what the load sends (the
+# generator's pools, or `src`, a replayed day; this producer's id, the symbols, the first
+# client id, the start of the open-loop schedule, its period, how many orders: < 0 no
+# limit), and where the producer counts (its control cells, histograms, durable table)
+Load = namedtuple("Load", "pool_cid pool_sym src producer nsym cid_base t0 period orders")
+Stats = namedtuple("Stats", "cnt hist h_queue h_report dtab")
+
+
 @njit(cache=True, nogil=True)
-def duty(buf, bufw, rbuf, rbufw, in_slots, in_ctl, in_loc, rep_slots, rep_ctl, rep_loc, ds, st,
-         pool_cid, pool_sym, src, producer, nsym, cid_base, t0, period, orders, cnt, hist, h_queue,
-         h_report, dtab, budget_ns):
-    """Send what is due, read the reports, until there is nothing to do for a while or
-    `budget_ns` passed; -> RET_* (what the caller should do next).
+def duty(buf, bufw, rbuf, rbufw, inr, rep, ds, st, load, stats, budget_ns):
+    """Send what is due on `inr`, read the reports from `rep`, until there is nothing to do
+    for a while or `budget_ns` passed; -> RET_* (what the caller should do next).
 
     The orders come from the generator, or, when `src` is not empty, from `src` in its
     order (a replayed day, see `replay_batch`; `period` then only says paced or not).
@@ -208,6 +216,9 @@ def duty(buf, bufw, rbuf, rbufw, in_slots, in_ctl, in_loc, rep_slots, rep_ctl, r
     input ring or a finished load returns to the caller, which blocks on the report ring's
     semaphore. A peer to wake (its semaphore) returns RET_POST: the caller posts it.
     """
+    pool_cid, pool_sym, src, producer, nsym = load.pool_cid, load.pool_sym, load.src, load.producer, load.nsym
+    cid_base, t0, period, orders = load.cid_base, load.t0, load.period, load.orders
+    cnt, hist, h_queue, h_report, dtab = stats.cnt, stats.hist, stats.h_queue, stats.h_report, stats.dtab
     start = mono_ns()
     nbuf = buf.shape[0]
     while True:
@@ -234,19 +245,19 @@ def duty(buf, bufw, rbuf, rbufw, in_slots, in_ctl, in_loc, rep_slots, rep_ctl, r
             if lo < hi:
                 t = mono_ns()
                 stamp_sent(buf, lo, hi, t)
-                s = ring_kernels._publish_range(in_slots, in_ctl, in_loc, bufw, lo, hi, True)
+                s = ring_kernels._publish_range(inr.slots, inr.ctl, inr.loc, bufw, lo, hi, True)
                 note_sent(buf, lo, lo + s, t, h_queue)
                 lo += s
                 cnt[C_SENT] += s
                 work += s
             ds[D_LO] = lo
             ds[D_HI] = hi
-        r = ring_kernels._consume_batch(rep_slots, rep_ctl, rep_loc, rbufw, False, True)
+        r = ring_kernels._consume_batch(rep.slots, rep.ctl, rep.loc, rbufw, False, True)
         if r:
             scan_reports_staged(rbuf, r, mono_ns(), cnt, hist, h_report, dtab)
-            ring_kernels._release_upto(rep_ctl, rep_loc, rep_loc[ring_layout.L_POS], True)   # counted: release
+            ring_kernels._release_upto(rep.ctl, rep.loc, rep.loc[ring_layout.L_POS], True)   # counted: release
             work += r
-        if in_loc[ring_layout.L_WAKE] or rep_loc[ring_layout.L_WAKE]:
+        if inr.loc[ring_layout.L_WAKE] or rep.loc[ring_layout.L_WAKE]:
             return RET_POST
         if ds[D_SENDING] and lo == hi and orders >= 0 and ds[D_GENERATED] >= orders:
             return RET_DONE
