@@ -6,6 +6,7 @@ and every directory it creates DIR_MODE (0700).
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 
@@ -41,7 +42,9 @@ def pwrite_all(fd: int, data, offset: int) -> None:
 
 
 _SYNC_FILE_RANGE_WRITE = 2
-_sync_file_range = None
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.sync_file_range.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+_libc.sync_file_range.restype = ctypes.c_int
 
 
 def start_writeback(fd: int, offset: int, nbytes: int) -> None:
@@ -49,17 +52,6 @@ def start_writeback(fd: int, offset: int, nbytes: int) -> None:
     (Linux sync_file_range, SYNC_FILE_RANGE_WRITE): a later fsync of that range then has
     little left to wait for. It makes nothing durable by itself (no metadata, no cache
     flush). OSError on failure."""
-    global _sync_file_range
-    if _sync_file_range is None:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        f = libc.sync_file_range
-        f.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-        f.restype = ctypes.c_int
-        _sync_file_range = f
-    if _sync_file_range(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE) != 0:
-        import ctypes
-
+    if _libc.sync_file_range(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE) != 0:
         e = ctypes.get_errno()
         raise OSError(e, f"sync_file_range: {os.strerror(e)}")

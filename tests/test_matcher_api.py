@@ -78,9 +78,14 @@ def test_a_call_with_a_field_out_of_range_is_refused_and_changes_nothing():
         m.submit(Side.BUY, 10, 1, client_id=1, producer=70_000)
     with pytest.raises(UsageError, match="command fields"):
         m.submit(Side.BUY, 10, 1, client_id=2**64)             # beyond u8: the batch path says so
+    with pytest.raises(UsageError, match="price: 10.5 is not an integer"):
+        m.submit(Side.BUY, 10.5, 1, client_id=1)                # no floats: never truncated to 10
+    with pytest.raises(UsageError, match="qty: .*2.0.* is not an integer"):
+        m.submit(Side.BUY, 10, np.float64(2.0), client_id=1)
     assert m.last_seq == 0 and m.live == 0
     assert len(m.submit(Side.BUY, 10, 1, client_id=1)) == 1 and m.live == 1
     assert m.replace(1, 11, 2)[0]["price"] == 11 and m.live == 1
+    assert m.submit(Side.BUY, np.int64(12), np.int32(1), client_id=2)[0]["price"] == 12   # numpy integers
 
 
 def test_a_client_id_beyond_int64_and_a_sweep_beyond_the_buffer_take_the_batch_path():

@@ -80,6 +80,15 @@ def python_paths(cmds: np.ndarray, repeats: int = 3) -> dict:
             "per_call_runs": per_call, "fresh_batch_runs": batch, "commands": len(cmds)}
 
 
+def _peer_row(result: dict, rate: float, label: str, d: dict) -> None:
+    """Print one peer's row (rate, ratio to shmex, check, interpreter) and keep it in `result`."""
+    rate_p = d["commands_per_s"]
+    print(f"  {label:<28}{d['version'] or '?':<12}{rate_p:>14,.0f}{rate / rate_p:>11,.0f}x"
+          f"  {'same' if d['verified'] else 'DIFFERENT'}: {d['check']}; Python {d['python']}")
+    result["peers"][label] = rate_p
+    result["peer_details"][label] = d
+
+
 def count_fills(cmds: np.ndarray) -> int:
     m = Matcher(**book_config())
     n = 0
@@ -171,13 +180,9 @@ def main(args) -> int:
             _progress(f"  running {name} ...")
             res = peers.measure(name, prefix, repeats=3)
             same, text = peers.verify(name, res["raw"], want_fills, want_rest)
-            rate_p = res["commands_per_s"]
-            print(f"  {name:<28}{res['version'] or '?':<12}{rate_p:>14,.0f}{rate / rate_p:>11,.0f}x"
-                  f"  {'same' if same else 'DIFFERENT'}: {text}")
-            result["peers"][name] = rate_p
-            result["peer_details"][name] = {"version": res["version"], "commands_per_s": rate_p,
-                                            "verified": same, "check": text,
-                                            "python": ".".join(map(str, sys.version_info[:3]))}
+            _peer_row(result, rate, name, {"version": res["version"], "commands_per_s": res["commands_per_s"],
+                                           "verified": same, "check": text,
+                                           "python": ".".join(map(str, sys.version_info[:3]))})
         if not getattr(args, "no_peer_venvs", False):
             for name, (need, spec) in peer_venv.ELSEWHERE.items():
                 if sys.version_info[:2] >= need:
@@ -188,13 +193,7 @@ def main(args) -> int:
                 if "skipped" in r:
                     print(f"  {label:<28}{'-':<12}{'-':>14}{'-':>12}  not run: {r['skipped']}")
                     continue
-                rate_p = r["commands_per_s"]
-                print(f"  {label:<28}{r['version'] or '?':<12}{rate_p:>14,.0f}{rate / rate_p:>11,.0f}x"
-                      f"  {'same' if r['verified'] else 'DIFFERENT'}: {r['check']}; Python {r['python']}")
-                result["peers"][label] = rate_p
-                result["peer_details"][label] = {"version": r["version"], "commands_per_s": rate_p,
-                                                 "verified": r["verified"], "check": r["check"],
-                                                 "python": r["python"]}
+                _peer_row(result, rate, label, r)
         if result["peers"]:
             best = max(result["peers"], key=result["peers"].get)
             print(f"\n  fastest peer: {best} at {result['peers'][best]:,.0f} commands/s; "

@@ -251,14 +251,13 @@ def is_demo(args, cfg) -> bool:
 
 
 def demo_phases(cfg, named: bool) -> tuple:
-    import time
-
     from shmex.shm.names import new_run_id
 
     second = cfg.replace(orders=None, duration=DEMO_LATENCY_S, rate=DEMO_LATENCY_RATE,
                          run_id=cfg.run_id if named else new_run_id(),
-                         # fresh client ids: the first phase's orders still rest in the book
-                         cid_base=max((int(time.time()) & 0xFFFFFFF) << 32, int(cfg.cid_base) + (1 << 32)))
+                         # fresh client ids (the first phase's orders still rest in the book):
+                         # the launch epoch one second on, as a launch a second later has
+                         cid_base=int(cfg.cid_base) + (1 << 32))
     return (("throughput", f"{cfg.orders:,} orders as fast as the rings take: capacity; its "
              f"tick-to-trade is queueing behind the load, not the engine's latency", cfg),
             ("latency", f"{DEMO_LATENCY_RATE:,.0f} orders/s open loop for {DEMO_LATENCY_S:.0f} s: "

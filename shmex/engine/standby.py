@@ -22,6 +22,7 @@ all of that before anyone dies:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -139,6 +140,7 @@ class Standby:
 
 # ---- the child side: load every role's kernels on scratch arrays of the live types ------
 
+@contextlib.contextmanager
 def compile_lock(name: str):
     """An exclusive lock per kernel set (a role's name, or "ring"), held while a process
     loads that set's kernels: on a cold cache the first holder compiles them and writes
@@ -146,7 +148,6 @@ def compile_lock(name: str):
     of compiling the same kernels at the same time (a matcher and the warm standby, two
     producers). The file lives in the temporary directory, named after this package's
     location and numba's version (one lock per cache); flock drops with its process."""
-    import contextlib
     import fcntl
     import hashlib
     import tempfile
@@ -157,17 +158,12 @@ def compile_lock(name: str):
 
     tag = hashlib.sha1(f"{os.path.dirname(shmex.__file__)} {numba.__version__}".encode()).hexdigest()[:12]
     path = os.path.join(tempfile.gettempdir(), f"shmex-compile-{tag}-{name}.lock")
-
-    @contextlib.contextmanager
-    def held():
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
-
-    return held()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def warm_role(spec) -> float:

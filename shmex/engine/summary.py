@@ -212,8 +212,6 @@ def print_summary(doc: dict) -> None:
         p(f"  LEAKED      {doc['segments_left']}")
 
 
-
-
 def print_floor(doc: dict) -> None:
     """The disk's floor for group commit beside to_durable: what is the disk, what the engine."""
     f, d = doc.get("disk_floor"), doc.get("stages", {}).get("to_durable")

@@ -14,18 +14,15 @@ out of range is ST_BAD_FIELD with the field's number, never a wrapped integer.
 from __future__ import annotations
 
 import numpy as np
-from numba import carray, njit, types
+from numba import carray, njit, typeof, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
 from shmex.matcher import _kernels
-from shmex.matcher.book import FIELDS, IDS, Book
+from shmex.matcher.book import FIELDS, Book, book_spec
 
 ST_BAD_FIELD = 3                          # beyond _kernels' ST_* codes
-# (dtype of each book array, in FIELDS order): the table's order and the kernel's agree
-ARRAY_TYPES = {"o_cid": np.uint64, "bm": np.uint64, "sm": np.uint64, "hkey": np.uint64,
-               "o_prev": np.int32, "o_next": np.int32, "free": np.int32, "lv_head": np.int32,
-               "lv_tail": np.int32, "p_open": np.int32, "ids": IDS}
+ARRAY_TYPES = {name: dt for name, (dt, _) in book_spec(1, 1, 1, 1).items()}   # each book array's dtype
 
 # the command's fields as the caller passes them, with their record ranges
 U1, U2, U4 = (1 << 8) - 1, (1 << 16) - 1, (1 << 32) - 1
@@ -37,7 +34,7 @@ def address_table(b: Book) -> np.ndarray:
     t = np.zeros((len(FIELDS), 2), np.int64)
     for k, name in enumerate(FIELDS):
         a = getattr(b, name)
-        want = np.dtype(ARRAY_TYPES.get(name, np.int64))
+        want = ARRAY_TYPES[name]
         if a.ndim != 1 or not a.flags.c_contiguous or a.dtype != want:
             raise AssertionError(f"Invariant: book array {name} is {a.dtype}{a.shape}, want 1-d {want}")
         t[k] = a.ctypes.data, len(a)
@@ -108,6 +105,17 @@ def one_command(t, ids, one, out, kind, side, order_type, tif, stp, producer, sy
              carray(_pointer(t[22, 0]), t[22, 1], i4))
     i, n, status = _kernels._run(b, one, 0, 1, out, 0, True, engine_ns)
     return n, status
+
+
+def compile_once(t, ids, one, out) -> None:
+    """Compile (or load from the cache) `one_command` for these arrays and int64 fields,
+    then no other: an argument of another type is converted or refused, never the reason
+    for a second compile (a minute on a cold cache) in the middle of a session."""
+    if one_command.signatures:
+        return
+    i8 = types.int64
+    one_command.compile((typeof(t), typeof(ids), typeof(one), typeof(out)) + (i8,) * 12)
+    one_command.disable_compile()
 
 
 FIELD_NAMES = ("", "kind", "side", "order_type", "tif", "stp", "producer", "symbol", "account",

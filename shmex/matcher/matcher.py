@@ -20,6 +20,7 @@ STATE_FORMAT = 1
 REPORTS_PER_COMMAND = 2      # a batch's report buffer is presized to this many per command
 HAND_OVER = 1 << 16          # process() hands over its report buffer from this many reports
 K_NEW, K_CANCEL, K_REPLACE = int(Kind.NEW), int(Kind.CANCEL), int(Kind.REPLACE)
+_INT_ONLY = frozenset((int,))   # the argument types one_command takes as they are
 
 
 class Matcher:
@@ -48,7 +49,7 @@ class Matcher:
             _book = new_book(symbols, price_lo, price_hi, capacity, max_open_orders, hash_key)
         self._b = _book
         self._initial_out = max(1, report_buffer)
-        self._set_out(np.zeros(self._initial_out, dtype=REPORT))
+        self._out = np.zeros(self._initial_out, dtype=REPORT)
         self._one = np.zeros(1, dtype=COMMAND)     # submit/cancel/replace's command
         self._table = None                         # the book's address table (_single), on first use
 
@@ -75,7 +76,7 @@ class Matcher:
         if n < HAND_OVER:
             return self._copied(n)
         out = self._out[:n]
-        self._set_out(np.zeros(self._initial_out, dtype=REPORT))
+        self._out = np.zeros(self._initial_out, dtype=REPORT)
         return out
 
     @property
@@ -87,9 +88,6 @@ class Matcher:
     def _out(self, out: np.ndarray) -> None:
         self._reports = out
         self._outw = out.view(np.uint64).reshape(len(out), -1)   # the same records as words
-
-    def _set_out(self, out: np.ndarray) -> None:
-        self._out = out
 
     def _copied(self, n: int) -> np.ndarray:
         """A copy of the first n reports. Copied as words: numpy copies a record array with
@@ -113,7 +111,7 @@ class Matcher:
         # matcher, and untouched pages of a larger buffer cost nothing.
         want = REPORTS_PER_COMMAND * len(commands) + 8
         if len(self._out) < want:
-            self._set_out(np.zeros(1 << (want - 1).bit_length(), REPORT))
+            self._out = np.zeros(1 << (want - 1).bit_length(), REPORT)
         return self._match(commands, stamp)
 
     def _match(self, commands: np.ndarray, stamp: bool) -> int:
@@ -132,7 +130,7 @@ class Matcher:
             need = n + int(matcher_kernels._worst_case(self._b, commands[i]))
             grown = np.zeros(max(2 * len(self._out), 1 << (need - 1).bit_length()), REPORT)
             grown[:n] = self._out[:n]
-            self._set_out(grown)
+            self._out = grown
 
     # ------------------------------------------------------------ one at a time
 
@@ -154,29 +152,37 @@ class Matcher:
 
     def _call(self, *fields) -> np.ndarray:
         """One command, field by field (`_single.one_command`: the book passed as one table
-        of addresses); a result too large for the report buffer, or a client id beyond
-        int64, takes the batch path."""
+        of addresses), compiled for int64 fields only: any other value (a float, a numpy
+        integer, a client id beyond int64) and a result too large for the report buffer
+        take the batch path, which checks each field."""
         if self._table is None:
             self._table = _single.address_table(self._b)
-        try:
-            if fields[8] >= 1 << 63:
-                raise OverflowError     # numba would type it uint64: a second compiled kernel
-            n, st = _single.one_command(self._table, self._b.ids, self._one, self._out, *fields, time.monotonic_ns())
-        except (OverflowError, TypeError):
-            n, st = 0, matcher_kernels.ST_OUT_FULL
+            _single.compile_once(self._table, self._b.ids, self._one, self._out)
+        n, st = 0, matcher_kernels.ST_OUT_FULL
+        if _INT_ONLY.issuperset(map(type, fields)):     # numba would convert a float: not here
+            try:
+                n, st = _single.one_command(self._table, self._b.ids, self._one, self._out, *fields,
+                                            time.monotonic_ns())
+            except OverflowError:  # an integer beyond int64 (a client id up to 2**64 - 1)
+                pass
         if st == matcher_kernels.ST_DONE:
             return self._copied(n)
         if st == _single.ST_BAD_FIELD:
             raise UsageError(f"{_single.FIELD_NAMES[n]}: {fields[n - 1]!r} is outside the field's range "
                              f"(COMMAND {COMMAND[_single.FIELD_NAMES[n]]})")
-        return self._single(fields[:5] + (0,) + fields[5:] + (0, 0, 0, 0))
+        return self._through_batch(fields)
 
-    def _single(self, fields: tuple) -> np.ndarray:
-        """One command through a reused one-record array and the batch path (numpy checks
-        each field's range as it stores it: an out-of-range value raises, nothing wraps)."""
+    def _through_batch(self, fields: tuple) -> np.ndarray:
+        """One command (`_call`'s fields) through the reused one-record array and the batch
+        path: integers only (bool counts as one), each in its field's range."""
+        for name, v in zip(_single.FIELD_NAMES[1:], fields):
+            if not isinstance(v, (int, np.integer)):
+                raise UsageError(f"{name}: {v!r} is not an integer (prices in ticks, quantities in lots)")
+        kind, side, order_type, tif, stp, producer, symbol, account, client_id, price, qty = fields
         one = self._one
         try:
-            one[0] = fields
+            one[0] = (kind, side, order_type, tif, stp, 0, producer, symbol, account, client_id, price, qty,
+                      0, 0, 0, 0)
         except (OverflowError, ValueError, TypeError) as e:
             raise UsageError(f"command fields {fields}: {e}") from None
         return self._copied(self._match(one, True))

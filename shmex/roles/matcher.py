@@ -166,7 +166,7 @@ class MatcherAgent:
         m = self.m
         self.ds[matcher_duty.S_NEXT_SNAP] = self.next_snap
         out = m._out
-        rc = matcher_duty.duty(m.book, out, out.view(np.uint64).reshape(len(out), -1), self.buf, self.bufw,
+        rc = matcher_duty.duty(m.book, out, m._outw, self.buf, self.bufw,
                     self.in_rings, self.idents, self.journal_ring, self.out_ring, self.ctl.a, self.h_to_matcher,
                     self.pq, self.pqi, self.got, self.ds, self.share, self.routing, DUTY_BUDGET_NS, poll_ns, idle_ns)
         if rc == matcher_duty.RET_SNAPSHOT:

@@ -62,8 +62,9 @@ S_CELLS = 16
 
 RET_BUDGET, RET_IDLE, RET_SNAPSHOT, RET_GROW, RET_DEST_FULL = range(5)
 
-# duty()'s routing input: the inline publisher: on (False: it runs as its own process, the rest is scratch), the
-# report ring it consumes (`out`), its pending reports, their destinations, the rings
+# duty()'s routing input, the inline publisher: `on` (False: the publisher runs as its own
+# process and the rest is scratch), what each destination took (`done`), the report ring
+# it consumes (`out`), its pending reports, their destinations, the report rings (`dests`)
 Routing = namedtuple("Routing", "on done out pend pendw dest_of scratch scratchw counts dests")
 
 # idents[k] = (mode, value): where input ring k's account comes from
