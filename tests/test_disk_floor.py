@@ -57,3 +57,11 @@ def test_bench_wal_floor_only_prints_and_records_the_floor(tmp_path):
     assert doc["disk_floor"]["syncs"] >= 2 and "disk floor for group commit" in r.stdout
     cache = json.loads((tmp_path / "cache" / "shmex" / "disk-floor.json").read_text())
     assert cache[str(os.stat(tmp_path / "d").st_dev)]["directory"] == str(tmp_path / "d")
+
+
+def test_bench_wal_refuses_a_floor_it_cannot_measure(tmp_path):
+    for args, says in ((["--floor-rate", "0"], "--floor-rate 0: must be > 0"),
+                       (["--floor-seconds", "0"], "nothing to measure")):
+        r = subprocess.run([sys.executable, "-m", "shmex.cli", "bench", "wal", "--floor-only", "--dir",
+                            str(tmp_path), *args], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and says in r.stderr, r.stderr

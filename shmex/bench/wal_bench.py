@@ -210,6 +210,13 @@ def _recovery(d, n: int) -> dict:
 
 
 def main(args) -> int:
+    bad = (f"--floor-rate {args.floor_rate:g}: must be > 0" if args.floor_rate <= 0 else
+           f"--floor-seconds {args.floor_seconds:g}: must be >= 0" if args.floor_seconds < 0 else
+           "--floor-only with --floor-seconds 0: nothing to measure" if args.floor_only and not args.floor_seconds
+           else None)
+    if bad:
+        print(f"bench wal: {bad}", file=sys.stderr)
+        return 2
     n = int(args.records)
     base = args.dir or tempfile.mkdtemp(prefix="shmex-walbench-")
     os.makedirs(base, exist_ok=True)
