@@ -63,6 +63,24 @@ def _follow(c, data, stream, *extra) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=err, text=True)
 
 
+def _tail(path, n: int = 6000) -> str:
+    try:
+        return open(path).read()[-n:]
+    except OSError as e:
+        return f"({e})"
+
+
+def _finished(p: subprocess.Popen, err, timeout_s: float = WAIT_S) -> int:
+    """-> p's exit status; one still running after timeout_s is killed and the test fails
+    with what it printed on stderr."""
+    try:
+        return p.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        pytest.fail(f"{p.args[3]} still running after {timeout_s:.0f} s; it said:\n{_tail(err)}")
+
+
 def _stream(run_id: str) -> str:
     return "T" + run_id
 
@@ -125,18 +143,18 @@ def _log(data) -> np.ndarray:
 class Orders:
     """A client of a run that sends orders one at a time and keeps what was acknowledged."""
 
-    def __init__(self, run_id: str, engine: subprocess.Popen):
+    def __init__(self, run_id: str, engine: subprocess.Popen, err=None):
         from shmex.client import connect
         from shmex.errors import AttachError
 
-        self.engine = engine
+        self.engine, self.err = engine, err       # err: the engine's stderr file, shown when it exits
         deadline = time.monotonic() + WAIT_S
         while True:                              # until the run is up; the test fails if its engine exits
             try:
                 self.c = connect(run_id, timeout_s=5.0)
                 break
             except (AttachError, TimeoutError):
-                assert engine.poll() is None, f"the engine of {run_id} exited ({engine.returncode})"
+                assert engine.poll() is None, f"the engine of {run_id} exited ({engine.returncode}){self._said()}"
                 assert time.monotonic() < deadline, f"{run_id} never came up"
         self.acked: dict[int, int] = {}          # cmd_seq -> client_id, ACK reports seen
         self.i = 0
@@ -156,10 +174,13 @@ class Orders:
         deadline = time.monotonic() + timeout_s
         while len(self.acked) < n:
             assert time.monotonic() < deadline, f"only {len(self.acked)} of {n} acknowledged"
-            assert self.engine.poll() is None, f"the engine exited ({self.engine.returncode})"
+            assert self.engine.poll() is None, f"the engine exited ({self.engine.returncode}){self._said()}"
             if self.i < n:
                 self.send(min(50, n - self.i))
             self.read(timeout_s=0.05)
+
+    def _said(self) -> str:
+        return f"; it said:\n{_tail(self.err)}" if self.err else ""
 
     def close(self) -> None:
         try:
@@ -175,8 +196,8 @@ def test_follower_state_equals_primary_and_either_replay(nats_cluster, shm_run, 
     prim = _launch(nats_cluster, tmp_path / "p", stream, "--name", shm_run, "--producers", "2", "--clients", "0",
                    "--orders", "60000", "--rate", "20000", "--snapshot-every", "15000",
                    "--json", str(tmp_path / "p.json"))
-    assert prim.wait(timeout=WAIT_S) == 0, (tmp_path / "p.launch.err").read_text()
-    assert fol.wait(timeout=WAIT_S) == 0, (tmp_path / "f.follow.err").read_text()
+    assert _finished(prim, tmp_path / "p.launch.err") == 0, _tail(tmp_path / "p.launch.err")
+    assert _finished(fol, tmp_path / "f.follow.err") == 0, _tail(tmp_path / "f.follow.err")
     p = json.loads((tmp_path / "p.json").read_text())
     f = json.loads((tmp_path / "f.json").read_text())
     assert f["applied_seq"] == p["last_seq"] == 60_000
@@ -193,7 +214,7 @@ def test_takeover_after_sigkill_keeps_every_acknowledged_command(nats_cluster, s
     prim = _launch(nats_cluster, tmp_path / "p", stream, "--name", shm_run, "--producers", "1", "--clients", "1",
                    "--rate", "2000", "--duration", "3600", session=True)
     fol = _follow(nats_cluster, tmp_path / "f", stream, "--takeover", "--name", run2, "--clients", "1")
-    old = Orders(shm_run, prim)
+    old = Orders(shm_run, prim, tmp_path / "p.launch.err")
     try:
         old.until_acked(400)
         os.killpg(prim.pid, signal.SIGKILL)          # the primary's whole process tree, mid-load
@@ -203,7 +224,7 @@ def test_takeover_after_sigkill_keeps_every_acknowledged_command(nats_cluster, s
     finally:
         old.close()
         remove_dead_runs(run_id=shm_run)
-    new = Orders(run2, fol)                               # the follower took over: its engine accepts orders
+    new = Orders(run2, fol, tmp_path / "f.follow.err")   # the follower took over: its engine accepts orders
     try:
         base = len(new.acked)
         new.send(20)
@@ -219,7 +240,7 @@ def test_takeover_after_sigkill_keeps_every_acknowledged_command(nats_cluster, s
     # the old primary, relaunched over its data directory, refuses to be the primary
     again = _launch(nats_cluster, tmp_path / "p", stream, "--name", new_run_id(), "--producers", "0",
                     "--clients", "1")
-    assert again.wait(timeout=WAIT_S) == 2
+    assert _finished(again, tmp_path / "p.launch.err") == 2
     assert "not the primary" in (tmp_path / "p.launch.err").read_text()
 
 
@@ -227,7 +248,7 @@ def test_replicator_killed_and_restarted_neither_duplicates_nor_skips(nats_clust
     stream = _stream(shm_run)
     prim = _launch(nats_cluster, tmp_path / "p", stream, "--name", shm_run, "--producers", "1", "--clients", "1",
                    "--rate", "5000", "--duration", "3600")
-    o = Orders(shm_run, prim)
+    o = Orders(shm_run, prim, tmp_path / "p.launch.err")
     try:
         o.until_acked(200)
         pid = _ctl_cell(shm_run, "replicator", cells.P_PID, producers=1)
@@ -246,8 +267,9 @@ def test_replicator_killed_and_restarted_neither_duplicates_nor_skips(nats_clust
 
 def test_one_node_lost_goes_on_two_lost_stall_then_resume(nats_cluster, shm_run, tmp_path):
     stream = _stream(shm_run)
-    prim = _launch(nats_cluster, tmp_path / "p", stream, "--name", shm_run, "--producers", "0", "--clients", "1")
-    o = Orders(shm_run, prim)
+    prim = _launch(nats_cluster, tmp_path / "p", stream, "--name", shm_run, "--producers", "0", "--clients", "1",
+                   "--json", str(tmp_path / "p.json"))
+    o = Orders(shm_run, prim, tmp_path / "p.launch.err")
     try:
         o.until_acked(50)
         nats_cluster.stop(2)                         # quorum 2 of 3: acknowledgements go on
@@ -276,7 +298,9 @@ def test_one_node_lost_goes_on_two_lost_stall_then_resume(nats_cluster, shm_run,
             if nats_cluster.procs[i] is None:
                 nats_cluster.start(i)
         nats_cluster.wait_ready()
-    assert stop(prim) == 0, (tmp_path / "p.launch.err").read_text()
+    assert stop(prim) == 0, _tail(tmp_path / "p.launch.err")
+    # the replicator rode out the lost quorum and its return without dying once
+    assert json.loads((tmp_path / "p.json").read_text())["restarts"] == [], _tail(tmp_path / "p.launch.err")
     log = _log(tmp_path / "p")
     _assert_contiguous(_journal(nats_cluster, stream), len(log))
 
@@ -309,3 +333,115 @@ def test_a_log_longer_than_the_stream_is_its_own_tail_only_if_it_appended_last(n
     asyncio.run(append(20, "elsewhere:/srv/shmex"))   # a successor went on from 11
     why = check_start(cfg)
     assert why and "last append (to seq 20) came from elsewhere:/srv/shmex" in why and "not the primary" in why
+
+
+def test_a_lease_that_changes_between_its_read_and_write_is_read_again(nats_cluster):
+    """`lease.take` reads the entry, then writes by compare-and-set. The entry lapsing in
+    between (a quorum just back expires it) makes the write refused: the take reads again
+    and creates it. Another engine creating it in between is seen on the second read:
+    Fenced, never a second holder."""
+    from shmex.repl import lease
+
+    stream = _stream(new_run_id())
+    key = names.lease_key(stream)
+    me, other = lease.holder("/srv/a", "run-a"), {**lease.holder("/srv/b", "run-b"), "host": "elsewhere"}
+
+    class Between:
+        """The bucket, with one action run just before the first write."""
+        def __init__(self, kv, action):
+            self.kv, self.action = kv, action
+
+        async def get(self, k):
+            return await self.kv.get(k)
+
+        async def _first(self):
+            if self.action is not None:
+                act, self.action = self.action, None
+                await act()
+
+        async def update(self, k, v, last):
+            await self._first()
+            return await self.kv.update(k, v, last=last)
+
+        async def create(self, k, v):
+            await self._first()
+            return await self.kv.create(k, v)
+
+    async def go():
+        nc, js = await repl_cluster.connect(nats_cluster.urls, reconnect=False)
+        try:
+            kv = await repl_cluster.ensure(js, stream, "L" + stream, lease_s=60.0)
+            rev = await lease.take(kv, key, me)
+            # ours, lapsed (purged) after the read: the update is refused, the re-read finds
+            # it gone, the create succeeds
+            rev2 = await lease.take(Between(kv, lambda: kv.purge(key)), key, me)
+            assert rev2 > rev and json.loads((await kv.get(key)).value)["run_id"] == "run-a"
+            await kv.purge(key)
+            # lapsed at the read, created by another engine before the write: Fenced
+            with pytest.raises(lease.Fenced) as fenced:
+                await lease.take(Between(kv, lambda: kv.create(key, json.dumps(other).encode())), key, me)
+            assert fenced.value.other["run_id"] == "run-b"
+            assert json.loads((await kv.get(key)).value)["run_id"] == "run-b"
+        finally:
+            await nc.close()
+
+    asyncio.run(go())
+
+
+def test_a_follower_whose_subscription_stops_delivering_subscribes_again(nats_cluster, tmp_path):
+    """The server-side consumer deleted and the client's own recovery gone (as when
+    nats-py's background re-creation of an ordered consumer fails): the follower sees
+    nothing come while the stream holds more, subscribes again from the next stream
+    sequence, and applies every command once, up to the final hash."""
+    from shmex.matcher import Matcher
+    from shmex.repl.follower import Follower
+    from wal_helpers import CFG, commands as log_commands
+
+    stream = _stream(new_run_id())
+    cmds = log_commands(2_000)
+    book = Matcher(**CFG).config
+    primary = Matcher(**book)
+    primary.process_into(cmds.copy(), stamp=False)
+
+    async def fill(js) -> None:
+        for i in range(0, len(cmds), 50):
+            part = cmds[i:i + 50]
+            first, last = int(part[0]["seq"]), int(part[-1]["seq"])
+            await js.publish(names.journal_subject(stream), part.tobytes(), headers={
+                names.FIRST_SEQ: str(first), names.LAST_SEQ: str(last), names.MSG_ID: names.msg_id(stream, first, last)})
+        await js.publish(names.hash_subject(stream), json.dumps(
+            {"seq": len(cmds), "state_hash": primary.state_hash(), "final": True}).encode())
+
+    broken = asyncio.Event()
+
+    class Stalling(Follower):
+        """Its first subscription's consumer is deleted on the server, and the client's
+        heartbeat check (which would re-create it) is stopped."""
+        async def _subscribe(self, js, start):
+            sub = await super()._subscribe(js, start)
+            if start == 1:
+                sub._sub._jsi._hbtask.cancel()
+                await js.delete_consumer(stream, sub._consumer)
+                broken.set()
+            return sub
+
+    async def go():
+        nc, js = await repl_cluster.connect(nats_cluster.urls, reconnect=False)
+        try:
+            kv = await repl_cluster.ensure(js, stream, "L" + stream, 2.0)
+            await repl_cluster.put_config(kv, stream, book, "the-primary")
+            f = Stalling(str(tmp_path / "f"), nats_cluster.urls, stream, "L" + stream, until_end=True,
+                         snapshot_every=0, stall_s=1.0)
+            following = asyncio.create_task(f.run())
+            await asyncio.wait_for(broken.wait(), WAIT_S)
+            await fill(js)
+            return await asyncio.wait_for(following, WAIT_S)
+        finally:
+            await nc.close()
+
+    out = asyncio.run(go())
+    assert (out.status, out.reason) == (0, "")
+    assert out.resubscribed == 1
+    assert out.applied_seq == out.commands == len(cmds)          # each command once
+    assert out.final_hash == primary.state_hash() and out.unchecked == 0
+    assert (_log(tmp_path / "f")["seq"] == cmds["seq"]).all()

@@ -88,7 +88,8 @@ def main(args) -> int:
     doc = {"status": out.status, "reason": out.reason, "applied_seq": out.applied_seq,
            "messages": out.messages, "commands": out.commands, "checkpoints": out.checkpoints,
            "unchecked": out.unchecked, "state_hash": out.final_hash, "lag_ms": lag,
-           "took_over": out.took_over, "lease_revision": out.lease_revision, "takeover_ms": out.takeover_ms}
+           "took_over": out.took_over, "lease_revision": out.lease_revision, "takeover_ms": out.takeover_ms,
+           "resubscribed": out.resubscribed}
     print(f"shmex follow {args.stream}: {'ok' if out.status == 0 else 'FAILED: ' + out.reason}")
     print(f"  applied     seq {out.applied_seq:,}: {out.commands:,} commands in {out.messages:,} messages")
     print(f"  checked     {out.checkpoints} checkpoint(s) equal to the primary's"
@@ -96,6 +97,8 @@ def main(args) -> int:
     if lag["p50"] is not None:
         print(f"  lag         p50 {lag['p50']:,.1f} ms  p99 {lag['p99']:,.1f} ms  max {lag['max']:,.1f} ms "
               f"(the primary's append -> applied here)")
+    if out.resubscribed:
+        print(f"  stalled     {out.resubscribed} time(s): subscribed again from the next stream sequence")
     print(f"  state_hash  {out.final_hash}")
     if args.json:
         with open(args.json, "w") as fh:

@@ -28,6 +28,7 @@ from shmex.repl import cluster, lease, names
 from shmex.schema import COMMAND
 
 COMMIT_EVERY = 64          # messages between WAL commits while more are pending
+STALL_S = 10.0             # nothing delivered this long while the stream holds more: subscribe again
 
 
 @dataclass
@@ -44,18 +45,19 @@ class Followed:
     took_over: bool = False
     lease_revision: int = 0
     takeover_ms: float = 0.0             # lease taken -> stream applied to its end
+    resubscribed: int = 0                # subscriptions made again after a stall
     book: dict = field(default_factory=dict)   # the book's configuration (Matcher's arguments)
 
 
 class Follower:
     def __init__(self, data_dir: str, servers, stream: str, bucket: str, *, lease_s: float = 2.0,
                  snapshot_every: int = 1_000_000, takeover: bool = False, until_end: bool = False,
-                 promote: bool = False, progress=None):
+                 promote: bool = False, progress=None, stall_s: float = STALL_S):
         self.data_dir = os.path.abspath(data_dir)
         self.servers, self.stream, self.bucket = tuple(servers), stream, bucket
         self.lease_s, self.snapshot_every = lease_s, snapshot_every
         self.takeover, self.until_end, self.progress = takeover or promote, until_end, progress
-        self.promote = promote
+        self.promote, self.stall_s = promote, stall_s
         self.out = Followed()
         self.own: dict[int, str] = {}
         self.stop = False
@@ -107,20 +109,55 @@ class Follower:
             await nc.close()
         return self.out
 
+    async def _subscribe(self, js, start: int):
+        """An ordered consumer of the whole stream from stream sequence `start`."""
+        from nats.js import api
+
+        cfg = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
+        return await cluster.answered(lambda: js.subscribe(f"{self.stream}.>", stream=self.stream,
+                                                           ordered_consumer=True, config=cfg))
+
+    async def _unstalled(self, js, sub, now: float):
+        """The subscription, or a new one from the next stream sequence when nothing came
+        for stall_s while the stream holds more (nats-py's ordered consumer recreates its
+        server-side consumer in a background task and gives up when that request fails)."""
+        if now - self.last_msg_at < self.stall_s:
+            return sub
+        try:
+            end = await cluster.stream_last_seq(js, self.stream)
+        except cluster.unanswered():
+            return sub
+        if end <= self.received:
+            return sub
+        print(f"follow: no message for {now - self.last_msg_at:.0f} s while the stream holds up to sequence "
+              f"{end:,}: subscribing again from {self.received + 1:,}", file=sys.stderr, flush=True)
+        try:
+            await sub.unsubscribe()
+        except Exception:   # noqa: BLE001 - the old subscription is dropped whatever it says
+            pass
+        self.out.resubscribed += 1
+        self.last_msg_at = now
+        return await self._subscribe(js, self.received + 1)
+
     async def _follow(self, js, kv) -> None:
         from nats.errors import TimeoutError as NatsTimeout
 
-        sub = await js.subscribe(f"{self.stream}.>", stream=self.stream, ordered_consumer=True)
+        sub = await self._subscribe(js, 1)
         last_tick = last_lease = time.monotonic()
         since_commit = 0
         stream_seq = 0
-        self.t0 = time.monotonic()
+        self.t0 = self.last_msg_at = time.monotonic()
+        self.received = 0                  # the stream sequence of the last message taken
         while not self.stop:
             try:
                 msg = await sub.next_msg(timeout=0.05)
             except (NatsTimeout, asyncio.TimeoutError):
                 msg = None
             if msg is not None:
+                sseq = msg.metadata.sequence.stream
+                if sseq <= self.received:
+                    continue                  # delivered again by a new subscription
+                self.received, self.last_msg_at = sseq, time.monotonic()
                 if msg.subject == names.hash_subject(self.stream):
                     if self._check_hash(msg) and self.until_end:
                         return
@@ -145,6 +182,7 @@ class Follower:
                     pass                      # a slow answer: the lag shown is a second older
                 if self.progress:
                     self.progress(self, stream_seq, now - self.t0)
+                sub = await self._unstalled(js, sub, now)
             if self.takeover and (now - last_lease >= self.lease_s / 4 or self.promote):
                 last_lease = now
                 if await self._try_take(js, kv, sub):
@@ -244,6 +282,8 @@ class Follower:
             rev = await lease.take(kv, names.lease_key(self.stream), lease.holder(self.data_dir, "follower"))
         except lease.Fenced:
             return False              # another follower was quicker
+        except cluster.unanswered():
+            return False              # not settled: tried again at the next look
         t = time.monotonic()
         self.out.took_over, self.out.lease_revision = True, rev
         print(f"follow: the lease lapsed; took it (revision {rev}); applying the stream to its end",
@@ -261,7 +301,11 @@ class Follower:
                 msg = await sub.next_msg(timeout=1.0)
             except (NatsTimeout, asyncio.TimeoutError):
                 _, end = await cluster.answered(lambda: cluster.stream_end(js, self.stream))
+                sub = await self._unstalled(js, sub, time.monotonic())
                 continue
+            if msg.metadata.sequence.stream <= self.received:
+                continue
+            self.received, self.last_msg_at = msg.metadata.sequence.stream, time.monotonic()
             if msg.subject != names.hash_subject(self.stream):
                 self._apply(msg)
             else:

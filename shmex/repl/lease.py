@@ -13,6 +13,8 @@ import os
 import socket
 import time
 
+TAKE_TRIES = 50          # refused compare-and-set writes before `take` gives up for now
+TAKE_PAUSE_S = 0.05
 
 
 def holder(data_dir: str, run_id: str) -> dict:
@@ -56,21 +58,32 @@ async def current(kv, key: str) -> tuple[int, dict | None]:
 async def take(kv, key: str, me: dict, *, revision: int = 0) -> int:
     """Take the lease for `me`: adopt `revision` (a promotion handed over), re-take our
     own engine's, or create it if it lapsed (also a handed-over one that lapsed while the
-    engine started: nobody took it meanwhile); -> the new revision. Raises Fenced."""
-    from nats.js.errors import KeyWrongLastSequenceError
+    engine started: nobody took it meanwhile); -> the new revision. Raises Fenced when
+    another engine holds it.
 
-    rev, other = await current(kv, key)
-    if revision and rev == revision:
-        return await kv.update(key, json.dumps(me).encode(), last=revision)
-    if other is not None:
-        if not same_engine(other, me):
-            raise Fenced(other)
-        return await kv.update(key, json.dumps(me).encode(), last=rev)
-    try:
-        return await kv.create(key, json.dumps(me).encode())
-    except KeyWrongLastSequenceError:
+    The read may be served by a replica that lags (a node just back) and the entry may
+    lapse between the read and the write: the write is a compare-and-set, so a refused one
+    only means the entry changed; it is read again. Raises asyncio.TimeoutError (the
+    cluster did not settle: the callers ask again later) after TAKE_TRIES refusals."""
+    import asyncio
+
+    from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+
+    for _ in range(TAKE_TRIES):
         rev, other = await current(kv, key)
-        raise Fenced(other or {}) from None
+        try:
+            if revision and rev == revision:
+                return await kv.update(key, json.dumps(me).encode(), last=revision)
+            if other is not None:
+                if not same_engine(other, me):
+                    raise Fenced(other)
+                return await kv.update(key, json.dumps(me).encode(), last=rev)
+            return await kv.create(key, json.dumps(me).encode())
+        except (KeyWrongLastSequenceError, KeyNotFoundError):
+            # refused: written or lapsed since the read (nats-py's create reports a key
+            # that lapsed meanwhile as not found)
+            await asyncio.sleep(TAKE_PAUSE_S)
+    raise asyncio.TimeoutError(f"lease {key}: {TAKE_TRIES} compare-and-set writes refused in a row")
 
 
 async def renew(kv, key: str, me: dict, revision: int) -> int:

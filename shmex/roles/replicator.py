@@ -39,6 +39,7 @@ IDLE_S = 0.0002           # nap when nothing durable is new
 HASH_POLL_S = 0.1         # under load, look for written snapshots this often
 FINAL_WAIT_S = 60.0       # at the end, how long the snapshot hashes still due are waited for
 LEASE_MARGIN = 0.75       # append only within this fraction of the TTL since the last renewal
+DUPLICATE_IN_PROCESS = 10158   # JetStream: "duplicate message id is in process"
 
 
 def warm() -> None:
@@ -217,12 +218,17 @@ class Replicator:
                 self.ctl.store(self.cell(cells.R_QUORUM), 0)
             except APIError as e:
                 if e.err_code not in (10071, 10164):   # wrong last sequence
-                    if e.code == 503:                   # no quorum: JetStream unavailable
+                    # 503: no quorum (JetStream unavailable); 10158: an earlier try of this
+                    # very message is still being proposed (its fate is decided when the
+                    # quorum answers): both are asked again, unchanged
+                    if e.code == 503 or e.err_code == DUPLICATE_IN_PROCESS:
                         self.ctl.store(self.cell(cells.R_QUORUM), 0)
+                        self.ctl.check()
+                        self.me.beat()
                         await asyncio.sleep(0.05)
                         continue
                     raise
-                got = await self._landed(hdr)
+                got = await self._retry(lambda: self._landed(hdr))
                 if got:
                     return got
                 raise Fenced(f"append after stream sequence {self.sseq} refused: the stream "
