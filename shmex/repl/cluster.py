@@ -84,7 +84,6 @@ async def ensure(js, stream: str, bucket: str, lease_s: float, replicas: int = R
                 if e.code != 400:
                     raise
                 await asyncio.sleep(0.1)
-                await asyncio.sleep(0.1)
     while True:
         try:
             return await js.key_value(bucket)
