@@ -25,11 +25,14 @@
   `cells.default_account`); self-trade prevention acts between orders of one account.
   A command with account 0 acts for A; one with another account is REJECTED
   WRONG_ACCOUNT. An account held by another slot (or another slot's default) is refused
-  at connect; a slot keeps its account until its next client connects. The binding is
-  the slot's control cell, written here before the first command; binding to another
+  at connect; a slot keeps its account until its next client connects. The supervisor
+  grants the binding (its control cell) before the first command; binding to another
   account waits until every command of the slot's previous client is durable, so that
-  none of them is checked against it. It holds for clients of this API: a process that
-  maps the engine's segments itself (it runs as the engine's user) can write any cell.
+  none of them is checked against it.
+- A client maps the control segment read-only; what it writes (its counters, its
+  latency row, a binding request) is in its slot's own segment (`engine.clientseg`).
+  This holds for clients of this API: a process that maps the engine's segments itself
+  (it runs as the engine's user) can write any cell.
 - `submit` fills in ``producer``, ``pseq`` (per slot, continuing across clients of the
   same slot) and ``sent_ns`` (now, unless set) and waits for ring space (back-pressure).
 - Reports of a command arrive only after it is durable in the WAL. Reports about this
@@ -52,7 +55,7 @@ import numpy as np
 import psutil
 
 from shmex.errors import AttachError, RingFull, ShmexError, UsageError
-from shmex.engine import cells
+from shmex.engine import cells, clientseg
 from shmex.roles import producer_duty
 from shmex.engine.latency import NBUCKETS
 from shmex.ring import Ring
@@ -119,7 +122,7 @@ class Client:
                  deadline: float | None = None):
         self.run_id = run_id
         self._cnt = None
-        seg = Segment.attach(segment_name(run_id, "ctl"), layout="ctl")
+        seg = Segment.attach(segment_name(run_id, "ctl"), layout="ctl", read_only=True)
         self._seg = seg
         self._supervisor_pid = seg.info.creator_pid
         head = seg.view(0, np.int64, cells.PROC_BASE)
@@ -158,12 +161,12 @@ class Client:
             raise AttachError(f"engine {run_id}: all {clients} client slots are taken "
                               f"(launch with more --clients), or a slot's last session is being closed out")
         self.producer = self.slot + 1
-        self._hseg = Segment.attach(segment_name(run_id, "hist"), layout="hist")
-        self._hist = self._hseg.view(0, np.int64, P * NBUCKETS).reshape(P, NBUCKETS)[self.slot]
-        b = cells.prod_base(proc_slots, self.slot)
-        self._cnt = self._ctl[b:b + cells.PROD_CELLS]
-        try:
-            self.account = self._bind(account, proc_slots, P, deadline)
+        try:       # what this client writes: its slot's own segment
+            self._cseg = Segment.attach(segment_name(run_id, clientseg.role(self.slot)), layout=clientseg.LAYOUT)
+            self._own = clientseg.cells_of(self._cseg)
+            self._cnt = self._own[:cells.PROD_CELLS]
+            self._hist = self._own[clientseg.HIST:clientseg.HIST + NBUCKETS]
+            self.account = self._bind(account, proc_slots, deadline)
         except BaseException:
             self.close()
             raise
@@ -206,32 +209,31 @@ class Client:
         closed = int(ring_kernels._load(self._ctl, cells.prod_base(proc_slots, k) + cells.C_SESSIONS_CLOSED))
         return self._in.producer_attaches - 1 > closed
 
-    def _bind(self, account: int | None, proc_slots: int, P: int, deadline: float | None) -> int:
-        """Bind this slot to `account` (None: the slot's default) in its control cell; -> it."""
-        own = cells.default_account(self.slot)
-        account = own if account is None else int(account)
-        if account >= cells.DEFAULT_ACCOUNT_BASE and account != own:
-            raise UsageError(f"account: {account:#x} is another slot's default (accounts from "
-                             f"{cells.DEFAULT_ACCOUNT_BASE:#x} up are the slots' own)")
-        if account:
-            held = [k for k in range(P) if k != self.slot
-                    and int(self._ctl[cells.prod_base(proc_slots, k) + cells.C_ACCOUNT]) == account]
-            if held:
-                raise UsageError(f"account: {account} is bound to producer slot {held[0]} "
-                                 f"(producer {held[0] + 1}); an account acts through one slot")
-        cell = cells.prod_base(proc_slots, self.slot) + cells.C_ACCOUNT
-        if int(self._ctl[cell]) != account:
-            # the previous client's commands are checked against the old account: rebind
-            # only when they are all released (durable), none still to be read
-            while self._in.released_seq < self._in.published_seq:
-                self._check_running()
-                if deadline is not None and time.monotonic() > deadline:
-                    raise AttachError(f"engine {self.run_id}: the previous client's commands on slot "
-                                      f"{self.slot} are not yet durable; cannot bind account {account}")
-                time.sleep(0.001)
-            # ORDER: before this client's first publish (its release store of PUB_SEQ);
-            # pairs with the matcher's acquire of PUB_SEQ before it reads the cell
-            ring_kernels._store(self._ctl, cell, account)
+    def _bind(self, account: int | None, proc_slots: int, deadline: float | None) -> int:
+        """Bind this slot to `account` (None: the slot's default); -> it. The supervisor
+        grants it (`clientseg.Binds`: one slot per account, the defaults each slot's own);
+        the slot's current account needs no request."""
+        account = cells.default_account(self.slot) if account is None else int(account)
+        b = cells.prod_base(proc_slots, self.slot)
+        if int(ring_kernels._load(self._ctl, b + cells.C_ACCOUNT)) == account:
+            return account
+        req = int(self._own[clientseg.BIND_REQUEST]) + 1     # the segment outlives sessions: never reused
+        if 0 <= account <= cells.ACCOUNT_MAX:
+            self._own[clientseg.WANT_ACCOUNT] = account
+        else:
+            self._own[clientseg.WANT_ACCOUNT] = -1           # refused as out of range
+        # ORDER: release: WANT_ACCOUNT before the request; pairs with the supervisor's acquire
+        ring_kernels._store(self._own, clientseg.BIND_REQUEST, req)
+        # ORDER: acquire: the answer's result and account cells are visible after it
+        while int(ring_kernels._load(self._ctl, b + cells.C_BIND_ANSWERED)) != req:
+            self._check_running()
+            if deadline is not None and time.monotonic() > deadline:
+                raise AttachError(f"engine {self.run_id}: slot {self.slot}: binding account {account} not "
+                                  f"answered yet (the previous client's commands not yet durable?)")
+            time.sleep(0.001)
+        result = int(self._ctl[b + cells.C_BIND_RESULT])
+        if result != clientseg.BOUND:
+            raise UsageError(clientseg.refusal(result, account, self.slot, int(self._ctl[b + cells.C_BIND_HELD_BY])))
         return account
 
     # -- sending -----------------------------------------------------------------------------
@@ -366,7 +368,8 @@ class Client:
             if r is not None:
                 r.close()
         self._in = self._rep = None
-        for s in (getattr(self, "_hseg", None), getattr(self, "_seg", None)):
+        self._own = None
+        for s in (getattr(self, "_cseg", None), getattr(self, "_seg", None)):
             if s is not None:
                 s.close()
 

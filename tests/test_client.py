@@ -196,3 +196,45 @@ def test_a_client_acts_only_for_the_account_it_connected_with(shm_run, tmp_path)
         p.send_signal(signal.SIGINT)
         p.communicate(timeout=180)
     assert p.returncode == 0, (tmp_path / "launch.err").read_text()
+
+
+def _mappings(run_id: str) -> dict:
+    """This process's mappings of the run's segments: segment role -> permissions."""
+    out = {}
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 6 and f"/{PREFIX}{run_id}-" in parts[5]:
+                out[parts[5].rsplit(f"{PREFIX}{run_id}-", 1)[1]] = parts[1]
+    return out
+
+
+def test_a_client_maps_the_control_segment_read_only_and_writes_only_its_own(shm_run, tmp_path):
+    """PHASE and DURABLE_SEQ are beyond a client's reach: its mapping of the control
+    segment is read-only; what it writes (counters, latency row, binding request) is in its
+    slot's own segment, which the summary still counts; a binding goes through the
+    supervisor."""
+    import pytest
+
+    from shmex.engine import cells
+
+    p = _launch_clients(shm_run, tmp_path, "--json", str(tmp_path / "run.json"), clients=2)
+    try:
+        with connect(shm_run, timeout_s=900, account=303) as c:
+            maps = _mappings(shm_run)
+            assert maps["ctl"].startswith("r--"), maps          # no write permission on the mapping
+            assert maps[f"cli-{c.slot}"].startswith("rw"), maps
+            assert "hist" not in maps and f"cli-{1 - c.slot}" not in maps, maps
+            with pytest.raises(ValueError, match="read-only"):
+                c._ctl[cells.PHASE] = cells.PH_STOPPING
+            cids = [c.new_order(Side.BUY, 9000 - i, 1) for i in range(5)]
+            c.wait_answers(list(range(1, 6)), timeout_s=60)
+            assert c.account == 303 and len(cids) == 5
+            b = cells.prod_base(int(c._ctl[cells.CFG_PROC_SLOTS]), c.slot)
+            assert int(c._ctl[b + cells.C_ACCOUNT]) == 303      # granted by the supervisor
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=180)
+    assert p.returncode == 0, (tmp_path / "launch.err").read_text()
+    doc = json.loads((tmp_path / "run.json").read_text())
+    assert doc["orders"] >= 5 and doc["acks"] >= 5      # the client's own counts reached the summary

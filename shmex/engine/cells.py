@@ -33,10 +33,13 @@ processes sit on different 64-byte lines (8 cells per line)::
                                        (the replicator's: R_* below)
      64 + 16 S + 32 k     producer k   counters (below), written only by producer k
 
-Producer slot k's cell C_ACCOUNT is the exception: the account its commands act for,
-written by the supervisor at creation (a load producer's configured account, a client
-slot's default `default_account(k)`) and by a client at connect; the matcher's merge
-step reads a client slot's there (a load producer's from the config).
+A client slot's block is written by the supervisor and the publisher only: its client
+maps this segment read-only and counts in its own segment (`engine.clientseg`), which the
+supervisor copies into the block's counter cells each time it samples. C_ACCOUNT is the
+account a slot's commands act for, written by the supervisor at creation (a load
+producer's configured account, a client slot's default `default_account(k)`) and when it
+grants a client's binding (C_BIND_*); the matcher's merge step reads a client slot's
+there (a load producer's from the config).
 
 Process slots follow the role registry (`registry.slot_table`): each role has its slots
 in the registry's order; the producer role has one per producer slot k = 0..P-1 (load
@@ -116,12 +119,15 @@ PROD_CELLS = 32
 # producer counters (int64 indices into the producer's own block)
 (C_SENT, C_ANSWERED, C_LAST_ANSWERED, C_REPORTS, C_ACKS, C_FILLS_TAKER, C_FILLS_MAKER,
  C_QTY_TAKER, C_QTY_MAKER, C_REJECTS, C_CANCELED, C_EXPIRED, C_REPLACED, C_SENDING_DONE,
- C_FIRST_SENT_NS, C_LAST_ANSWER_NS, C_GENERATED, C_OTHER, C_ACCOUNT, C_SESSIONS_CLOSED, C_EVICTED, C_UNROUTED) = range(22)
+ C_FIRST_SENT_NS, C_LAST_ANSWER_NS, C_GENERATED, C_OTHER, C_ACCOUNT, C_SESSIONS_CLOSED, C_EVICTED, C_UNROUTED,
+ C_BIND_ANSWERED, C_BIND_RESULT, C_BIND_HELD_BY) = range(25)
 # C_EVICTED: the report ring's consumer-attach count of the session the publisher
 # disconnected for leaving its ring full (0: none). C_UNROUTED: 1 while the publisher drops
 # the slot's reports (its reader gone or evicted); a new client waits for 0 before it sends
 # C_SESSIONS_CLOSED: the slot's input-ring producer-attach count once the supervisor closed
 # out its last session (cancel-on-disconnect); a client attaching above it + 1 waits
+# C_BIND_ANSWERED: the last binding request of the slot's client the supervisor answered
+# (`clientseg.Binds`), after C_BIND_RESULT (clientseg.BOUND or why not) and C_BIND_HELD_BY
 
 # Accounts from DEFAULT_ACCOUNT_BASE up are the slots' defaults (one per producer id);
 # a client cannot connect with another slot's.

@@ -3,8 +3,9 @@ stops them in order, and unlinks every segment whatever happened.
 
 Segments of run R (mode 0600, `shmex clean` finds them if the supervisor is killed):
 ``ctl`` (control cells), ``hist`` (latency buckets), ``in-k`` and ``rep-k`` per producer
-slot (load producers, then client slots), ``journal`` (matcher -> WAL writer) and ``out``
-(matcher -> publisher).
+slot (load producers, then client slots), ``cli-k`` per client slot (what its client
+writes: counters, latency row, binding requests; clients map ``ctl`` read-only),
+``journal`` (matcher -> WAL writer) and ``out`` (matcher -> publisher).
 
 Start: the WAL writer first (it opens the log; its end is where the book must be), then
 the matcher (recovering the book from the data directory if it has a log), the
@@ -54,6 +55,7 @@ import numpy as np
 import psutil
 
 from shmex.engine import cells
+from shmex.engine import clientseg
 from shmex.engine import halt
 from shmex.engine import placement
 from shmex.engine import registry
@@ -175,6 +177,8 @@ class Supervisor:
         self.restart_window_s = cfg.restart_window_s
         self._stop_requested = False
         self._disconnects = None          # cancel-on-disconnect of client slots (`disconnect.Watch`)
+        self._binds = None                # client slots' account bindings (`clientseg.Binds`)
+        self._cli: dict = {}              # client slot k -> the cells of its own segment
         self.ctl = self.hist = None
         self.use_standby = cfg.standby
         self.standby: standby.Standby | None = None
@@ -226,21 +230,29 @@ class Supervisor:
             r = Ring.create(run_id, role, cap, dt)
             self.segments.append(r.name)
             self._rings.append(r)
+        by_name = {r.name: r for r in self._rings}
+        in_rings = {k: by_name[Ring.name_for(run_id, cells.in_role(k))] for k in range(self.P)}
+        self._cli_segs = {}
+        for k in clientseg.client_slots(cfg):      # what each client writes: its own segment
+            self._cli_segs[k] = cseg = clientseg.create(run_id, k)
+            self.segments.append(cseg.name)
+        self._cli = {k: clientseg.cells_of(cseg) for k, cseg in self._cli_segs.items()}
+        self._binds = clientseg.Binds(self.ctl, self._cli, in_rings, self.P) if self._cli else None
         self._disconnects = None
         if cfg.cancel_on_disconnect and cfg.clients:
             from shmex.engine.disconnect import Watch
 
-            by_name = {r.name: r for r in self._rings}
-            self._disconnects = Watch(cfg, self.ctl, {k: by_name[Ring.name_for(run_id, cells.in_role(k))]
-                                            for k in range(self.P)})
+            self._disconnects = Watch(cfg, self.ctl, in_rings)
 
     def _release_segments(self) -> list[str]:
         """Close our mappings and unlink every segment of the run; -> names that were left."""
-        self._disconnects = None          # it holds views of the control segment
+        self._disconnects = self._binds = None    # they hold views of the control segment
+        self._cli = {}
         for r in getattr(self, "_rings", []):
             r.close()
         self.ctl = self.hist = self.stages = None
-        for s in (getattr(self, "_ctl_seg", None), getattr(self, "_hist_seg", None)):
+        for s in (getattr(self, "_ctl_seg", None), getattr(self, "_hist_seg", None),
+                  *getattr(self, "_cli_segs", {}).values()):
             if s is not None:
                 s.close()
         for name in self.segments:
@@ -443,6 +455,8 @@ class Supervisor:
         return None
 
     def _sample(self) -> None:
+        if self._cli and self.ctl is not None:
+            clientseg.overlay(self.ctl, self.hist, self._cli)
         for ch in self.children:
             try:
                 p = psutil.Process(ch.pid)
@@ -575,6 +589,8 @@ class Supervisor:
             if cfg.producers and all(self.ctl[self.prod_cell(k, cells.C_SENDING_DONE)]
                                         for k in range(cfg.producers)):
                 break
+            if self._binds is not None:
+                self._binds.poll()
             if self._disconnects is not None:
                 self._disconnects.poll()
             last_progress = self._tick(last_progress, now, t0)

@@ -127,10 +127,13 @@ class Segment:
 
     @classmethod
     def attach(cls, name: str, *, dtype: np.dtype | None = None, layout: str | None = None,
-               layout_version: int | None = None, records: int | None = None) -> "Segment":
-        """Open and map an existing segment; every check that fails is named in one AttachError."""
+               layout_version: int | None = None, records: int | None = None,
+               read_only: bool = False) -> "Segment":
+        """Open and map an existing segment; every check that fails is named in one AttachError.
+        read_only: opened and mapped for reading only (its views are read-only arrays; a
+        write through the mapping is a fault, not a change)."""
         try:
-            mem = posix_ipc.SharedMemory(name)
+            mem = posix_ipc.SharedMemory(name, read_only=read_only)
         except posix_ipc.ExistentialError:
             raise AttachError(f"{name}: no such segment (never created, or already unlinked)") from None
         except posix_ipc.PermissionsError:
@@ -151,7 +154,7 @@ class Segment:
             if size < HEADER_BYTES:
                 raise AttachError(f"{name}: {size} bytes, smaller than a shmex header ({HEADER_BYTES}): "
                                   f"foreign or truncated")
-            mm = mmap.mmap(mem.fd, size)
+            mm = mmap.mmap(mem.fd, size, prot=mmap.PROT_READ if read_only else mmap.PROT_READ | mmap.PROT_WRITE)
             try:
                 info = HeaderInfo.decode(name, mm[:HEADER_BYTES])
                 diffs = _differences(info, size, dtype, layout, layout_version, records)
