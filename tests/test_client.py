@@ -238,3 +238,37 @@ def test_a_client_maps_the_control_segment_read_only_and_writes_only_its_own(shm
     assert p.returncode == 0, (tmp_path / "launch.err").read_text()
     doc = json.loads((tmp_path / "run.json").read_text())
     assert doc["orders"] >= 5 and doc["acks"] >= 5      # the client's own counts reached the summary
+
+
+def test_the_supervisor_rebinds_a_slot_for_its_next_client_and_refuses_what_is_not_theirs(shm_run, tmp_path):
+    """A slot's next client binds another account (its predecessor's orders cancelled on
+    disconnect first): the old account is then WRONG_ACCOUNT on it. Another slot's default
+    account and one beyond 32 bits are refused at connect, with the reason."""
+    import pytest
+
+    from shmex.engine import cells
+    from shmex.errors import UsageError
+
+    p = _launch_clients(shm_run, tmp_path, clients=1)
+    try:
+        with connect(shm_run, timeout_s=900, account=11) as a:
+            slot = a.slot
+            a.new_order(Side.BUY, 9000, 1)
+            a.wait_answers([1], timeout_s=60)
+        with connect(shm_run, timeout_s=60, account=12) as b:
+            assert (b.slot, b.account) == (slot, 12)
+            pq = b.submit(_one_order(1, account=11))[0]
+            ok = b.submit(_one_order(2, account=12))[0]
+            r = b.wait_answers([pq, ok], timeout_s=60)
+            answers = {int(x["pseq"]): (ReportKind(int(x["kind"])).name, Reason(int(x["reason"])).name) for x in r}
+            assert answers[pq] == ("REJECTED", "WRONG_ACCOUNT") and answers[ok] == ("ACK", "NONE")
+        with pytest.raises(UsageError, match="another slot's default"):
+            connect(shm_run, timeout_s=60, account=cells.default_account(slot + 1))
+        with pytest.raises(UsageError, match="not an integer in"):
+            connect(shm_run, timeout_s=60, account=1 << 32)
+        with connect(shm_run, timeout_s=60) as c:                 # and the slot's own default still binds
+            assert c.account == cells.default_account(slot)
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=180)
+    assert p.returncode == 0, (tmp_path / "launch.err").read_text()
