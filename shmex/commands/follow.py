@@ -52,11 +52,8 @@ def progress(f, stream_seq: int, elapsed: float) -> None:
 
 
 def main(args) -> int:
-    import asyncio
-
-    from shmex.errors import CannotOpen, CorruptRecord, UsageError
-    from shmex.repl import cluster, names
-    from shmex.repl.follower import Follower, lag_percentiles
+    from shmex.repl import names
+    from shmex.repl.follower import Follower
 
     servers = [u for u in args.nats.split(",") if u]
     if not names.valid(args.stream) or not names.valid(args.bucket):
@@ -72,6 +69,22 @@ def main(args) -> int:
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     print(f"follow: stream {args.stream} on {args.nats}, data {f.data_dir}", file=sys.stderr, flush=True)
+    # --takeover waits for a lapse: time to warm the engine's processes (a promotion is now)
+    warm = _warm_engine(args, servers) if getattr(args, "takeover", False) and not getattr(args, "promote", False) else []
+    try:
+        return _follow_then(args, f, servers, warm)
+    finally:
+        for sb in warm:          # the ones the engine did not take (or all, if it never started)
+            sb.kill()
+
+
+def _follow_then(args, f, servers, warm) -> int:
+    import asyncio
+
+    from shmex.errors import CannotOpen, CorruptRecord, UsageError
+    from shmex.repl import cluster
+    from shmex.repl.follower import lag_percentiles
+
     try:
         out = asyncio.run(f.run())
     except (CannotOpen, UsageError) as e:
@@ -105,29 +118,64 @@ def main(args) -> int:
             json.dump(doc, fh, indent=1)
     if out.status or not out.took_over:
         return out.status
-    return _become_primary(args, out, servers)
+    f.m = f.wal = None                  # the follower's book and log: closed, not needed now
+    return _become_primary(args, out, servers, warm)
 
 
-def _become_primary(args, out, servers) -> int:
-    """Exec `shmex launch` over the data directory: the engine continues the seq, its
-    replicator adopts the lease revision just taken."""
-    argv = [sys.executable, "-m", "shmex.cli", "launch",
-            "--data-dir", os.path.abspath(args.data_dir), "--producers", "0", "--clients", str(args.clients),
-            "--durability", args.durability, "--nats", ",".join(servers), "--stream", args.stream,
-            "--bucket", args.bucket, "--lease", str(args.lease), "--lease-revision", str(out.lease_revision),
-            "--snapshot-every", str(args.snapshot_every)]
-    argv += _book_flags(out.book)
+def _launch_argv(args, servers, lease_revision: int, book: dict | None) -> list[str]:
+    """`shmex launch` over the data directory: the engine continues the seq, its replicator
+    adopts the lease revision just taken."""
+    argv = ["launch", "--data-dir", os.path.abspath(args.data_dir), "--producers", "0",
+            "--clients", str(args.clients), "--durability", args.durability, "--nats", ",".join(servers),
+            "--stream", args.stream, "--bucket", args.bucket, "--lease", str(args.lease),
+            "--lease-revision", str(lease_revision), "--snapshot-every", str(args.snapshot_every)]
+    if book is not None:
+        argv += _book_flags(book)
     if args.name:
         argv += ["--name", args.name]
     if args.gateway:
         argv += ["--gateway", args.gateway]
     if args.quiet:
         argv += ["--quiet"]
+    return argv
+
+
+def _warm_engine(args, servers) -> list:
+    """One warm standby per process of the engine a takeover starts, warming while this
+    follows (at nice 19): at the takeover each role takes one instead of a cold Python
+    process loading its numba kernels."""
+    from shmex.cli import _parser
+    from shmex.engine import registry, standby
+    from shmex.engine.config import EngineConfig
+    from shmex.errors import UsageError
+
+    try:
+        cfg = EngineConfig.from_args(_parser().parse_args(_launch_argv(args, servers, 0, None)))
+    except (UsageError, SystemExit):
+        return []                       # the launch itself says what is wrong, at the takeover
+    procs = registry.launched(cfg)
+    roles = tuple(sorted({p.spec.name for p in procs}))
+    warm = []
+    try:
+        for _ in procs:
+            warm.append(standby.Standby(standby.child_env(), roles))
+    except OSError as e:
+        print(f"follow: cannot start a warm standby ({e}); the takeover starts cold processes",
+              file=sys.stderr, flush=True)
+    return warm
+
+
+def _become_primary(args, out, servers, warm) -> int:
+    """`shmex launch` in this process, its roles taking the warm standbys."""
+    from shmex.cli import _parser
+    from shmex.commands import launch
+
     print(f"follow: took over as the primary after {out.takeover_ms:,.0f} ms; starting the engine at seq "
           f"{out.applied_seq + 1:,}", file=sys.stderr, flush=True)
     sys.stdout.flush()
-    os.execv(sys.executable, argv)
-    return 1   # not reached
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    return launch.main(_parser().parse_args(_launch_argv(args, servers, out.lease_revision, out.book)), warm=warm)
 
 
 def _book_flags(book: dict) -> list[str]:

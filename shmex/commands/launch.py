@@ -153,7 +153,9 @@ def add_gateway_arguments(p) -> None:
     g.add_argument("--gateway-idle", type=float, metavar="S", help="drop a session silent this long (default 15)")
 
 
-def main(args) -> int:
+def main(args, warm=()) -> int:
+    """warm: standbys warmed before (`shmex follow --takeover`): the first phase's roles
+    take them instead of starting cold."""
     from shmex.engine.config import EngineConfig
     from shmex.errors import CannotOpen, CorruptRecord, UsageError
 
@@ -207,7 +209,7 @@ def main(args) -> int:
     for i, (label, what, pcfg) in enumerate(phases):
         if label:
             print(f"launch: phase {i + 1} of {len(phases)}, {label}: {what}", file=sys.stderr, flush=True)
-        doc, h, code = run_once(pcfg, args, itch_info)
+        doc, h, code = run_once(pcfg, args, itch_info, warm=warm if i == 0 else ())
         if doc is None:
             return code
         if label:
@@ -278,7 +280,7 @@ def print_demo_recap(docs: list) -> None:
           f"latency --duration 60` (mode none) and `--rate 100000 --duration 60` (group) show the tails")
 
 
-def run_once(cfg, args, itch_info):
+def run_once(cfg, args, itch_info, warm=()):
     """One supervised run -> (its result document or None, its histogram, exit code)."""
     from shmex.engine.summary import progress, result_doc
     from shmex.engine.supervisor import Supervisor
@@ -286,7 +288,7 @@ def run_once(cfg, args, itch_info):
     print(f"launch: run {cfg.run_id}, data {cfg.data_dir}; warming up "
           f"(numba kernels load from the cache; the first run ever compiles them)...",
           file=sys.stderr, flush=True)
-    sup = Supervisor(cfg, progress=None if args.quiet else progress)
+    sup = Supervisor(cfg, progress=None if args.quiet else progress, warm=warm)
     out = sup.run()
     if out.ctl is None:
         print(f"launch: {out.reason or 'failed before start'}", file=sys.stderr)

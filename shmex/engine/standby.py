@@ -80,6 +80,7 @@ class Standby:
 
     def __init__(self, env: dict, roles: tuple):
         r, w = os.pipe()
+        self.roles = tuple(roles)
         self.t0 = time.monotonic()
         try:
             self.popen = start_child(env, standby_fd=w, roles=roles)

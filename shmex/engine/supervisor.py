@@ -162,8 +162,11 @@ def describe_status(rc: int) -> str:
 
 
 class Supervisor:
-    def __init__(self, cfg, progress=None):
+    def __init__(self, cfg, progress=None, warm=()):
         self.cfg = cfg                    # EngineConfig
+        # standbys warmed before this run (a follower about to take over): the first start
+        # of a role takes a ready one that warmed it instead of a cold child
+        self._warm: list[standby.Standby] = list(warm)
         self.P = cfg.producer_slots
         self.slots = registry.slot_table(cfg)
         self.progress = progress          # callable(sup, elapsed_s) every ~second, or None
@@ -183,7 +186,8 @@ class Supervisor:
         self.use_standby = cfg.standby
         self.standby: standby.Standby | None = None
         self.standby_roles = tuple(sorted({p.spec.name for p in registry.launched(cfg)}))   # what it warms
-        self.standby_stats = {"started": 0, "ready": 0, "taken": 0, "died": 0, "died_warming": 0}
+        self.standby_stats = {"started": 0, "ready": 0, "taken": 0, "died": 0, "died_warming": 0,
+                              "prewarmed": 0}
         self._standby_failures = 0          # standbys in a row that died before they were ready
 
     def prod_cell(self, k: int, counter: int) -> int:
@@ -267,11 +271,32 @@ class Supervisor:
 
     def _spawn(self, ch: Child, shared: bool, cfg=None) -> None:
         ch.shared = shared
-        ch.popen = standby.start_child(dict(standby.child_env(), **self._role_env(shared)), label=(ch.role, ch.index))
-        standby.pin(ch.popen.pid, ch.core)
-        standby.assign(ch.popen, self._assignment(ch, cfg or self.cfg))
+        sb = self._prewarmed(ch.role)
+        if sb is not None and sb.take(ch.core, self._assignment(ch, cfg or self.cfg)):
+            ch.popen = sb.popen
+            self.standby_stats["prewarmed"] += 1
+        else:
+            if sb is not None:
+                sb.kill()         # it died as it was handed the role: a cold child instead
+            ch.popen = standby.start_child(dict(standby.child_env(), **self._role_env(shared)),
+                                           label=(ch.role, ch.index))
+            standby.pin(ch.popen.pid, ch.core)
+            standby.assign(ch.popen, self._assignment(ch, cfg or self.cfg))
         if ch not in self.children:
             self.children.append(ch)
+
+    def _prewarmed(self, role: str):
+        """A ready pre-warmed standby that warmed `role`, taken out of the list (dead ones
+        are dropped); None when there is none."""
+        for sb in list(self._warm):
+            state = sb.poll()
+            if state == "dead":
+                self._warm.remove(sb)
+                sb.kill()
+            elif state == "ready" and role in sb.roles:
+                self._warm.remove(sb)
+                return sb
+        return None
 
     def _assignment(self, ch: Child, cfg) -> dict:
         return standby.assignment(ch.spec, ch.index, ch.slot, cfg, self._role_env(ch.shared))
@@ -355,6 +380,9 @@ class Supervisor:
         if self.standby is not None:
             self.standby.kill()
             self.standby = None
+        for sb in self._warm:           # pre-warmed ones no role took
+            sb.kill()
+        self._warm = []
 
     # -- restarts --------------------------------------------------------------------------
     def _restart_or_fail(self, out: Outcome, expected_done: bool) -> Child | None:
