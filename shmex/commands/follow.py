@@ -125,7 +125,7 @@ def _follow_then(args, f, servers, warm) -> int:
 def _launch_argv(args, servers, lease_revision: int, book: dict | None) -> list[str]:
     """`shmex launch` over the data directory: the engine continues the seq, its replicator
     adopts the lease revision just taken."""
-    argv = ["launch", "--data-dir", os.path.abspath(args.data_dir), "--producers", "0",
+    argv = ["--data-dir", os.path.abspath(args.data_dir), "--producers", "0",
             "--clients", str(args.clients), "--durability", args.durability, "--nats", ",".join(servers),
             "--stream", args.stream, "--bucket", args.bucket, "--lease", str(args.lease),
             "--lease-revision", str(lease_revision), "--snapshot-every", str(args.snapshot_every)]
@@ -140,17 +140,27 @@ def _launch_argv(args, servers, lease_revision: int, book: dict | None) -> list[
     return argv
 
 
+def _launch_args(argv: list[str]):
+    """`shmex launch`'s arguments parsed from argv, as its command line would be."""
+    import argparse
+
+    from shmex.commands import launch
+
+    p = argparse.ArgumentParser(prog="shmex launch")
+    launch.add_arguments(p)
+    return p.parse_args(argv)
+
+
 def _warm_engine(args, servers) -> list:
     """One warm standby per process of the engine a takeover starts, warming while this
     follows (at nice 19): at the takeover each role takes one instead of a cold Python
     process loading its numba kernels."""
-    from shmex.cli import _parser
     from shmex.engine import registry, standby
     from shmex.engine.config import EngineConfig
     from shmex.errors import UsageError
 
     try:
-        cfg = EngineConfig.from_args(_parser().parse_args(_launch_argv(args, servers, 0, None)))
+        cfg = EngineConfig.from_args(_launch_args(_launch_argv(args, servers, 0, None)))
     except (UsageError, SystemExit):
         return []                       # the launch itself says what is wrong, at the takeover
     procs = registry.launched(cfg)
@@ -167,7 +177,6 @@ def _warm_engine(args, servers) -> list:
 
 def _become_primary(args, out, servers, warm) -> int:
     """`shmex launch` in this process, its roles taking the warm standbys."""
-    from shmex.cli import _parser
     from shmex.commands import launch
 
     print(f"follow: took over as the primary after {out.takeover_ms:,.0f} ms; starting the engine at seq "
@@ -175,7 +184,7 @@ def _become_primary(args, out, servers, warm) -> int:
     sys.stdout.flush()
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    return launch.main(_parser().parse_args(_launch_argv(args, servers, out.lease_revision, out.book)), warm=warm)
+    return launch.main(_launch_args(_launch_argv(args, servers, out.lease_revision, out.book)), warm=warm)
 
 
 def _book_flags(book: dict) -> list[str]:
