@@ -9,7 +9,7 @@ import numpy as np
 
 from shmex.matcher import Matcher
 from shmex.engine import cells
-from shmex.roles import matcher_duty
+from shmex.roles import matcher_duty, publisher, views
 from shmex.roles.matcher import prefault
 from shmex.roles.publisher import PENDING
 from shmex.ring import _kernels as ring_kernels
@@ -65,6 +65,7 @@ class _Rig:
         self.pq = np.zeros((2, 64, 2), np.int64)
         self.pqi = np.zeros((2, 2), np.int64)
         self.ds = np.zeros(matcher_duty.S_CELLS, np.int64)
+        self.state = np.zeros(publisher.ST_CELLS, np.int64)     # the routing's (release cell: DURABLE_SEQ)
         self.pend = np.zeros(PENDING, REPORT)
         self.scratch = np.zeros((2, PENDING), REPORT)
         self.counts = np.zeros(3, np.int64)
@@ -84,11 +85,11 @@ class _Rig:
     def duty(self):
         m = self.m
         md = matcher_duty
-        routing = md.Routing(True, np.zeros(2, np.int64), md.Ring(*self.rout, 0), self.pend, _words(self.pend),
+        routing = publisher.Routing(True, self.state, np.zeros(2, np.int64), views.Ring(*self.rout, 0), self.pend, _words(self.pend),
                              self.dest_of, self.scratch, self.scratch.view(np.uint64).reshape(2, PENDING, 8),
-                             self.counts, md.rings(self.dests, np.zeros(2, np.int64)))
-        rc = md.duty(m.book, m._out, _words(m._out), self.buf, _words(self.buf), md.rings(self.ins, np.zeros(2, np.int64)),
-                     self.idents, md.Ring(*self.journal, 0), md.Ring(*self.out, 0), self.ctl,
+                             self.counts, views.rings(self.dests, np.zeros(2, np.int64)))
+        rc = md.duty(m.book, m._out, _words(m._out), self.buf, _words(self.buf), views.rings(self.ins, np.zeros(2, np.int64)),
+                     self.idents, views.Ring(*self.journal, 0), views.Ring(*self.out, 0), self.ctl,
                      np.zeros(8192, np.int64), self.pq, self.pqi, np.zeros(2, np.int64), self.ds, 64,
                      routing, 10**9, 0, 0)
         assert rc == matcher_duty.RET_IDLE

@@ -27,7 +27,7 @@ import numpy as np
 from shmex.matcher import Matcher
 from shmex.matcher.book import FIELDS
 from shmex.engine import cells
-from shmex.roles import matcher_duty
+from shmex.roles import matcher_duty, publisher, views
 from shmex.engine.ctl import Aborted, Backoff, Ctl, shares_core
 from shmex.ring import Ring
 from shmex.schema import COMMAND, REPORT, commands
@@ -132,34 +132,21 @@ class MatcherAgent:
         """What `matcher_duty.duty` works on: the rings' arrays (views of their mappings,
         dropped in close()), the semaphore addresses it posts, the release FIFOs."""
         self.bufw = self.buf.view(np.uint64).reshape(BATCH, -1)
-        self.in_rings = matcher_duty.rings([r.arrays() for r in self.ins], [r.sem_addrs()[1] for r in self.ins])
+        self.in_rings = views.rings([r.arrays() for r in self.ins], [r.sem_addrs()[1] for r in self.ins])
         self.idents = slot_idents(self.cfg, self.ctl)
-        self.journal_ring = matcher_duty.Ring(*self.journal.arrays(), self.journal.sem_addrs()[0])
-        self.out_ring = matcher_duty.Ring(*self.out.arrays(), self.out.sem_addrs()[0])
+        self.journal_ring = views.Ring(*self.journal.arrays(), self.journal.sem_addrs()[0])
+        self.out_ring = views.Ring(*self.out.arrays(), self.out.sem_addrs()[0])
         qcap = max(r.capacity for r in self.ins)
         self.pq = np.zeros((P, qcap, 2), dtype=np.int64)   # per ring: (last seq, read position)
         self.pqi = np.zeros((P, 2), dtype=np.int64)        # per ring: FIFO head, tail
         self.got = np.zeros(P, dtype=np.int64)
         self.ds = np.zeros(matcher_duty.S_CELLS, dtype=np.int64)
-        self.ds[matcher_duty.S_GATE] = self.cfg.release_cell()
         prefault([self.pq])
-        self.routing = matcher_duty.routing_args(False)
+        self.routing = publisher.routing_args(False)
 
     def attach_publisher(self, pub) -> None:
-        """Route inline from the duty cycle, on the inline publisher's arrays and state."""
-        ds = self.ds
-        ds[matcher_duty.S_PLO], ds[matcher_duty.S_PHI], ds[matcher_duty.S_OUTREL] = pub.lo, pub.hi, pub.out_rel
-        dests = pub.dests
-        self.routing = matcher_duty.Routing(
-            True, np.zeros(len(dests), np.int64), matcher_duty.Ring(*pub.out.arrays(), pub.out.sem_addrs()[1]),
-            pub.pend, pub.pend.view(np.uint64).reshape(len(pub.pend), -1), pub.dest_of, pub.scratch,
-            pub.scratch.view(np.uint64).reshape(pub.scratch.shape[0], pub.scratch.shape[1], -1), pub.counts,
-            matcher_duty.rings([r.arrays() for r in dests], [r.sem_addrs()[0] for r in dests]))
-
-    def sync_publisher(self, pub) -> None:
-        """Hand the routing window back to the Python publisher (the stop path uses it)."""
-        ds = self.ds
-        pub.lo, pub.hi, pub.out_rel = int(ds[matcher_duty.S_PLO]), int(ds[matcher_duty.S_PHI]), int(ds[matcher_duty.S_OUTREL])
+        """Route inline from the duty cycle: the inline publisher's routing (its arrays and state)."""
+        self.routing = pub.routing
 
     def duty(self, idle_ns: int, poll_ns: int) -> int:
         """One `matcher_duty.duty` call, then what it asked Python for; -> RET_*."""
@@ -184,25 +171,6 @@ class MatcherAgent:
         m = self.m
         need = int(matcher_kernels._worst_case(m.book, self.buf[i]))
         m._out = np.zeros(max(2 * len(m._out), 1 << (need - 1).bit_length()), REPORT)
-
-    def finish_route(self, pub) -> None:
-        """A report ring could not take its share of a routed prefix: deliver the rest the
-        publisher's way (wait, or drop for a reader that is gone), then release it."""
-        ds, k = self.ds, int(self.ds[matcher_duty.S_STALL_K])
-        pdone = self.routing.done
-        for d in range(len(pub.dests)):
-            c, done = int(pub.counts[d]), int(pdone[d])
-            if done < c:
-                pub.scratch[d, :c - done] = pub.scratch[d, done:c].copy()
-                pub._deliver(d, c - done)     # a reader that is gone: dropped, counted from now on
-        ds[matcher_duty.S_PLO] += k
-        ds[matcher_duty.S_OUTREL] += k
-        ds[matcher_duty.S_STALL_K] = 0
-        pub.out.release(int(ds[matcher_duty.S_OUTREL]))
-        a = self.ctl.a
-        a[cells.ROUTED] += k
-        if pub.counts[-1]:
-            a[cells.DROPPED] += int(pub.counts[-1])
 
     def release_durable(self) -> None:
         r = self.in_rings
@@ -356,7 +324,7 @@ def run(cfg, ctl: Ctl, me, index: int = 0) -> int:
                 rc = agent.duty(idle_ns, poll_ns)
                 w = int(agent.ds[matcher_duty.S_WORK])
                 if rc == matcher_duty.RET_DEST_FULL:
-                    agent.finish_route(pub)
+                    pub.finish_stalled()
                 if pub is not None and pub._gone:
                     pub.revive()                     # a new reader on a dropped slot
                 if rc != matcher_duty.RET_IDLE:         # budget spent, snapshot, growth, delivery
@@ -381,8 +349,6 @@ def run(cfg, ctl: Ctl, me, index: int = 0) -> int:
                 # the stop chain: all durable -> MATCHER_DONE (the WAL writer seals, the
                 # publisher drains) -> the final snapshot, off the reports' path
                 stopping = True
-                if pub is not None:
-                    agent.sync_publisher(pub)
                 agent.wait_durable()
                 ctl.store_hash(agent.m.state_hash())
                 ctl.store(cells.MATCHER_DONE, 1)

@@ -9,10 +9,11 @@ batch, until nothing happened for a while or its time budget is spent.
 - A batch is matched and published whole (journal, out ring) before the next is read; a
   full journal or out ring leaves the rest for the next pass (back-pressure: no input
   is read meanwhile); the same loop's routing step drains the out ring.
-- Reports leave for a producer's report ring only when the release cell (S_GATE:
-  DURABLE_SEQ, or R_REPLICATED_SEQ in mode replicated) >= their cmd_seq
-  (`publisher._route_prefix`); a report ring that cannot take its share stops the call
-  (RET_DEST_FULL) and Python finishes that delivery (waits, or drops for a dead reader).
+- The routing step is the publisher's (`publisher.route`, on its arrays and state): reports
+  leave for a producer's report ring only when the release cell (DURABLE_SEQ, or
+  R_REPLICATED_SEQ in mode replicated) >= their cmd_seq; a report ring that cannot take
+  its share stops the call (RET_DEST_FULL) and the publisher finishes that delivery
+  (`PublisherAgent.finish_stalled`: waits, or drops for a dead reader).
 - A cursor move that finds the peer blocked on its semaphore posts it from here
   (`_sys.sem_post`), counted in the ring's post counter as `Ring._post_if_woken` does.
 - Python keeps what is rare: snapshots (RET_SNAPSHOT), report-buffer growth (RET_GROW),
@@ -25,8 +26,6 @@ batch, until nothing happened for a while or its time budget is spent.
 
 from __future__ import annotations
 
-from collections import namedtuple
-
 import numpy as np
 from numba import njit
 
@@ -35,8 +34,8 @@ from shmex.matcher.book import M_LAST_SEQ
 from shmex.engine import cells
 from shmex.engine._sys import mono_ns, post_if_woken as _wake, sched_yield
 from shmex.engine.latency import bucket_of
-from shmex.roles.publisher import PENDING, _route_prefix
-from shmex.roles.views import Ring, Rings
+from shmex.roles.publisher import route, routing_args
+from shmex.roles.views import rings, scratch_ring as _scratch_ring
 from shmex.ring import _kernels as ring_kernels
 from shmex.ring.atomics import load_acquire, store_release
 from shmex.ring.layout import C_DATA_POSTS, C_SPACE_POSTS, L_POS
@@ -51,21 +50,11 @@ S_NREP = 4        # reports in the report buffer (the current chunk of the batch
 S_OPUB = 5        # of them published to the out ring
 S_STAMP = 6       # the batch's engine_ns
 S_NEXT_SNAP = 7   # seq at which Python takes the next snapshot (<= 0: none)
-S_PLO = 8         # routing window pend[lo:hi] (publisher inline)
-S_PHI = 9
-S_OUTREL = 10     # out-ring position released after routing
-S_STALL_K = 11    # > 0: a routed prefix of k reports waits for Python to finish delivery
 S_WORK = 12       # commands + reports moved by the last call
 S_GROW_AT = 13    # batch index of the command the report buffer is too small for
-S_GATE = 14       # the control cell whose seq releases reports (`EngineConfig.release_cell`; 0: DURABLE_SEQ)
 S_CELLS = 16
 
 RET_BUDGET, RET_IDLE, RET_SNAPSHOT, RET_GROW, RET_DEST_FULL = range(5)
-
-# duty()'s routing input, the inline publisher: `on` (False: the publisher runs as its own
-# process and the rest is scratch), what each destination took (`done`), the report ring
-# it consumes (`out`), its pending reports, their destinations, the report rings (`dests`)
-Routing = namedtuple("Routing", "on done out pend pendw dest_of scratch scratchw counts dests")
 
 # idents[k] = (mode, value): where input ring k's account comes from
 ID_FIXED = 0      # value is the account (a load producer's, from the engine config)
@@ -165,62 +154,6 @@ def _read_batch(buf, bufw, in_slots, in_ctls, in_locs, ds, got, share, ctl, iden
 
 
 @njit(cache=True, nogil=True)
-def _route(ctl, ds, r):
-    """The inline publisher's step (`PublisherAgent.work`); -> reports routed, or -1 when a
-    report ring could not take its share (S_STALL_K set, r.done[d] = delivered)."""
-    pend, pendw, dest_of, scratch, scratchw, counts = r.pend, r.pendw, r.dest_of, r.scratch, r.scratchw, r.counts
-    p = r.out
-    d_slots, d_ctls, d_locs, d_sems = r.dests.slots, r.dests.ctls, r.dests.locs, r.dests.sems
-    lo = ds[S_PLO]
-    hi = ds[S_PHI]
-    if lo == hi:
-        lo = 0
-        hi = 0
-    elif hi > PENDING // 2:
-        k = hi - lo
-        for i in range(k):
-            for w in range(pendw.shape[1]):
-                pendw[i, w] = pendw[lo + i, w]
-        lo = 0
-        hi = k
-    if hi < pendw.shape[0]:
-        hi += ring_kernels._consume_batch(p.slots, p.ctl, p.loc, pendw[hi:], False, True)
-    ds[S_PLO] = lo
-    ds[S_PHI] = hi
-    if lo == hi:
-        return 0
-    # ORDER: acquire the release cell: pairs with the WAL writer's (replicator's) release
-    # store after its flush (quorum acknowledgement)
-    gate = ds[S_GATE] if ds[S_GATE] else cells.DURABLE_SEQ   # 0 (PHASE) is never a release cell
-    durable = load_acquire(ctl, gate)
-    k = _route_prefix(pend, lo, hi, durable, dest_of, scratch, counts)
-    if k == 0:
-        return 0
-    nd = scratch.shape[0]
-    stalled = False
-    for d in range(nd):
-        c = counts[d]
-        s = 0
-        if c:
-            s = ring_kernels._publish_range(d_slots[d], d_ctls[d], d_locs[d], scratchw[d], 0, c, True)
-            _wake(d_ctls[d], d_locs[d], d_sems[d], C_DATA_POSTS)
-        r.done[d] = s
-        if s < c:
-            stalled = True
-    if stalled:
-        ds[S_STALL_K] = k
-        return -1
-    ds[S_PLO] = lo + k
-    ds[S_OUTREL] += k
-    ring_kernels._release_upto(p.ctl, p.loc, ds[S_OUTREL], True)
-    _wake(p.ctl, p.loc, p.sem, C_SPACE_POSTS)
-    ctl[cells.ROUTED] += k               # plain: this process is the only writer
-    if counts[nd]:
-        ctl[cells.DROPPED] += counts[nd]
-    return k
-
-
-@njit(cache=True, nogil=True)
 def duty(b, out, outw, buf, bufw, ins, idents, journal, outq, ctl, h_to_matcher, pq, pqi, got, ds, share,
          routing, budget_ns, poll_ns, idle_ns):
     """Match and route until nothing happened for `idle_ns` or `budget_ns` passed; -> RET_*.
@@ -302,7 +235,7 @@ def duty(b, out, outw, buf, bufw, ins, idents, journal, outq, ctl, h_to_matcher,
         # ORDER: acquire DURABLE_SEQ: pairs with the WAL writer's release store after its flush
         release_durable(load_acquire(ctl, cells.DURABLE_SEQ), ins.ctls, ins.locs, ins.sems, pq, pqi)
         if routing.on:
-            r = _route(ctl, ds, routing)
+            r = route(ctl, routing)
             if r < 0:
                 ds[S_WORK] = total + work
                 return RET_DEST_FULL
@@ -323,32 +256,6 @@ def duty(b, out, outw, buf, bufw, ins, idents, journal, outq, ctl, h_to_matcher,
             return RET_IDLE
         if waited >= poll_ns:
             sched_yield()
-
-
-def _scratch_ring() -> Ring:
-    from shmex.ring import layout as ring_layout
-
-    return Ring(np.zeros((4, 8), np.uint64), np.zeros(ring_layout.CTL_BYTES // 8, np.int64),
-                np.zeros(ring_layout.LOCAL_CELLS, np.int64), 0)
-
-
-def rings(views: list, sems: np.ndarray) -> Rings:
-    """Rings of several rings' (slots, ctl, loc) and the semaphore addresses posted for them."""
-    from numba.typed import List
-
-    return Rings(List([v[0] for v in views]), List([v[1] for v in views]), List([v[2] for v in views]),
-                 np.asarray(sems, dtype=np.int64))
-
-
-def routing_args(has_pub: bool, nd: int = 1) -> Routing:
-    """duty()'s routing on scratch rings: for warming, and (has_pub False) when the
-    publisher runs as its own process (one compiled signature either way)."""
-    from shmex.schema import REPORT
-
-    return Routing(has_pub, np.zeros(nd, np.int64), _scratch_ring(), np.zeros(4, REPORT),
-                   np.zeros((4, 8), np.uint64), np.full(nd + 2, -1, np.int64), np.zeros((nd, 4), REPORT),
-                   np.zeros((nd, 4, 8), np.uint64), np.zeros(nd + 1, np.int64),
-                   rings([_scratch_ring() for _ in range(nd)], np.zeros(nd, np.int64)))
 
 
 def warm(book, out, buf) -> None:
