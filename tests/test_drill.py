@@ -62,7 +62,8 @@ def test_standby_takes_the_killed_matcher_role_and_a_killed_standby_is_replaced(
     by = {k["target"]: k for k in doc["kills"]}
     m, s = by["snapshot"], by["standby"]
     assert m["process"] == "matcher" and m["path"] == "standby" and m["new_pid"] == m["standby_pid"] != 0
-    assert [e["path"] for e in doc["restarts"]] == ["standby"]
+    assert [e["path"] for e in doc["restarts"]] == ["standby"], (
+        [(e["name"], e["reason"], e["path"], e["at_seq"]) for e in doc["restarts"]], r.stderr[-3000:])
     assert s["path"] == "replaced" and s["new_pid"] not in (0, s["pid"], m["new_pid"])
     assert doc["standby"]["taken"] == 1 and doc["standby"]["died"] == 1
     assert all(k["orders_per_s_before"] > 0 for k in doc["kills"])
