@@ -29,6 +29,7 @@ from shmex.schema import COMMAND
 
 COMMIT_EVERY = 64          # messages between WAL commits while more are pending
 STALL_S = 10.0             # nothing delivered this long while the stream holds more: subscribe again
+LEASE_LOOK_S = 0.1         # --takeover: how often the lease is looked at (one key-value get)
 
 
 @dataclass
@@ -183,7 +184,7 @@ class Follower:
                 if self.progress:
                     self.progress(self, stream_seq, now - self.t0)
                 sub = await self._unstalled(js, sub, now)
-            if self.takeover and (now - last_lease >= self.lease_s / 4 or self.promote):
+            if self.takeover and (now - last_lease >= min(LEASE_LOOK_S, self.lease_s / 4) or self.promote):
                 last_lease = now
                 if await self._try_take(js, kv, sub):
                     return
