@@ -15,7 +15,7 @@ gives the side back and tries again (`shmex.client`), so it never inherits those
 
 from __future__ import annotations
 
-from shmex.engine import cells
+from shmex.engine import cells, clientseg
 from shmex.ring import _kernels as ring_kernels
 from shmex.schema import K_CANCEL_ALL, commands
 
@@ -23,7 +23,7 @@ from shmex.schema import K_CANCEL_ALL, commands
 class Watch:
     def __init__(self, cfg, ctl, rings: dict):
         self.ctl = ctl
-        self.slots = [k for k in range(cfg.producers, cfg.producers + cfg.clients)]
+        self.slots = list(clientseg.client_slots(cfg))
         self.rings = {k: rings[k] for k in self.slots}
         self.done = {k: self.rings[k].producer_attaches for k in self.slots}   # sessions handled
         n_slots = int(ctl[cells.CFG_PROC_SLOTS])

@@ -32,7 +32,7 @@ from collections import namedtuple
 import numpy as np
 from numba import njit
 
-from shmex.engine import cells
+from shmex.engine import cells, clientseg
 from shmex.engine._sys import post_if_woken as _wake
 from shmex.errors import RingFull
 from shmex.engine.ctl import Aborted, Ctl
@@ -169,15 +169,15 @@ class PublisherAgent:
         self.pend = reports(PENDING)
         self.state = np.zeros(ST_CELLS, dtype=np.int64)
         self.state[ST_GATE] = cfg.release_cell()
-        self.out_rel = self.out.released_seq
+        self.state[ST_OUTREL] = self.out.released_seq
         self._gone: list[tuple[int, Ring, int]] = []   # (slot, ring, session) of readers gone or evicted
         self._revive_ns = 0
         self.slow_ns = int(cfg.slow_client_s * 1e9)
-        self.evictable = set(range(cfg.producers, cfg.producers + cfg.clients))
+        self.evictable = set(clientseg.client_slots(cfg))
         # a restart: what the out ring still holds may have been routed by the dead publisher
         from shmex.recovery.resume import log, skip_delivered
 
-        self.hi = self.out.consume(self.pend, release=False)
+        self.state[ST_HI] = self.out.consume(self.pend, release=False)
         self.resent_skipped = skip_delivered(self.pend, self.hi, self.dests, P + 1)
         if self.resent_skipped:
             log(f"publisher: resumed at out-ring position {self.out_rel:,}; "
@@ -198,17 +198,9 @@ class PublisherAgent:
     def hi(self) -> int:
         return int(self.state[ST_HI])
 
-    @hi.setter
-    def hi(self, v: int) -> None:
-        self.state[ST_HI] = v
-
     @property
     def out_rel(self) -> int:
         return int(self.state[ST_OUTREL])
-
-    @out_rel.setter
-    def out_rel(self, v: int) -> None:
-        self.state[ST_OUTREL] = v
 
     def work(self) -> int:
         """One duty cycle; -> reports routed (0: idle)."""
