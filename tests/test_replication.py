@@ -232,8 +232,6 @@ def test_takeover_after_sigkill_keeps_every_acknowledged_command(nats_cluster, s
     finally:
         new.close()
     assert min(new.acked) > max(old.acked)           # the seq continues after everything acknowledged
-    said = (tmp_path / "f.follow.err").read_text()
-    assert "takes the role matcher 0" in said, said   # a process warmed while following, not a cold one
     assert stop(fol) == 0, (tmp_path / "f.follow.err").read_text()
     log = _log(tmp_path / "f")                       # no gap from 1 to the new engine's last seq
     assert len(log) >= max(new.acked)
