@@ -13,9 +13,11 @@
 - A successor counts nothing durable that it did not sync itself (`WalWriter` syncs the
   dead writer's last run first) and never cuts a record at or below the DURABLE_SEQ its
   predecessor published.
-- Mode none runs its duty cycle in numba (`wal_duty`: journal -> mapped segment ->
-  DURABLE_SEQ, yielding between polls) while prefilled room lasts; batches beyond it
-  (pwrite, rotation) and modes group/always take the Python path below.
+- Mode none runs its duty cycle in numba (`walwriter_duty.duty`: journal -> mapped
+  segment -> DURABLE_SEQ, yielding between polls) while prefilled room lasts; batches
+  beyond it (pwrite, rotation) and modes group/always take the Python loop below.
+  Either way a batch is committed by one step, `walwriter_duty.publish`, once the
+  flush its mode demands has returned; the seal ends with it too.
 """
 
 from __future__ import annotations
@@ -58,10 +60,6 @@ def _warm() -> None:
 def warm() -> None:
     """Load every kernel of this role (from numba's cache) on scratch arrays of the live
     types (a standby calls it before it has a role; nothing shared is touched)."""
-    from shmex.engine.latency import NBUCKETS, mark_durable
-
-    buf = commands(2)
-    mark_durable(buf["seq"], buf["engine_ns"], 0, 0, 0, np.zeros(NBUCKETS, np.int64), np.zeros((4, 2), np.int64))
     _warm()
     walwriter_duty.warm()
 
@@ -97,7 +95,7 @@ def run(cfg, ctl: Ctl, me: ProcessSlot, index: int = 0) -> int:
     ctl.store(cells.DURABLE_SEQ, wal.durable_seq)
     buf = commands(BATCH)
     seqs, eng = buf["seq"], buf["engine_ns"]
-    from shmex.engine.latency import hist_views, mark_durable, stage_row
+    from shmex.engine.latency import hist_views, stage_row
     from shmex.shm.segment import Segment
 
     P = cfg.producer_slots
@@ -109,9 +107,9 @@ def run(cfg, ctl: Ctl, me: ProcessSlot, index: int = 0) -> int:
     me.ready()
     durable = wal.durable_seq
     sealed = False
+    j_slots, j_ctl, j_loc = journal.arrays()
+    j_space_sem = journal.sem_addrs()[1]   # the matcher may wait for journal space
     if kernel:
-        j_slots, j_ctl, j_loc = journal.arrays()
-        j_space_sem = journal.sem_addrs()[1]   # the matcher may wait for journal space
         bufw = buf.view(np.uint64).reshape(BATCH, -1)
         st = np.zeros(walwriter_duty.W_CELLS, np.int64)
         dg = np.zeros(1, np.uint64)
@@ -150,7 +148,7 @@ def run(cfg, ctl: Ctl, me: ProcessSlot, index: int = 0) -> int:
                         if _turn(ctl, journal, wal, wait=True):
                             break
                         continue
-                    # RET_ROOM: the next batch goes through the Python path below
+                    # RET_ROOM: the next batch goes through the Python loop below
                 words = None      # the segment's mapping closes at rotation with its last view
             n = journal.consume(buf, release=False)
             if n:
@@ -158,13 +156,10 @@ def run(cfg, ctl: Ctl, me: ProcessSlot, index: int = 0) -> int:
             if n < BATCH:
                 wal.commit()            # the journal is drained: sync what waited
             d = wal.durable_seq
-            if d != durable:
+            if d != durable:      # the flush returned (append or commit synced what the mode demands)
                 durable = d
-                if n:   # before the store below: a reader of seq s finds its durable time
-                    mark_durable(seqs, eng, n, d, time.monotonic_ns(), h_durable, dtab)
-                ctl.store(cells.DURABLE_SEQ, d)  # ORDER: after the sync returned; pairs with publisher's load
-                journal.release(base + d - first + 1)
-                ctl.a[cells.COMMITS] += 1
+                walwriter_duty.publish(seqs, eng, n, d, time.monotonic_ns(), h_durable, dtab, ctl.a,
+                                       j_ctl, j_loc, j_space_sem, base + d - first + 1)
             me.beat()
             if n:
                 continue
@@ -180,8 +175,6 @@ def run(cfg, ctl: Ctl, me: ProcessSlot, index: int = 0) -> int:
     except Halt:
         pass                       # wal.halt says why: handled below
     finally:
-        if kernel:
-            del j_slots, j_ctl, j_loc
         if wal.halt is None:
             try:
                 d = wal.close(seal=True)
@@ -189,11 +182,10 @@ def run(cfg, ctl: Ctl, me: ProcessSlot, index: int = 0) -> int:
                 d = None           # wal.halt says why: handled below
             if d is not None:
                 sealed = True
-                ctl.store(cells.DURABLE_SEQ, d)
                 # only what the log holds: records read after a bad seq stay for a successor
                 upto = min(journal.read_seq, base + d - first + 1)
-                if upto > journal.released_seq:
-                    journal.release(upto)
+                walwriter_duty.publish(seqs, eng, 0, d, 0, h_durable, dtab, ctl.a, j_ctl, j_loc, j_space_sem, upto)
+        del j_slots, j_ctl, j_loc
         journal.close()
         h_durable = dtab = None
         hseg.close()

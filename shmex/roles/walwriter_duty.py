@@ -5,19 +5,18 @@ prefilled room is spent or its time budget is up.
 - Records are stored only over pages the writer's idle polls have prefilled (the page
   cache already holds them: no write fault, no syscall per batch; `WalWriter` module
   doc): ``st[W_ROOM]`` slots from word ``st[W_POS]``. A call that spent the room returns
-  RET_ROOM and Python takes the next batch (pwrite, rotation) as before.
-- Mode none makes a command durable once it is in the page cache: after each batch the
-  durable table gets its time (`latency.mark_durable`), then DURABLE_SEQ is stored
-  (release), then the journal slots are released - never before the store.
+  RET_ROOM and Python takes the next batch (pwrite, rotation).
+- `publish` is every mode's one commit step, called here after each batch (mode none
+  makes a command durable once it is in the page cache) and by the Python loop of modes
+  group/always after its flush: the durable table gets the batch's times
+  (`latency.mark_durable`), then DURABLE_SEQ is stored (release), then the journal slots
+  are released - never before the store.
 - A seq that does not continue the log stops the call (RET_BAD_SEQ) with what came
   before it written; Python raises. Nothing after it is released.
 - It never blocks: it spins ``poll_ns`` of idleness, then sched_yield()s; after
   ``idle_ns`` it returns RET_IDLE and Python blocks on the journal's semaphore. With
   the journal empty and less than ``low_room`` slots prefilled it returns RET_PREFILL:
   Python prefills one step and calls again.
-
-Measured (100K orders/s offered, mode none, 2-core machine; PERFORMANCE.md): the Python
-loop it replaces cost ~10-20 us per batch on the core the producers share.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from shmex.engine._sys import mono_ns, post_if_woken, sched_yield
 from shmex.engine.latency import mark_durable
 from shmex.ring import _kernels as ring_kernels
 from shmex.ring.atomics import store_release
-from shmex.ring.layout import C_SPACE_POSTS, L_POS
+from shmex.ring.layout import C_SPACE_POSTS, L_POS, L_REL
 from shmex.ring.wait import FOREVER
 from shmex.wal import _kernels as wal_kernels
 from shmex.wal.layout import SLOT_WORDS
@@ -45,6 +44,23 @@ W_CELLS = 8
 
 RET_BUDGET, RET_IDLE, RET_ROOM, RET_PREFILL, RET_BAD_SEQ = range(5)
 NEVER = 1 << 62
+
+
+@njit(cache=True, nogil=True)
+def publish(seqs, eng, n, durable, now, h_durable, dtab, ctl, j_ctl, j_loc, j_sem, upto):
+    """Make `durable` known, every mode's one commit step once its flush returned: the
+    durable table gets the times of the batch's `n` commands, DURABLE_SEQ is stored, the
+    journal's slots below `upto` are freed (the matcher is woken if it waits for room)."""
+    # before the store below: a reader of seq s finds its durable time
+    mark_durable(seqs, eng, n, durable, now, h_durable, dtab)
+    # ORDER: release DURABLE_SEQ: the flush the mode demands has returned and the durable
+    # table is written; pairs with the matcher's and the publisher's acquire
+    store_release(ctl, cells.DURABLE_SEQ, durable)
+    # the journal's slots only after the store: a successor finds them otherwise
+    if upto > j_loc[L_REL]:
+        ring_kernels._release_upto(j_ctl, j_loc, upto, True)
+        post_if_woken(j_ctl, j_loc, j_sem, C_SPACE_POSTS)
+    ctl[cells.COMMITS] += 1             # plain: this process is the only writer
 
 
 @njit(cache=True, nogil=True)
@@ -74,17 +90,9 @@ def duty(j_slots, j_ctl, j_loc, j_sem, bufw, seqs, eng, words, st, dg, hw, ctl, 
             if bad >= 0:
                 st[W_BAD_SEQ] = seqs[bad]
                 return RET_BAD_SEQ
-            durable = st[W_NEXT] - 1
             t = mono_ns()
-            # before the store below: a reader of seq s finds its durable time
-            mark_durable(seqs, eng, n, durable, t, h_durable, dtab)
-            # ORDER: release DURABLE_SEQ: the records are in the page cache (mode none's
-            # promise) and the durable table is written; pairs with the matcher's acquire
-            store_release(ctl, cells.DURABLE_SEQ, durable)
-            # the journal's slots only after the store: a successor finds them otherwise
-            ring_kernels._release_upto(j_ctl, j_loc, j_loc[L_POS], True)
-            post_if_woken(j_ctl, j_loc, j_sem, C_SPACE_POSTS)
-            ctl[cells.COMMITS] += 1             # plain: this process is the only writer
+            # mode none's promise is kept: the records are in the page cache
+            publish(seqs, eng, n, st[W_NEXT] - 1, t, h_durable, dtab, ctl, j_ctl, j_loc, j_sem, j_loc[L_POS])
             idle_since = 0
             if t - start >= budget_ns:
                 return RET_BUDGET
@@ -134,3 +142,6 @@ def warm() -> None:
          np.zeros(4 * SLOT_WORDS, np.uint64), st, np.zeros(1, np.uint64), HW,
          np.zeros(max(cells.DURABLE_SEQ, cells.COMMITS) + 1, np.int64), np.zeros(NBUCKETS, np.int64),
          np.zeros((4, 2), np.int64), 0, 0, 0, 0)
+    # the call modes group/always and the seal make from Python (its own entry point)
+    publish(buf["seq"], buf["engine_ns"], 0, 0, 0, np.zeros(NBUCKETS, np.int64), np.zeros((4, 2), np.int64),
+            np.zeros(cells.COMMITS + 1, np.int64), jctl, jloc, 0, 0)
