@@ -136,3 +136,19 @@ def test_a_tcp_member_outlives_gateway_and_matcher_kills(tmp_path):
     assert m["sent"] > 0 and m["acked"] == m["logged"] == m["sent"]
     assert m["acked_lost"] == m["answered_twice"] == m["unanswered"] == 0
     assert m["reconnects"] == sum(k["target"] == "gateway" for k in doc["kills"])
+
+
+def test_a_client_killed_mid_submit_leaves_its_slot_to_the_next_session(tmp_path):
+    """The client target: a client-API member SIGKILLed while it submits (commands sent and
+    unanswered); each killed session is closed by one CANCEL_ALL after its last command,
+    the next client of the slot is answered, and every command any session saw answered
+    is in the WAL once. The matcher is killed too, with the member's orders in flight."""
+    r, doc = _drill(tmp_path, "--kills", "3", "--targets", "client,matcher", "--orders", "20000",
+                    "--rate", "10000", "--seed", "3", "--gap", "0.3", "0.8", "--no-wait-standby")
+    _passed(r, doc)
+    c = doc["client_member"]
+    kills = sum(k["target"] == "client" for k in doc["kills"])
+    assert kills >= 1 and c["killed"] == c["closed"] == kills
+    assert c["sessions"] == kills + 1
+    assert c["acked"] > 0 and c["acked_lost"] == c["logged_twice"] == c["rejected"] == 0
+    assert c["in_flight_at_kill"] > 0

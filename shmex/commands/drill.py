@@ -31,6 +31,14 @@ Accepted must be in the WAL exactly once, none answered twice, none left unanswe
 from the start: (6) what the subscriber received, re-requests included, must be the feed
 file message for message, and the file what ``shmex feed`` regenerates from the WAL.
 ``standby`` kills the supervisor's warm standby (`standby.py`): it must be replaced.
+``client`` kills a client of the client API mid-submit: the drill runs one on the
+engine's client slot from the start (`bench.api_member`, its own process, 2,000
+orders/s in batches of 8, always with commands sent and not yet answered) and SIGKILLs
+it; the next one connects to the slot (a new session) and must get answers. Every
+command a session saw answered must be in the WAL once; each killed session must be
+closed by one CANCEL_ALL right after its last command (cancel-on-disconnect); no order
+of the member is rejected; the last session, stopped by SIGTERM, has every order
+answered. Its ``recovery_ms`` is from the kill to the next session's first answer.
 ``syncerror`` makes the WAL writer's next fdatasync fail with EIO (an injection hook that
 exists only in a drill's engine: `registry.FAULTS_ENV`): the engine must halt with a line
 naming the file and the errno, restart nothing, and have lost nothing acknowledged. It is
@@ -73,6 +81,8 @@ from shmex.engine import cells, registry
 DRILL_MARK = ".shmex-drill"   # marks a directory the drill made (and may empty again)
 STANDBY = "standby"       # the supervisor's warm spare: not a role, a drill target of its own
 SYNC_TARGET = "syncerror"  # the fault that ends the drill: the engine must halt
+CLIENT_TARGET = "client"    # a client-API member, killed mid-submit: not a role, a drill target of its own
+CLIENT_RATE = 2000.0        # the client member's orders/s
 GATEWAY_TARGET = "gateway"  # brings the gateway and a TCP member (`bench.tcp_member`) into the run
 FEED_TARGET = "feed"        # brings the feed and a subscriber into the run
 MEMBER_RATE = 2000.0        # the member's orders/s
@@ -85,7 +95,7 @@ BACK_FRACTION = 0.9        # "back": a window at >= this fraction of the pre-kil
 
 
 def targets() -> list[str]:
-    return list(registry.drill_targets()) + [STANDBY]
+    return list(registry.drill_targets()) + [STANDBY, CLIENT_TARGET]
 
 
 def add_arguments(p) -> None:
@@ -118,7 +128,8 @@ def _config(args):
     """The drill's engine: its own load and restart window, and every process a target needs."""
     from shmex.engine.config import EngineConfig
 
-    ns = argparse.Namespace(producers=args.producers, clients=0, symbols=4, orders=None, duration=None,
+    clients = 1 if CLIENT_TARGET in args.target_list else 0     # the client member's slot
+    ns = argparse.Namespace(producers=args.producers, clients=clients, symbols=4, orders=None, duration=None,
                             rate=args.rate, name=None, data_dir=args.data_dir, wait=None,
                             durability=args.durability, seed=args.seed,
                             snapshot_every=args.snapshot_every, capacity=1 << 20, publisher=None,
@@ -127,7 +138,7 @@ def _config(args):
                             heartbeat_timeout=args.heartbeat_timeout,
                             segment_bytes=args.segment_bytes, no_standby=args.no_standby)
     cfg = EngineConfig.from_args(ns).replace(orders=None)   # the drill says when to stop
-    wanted = [registry.drill_targets()[t][0] for t in args.target_list if t != STANDBY]
+    wanted = [registry.drill_targets()[t][0] for t in args.target_list if t not in (STANDBY, CLIENT_TARGET)]
     if GATEWAY_TARGET in args.target_list:    # the gateway with a TCP member as its load
         cfg = cfg.replace(gateway="127.0.0.1:0")
     if FEED_TARGET in args.target_list:
@@ -200,6 +211,7 @@ class Killer(threading.Thread):
         self.stop_flag = False
         self.torn = 0
         self.member = None                         # the TCP member, with a gateway
+        self.client = None                         # the client-API member (`bench.api_member`)
 
     def _ctl(self, i: int) -> int:
         c = self.sup.ctl
@@ -220,6 +232,8 @@ class Killer(threading.Thread):
         finally:
             if self.member is not None:           # its last orders answered before the stop
                 self.member.finish()
+            if self.client is not None:
+                self.client.finish()
             self.sup.request_stop()
 
     def _run(self) -> None:
@@ -250,6 +264,14 @@ class Killer(threading.Thread):
                 self.kills.append(k)
                 self.log(f"drill: kill {i + 1}/{self.args.kills}: standby (pid {k['pid']}): replaced by pid "
                          f"{k['new_pid']}, ready in {k['recovery_ms']:.0f} ms")
+                continue
+            if target == CLIENT_TARGET:
+                k = self._kill_client()
+                if k is None:
+                    return
+                self.kills.append(k)
+                self.log(f"drill: kill {i + 1}/{self.args.kills}: client (pid {k['pid']}) at seq {k['at_seq']:,}: "
+                         f"next session (pid {k['new_pid']}) answered in {k['recovery_ms']:.0f} ms")
                 continue
             ch, fault = self._pick(target)
             if fault == registry.SYNC_ERROR:
@@ -333,6 +355,21 @@ class Killer(threading.Thread):
             time.sleep(0.01)
         self.error = f"the killed standby (pid {pid}) was not replaced by a ready one within 120 s"
         return None
+
+    def _kill_client(self) -> dict | None:
+        """SIGKILL the client member once its session trades; wait for the next session's first answer."""
+        m = self.client
+        if m.proc is None or m.first_ack_s(m.proc.pid, STANDBY_WAIT_S) is None:
+            self.error = m.errors[-1] if m.errors else "the client member is not running"
+            return None
+        at_seq = self._ctl(cells.MATCHER_SEQ)
+        k = m.kill(STANDBY_WAIT_S)
+        if k is None:
+            self.error = m.errors[-1]
+            return None
+        return {"target": CLIENT_TARGET, "process": f"client-{self.sup.cfg.producers}", "pid": k["pid"],
+                "at_seq": at_seq, "recovery_ms": k["recovery_ms"], "path": "new session", "new_pid": k["new_pid"],
+                "standby_pid": 0, "t_kill": k["t_kill"], "t_ready": None}
 
     def _tear_tail(self) -> None:
         """Write a torn record after the log's last intact record (the writer is stopped)."""
@@ -507,6 +544,63 @@ def _member_check(cfg, m, data: str, base: int, problems: list[str]) -> dict:
             "unanswered": len(unanswered)}
 
 
+def _client_check(cfg, member, data: str, base: int, problems: list[str]) -> dict:
+    """The client member's sessions against the WAL: every answered command logged once,
+    each killed session closed by one CANCEL_ALL right after its last command, the next
+    session answered, no order rejected, the last session's orders all answered."""
+    import numpy as np
+
+    from shmex.bench.api_member import sessions
+    from shmex.schema import K_CANCEL_ALL
+    from shmex.wal import WalReader
+
+    producer = cfg.producers + 1            # the client slot (the first after the load producers)
+    got = [c[c["producer"] == producer][["pseq", "kind"]] for c in WalReader(data).commands(base + 1)]
+    mine = np.concatenate(got) if got else np.zeros(0, [("pseq", "u8"), ("kind", "u1")])
+    pseqs = mine["pseq"].astype(np.int64)
+    cancel_alls = pseqs[mine["kind"] == K_CANCEL_ALL]
+    ss = sessions(member.log_path)
+    acked = set().union(*(s.acked for s in ss)) if ss else set()
+    lost = sorted(acked - set(pseqs.tolist()))
+    twice = int(len(pseqs) - len(np.unique(pseqs)))
+    killed = closed = mid_submit = in_flight = 0
+    lo = 1                                  # the session's first pseq (the slot's sequence goes on)
+    for s, nxt in zip(ss, ss[1:]):
+        hi = nxt.first or (int(pseqs.max()) + 1 if len(pseqs) else 1)   # the next session's first
+        own, lo = pseqs[(pseqs >= lo) & (pseqs < hi)], hi
+        if s.end:
+            continue                        # it ended by itself (it was not killed)
+        killed += 1
+        ca = own[np.isin(own, cancel_alls)]
+        if len(ca) == 1 and int(ca[0]) == hi - 1 and nxt.first:
+            closed += 1
+        else:
+            problems.append(f"client: the session of pid {s.pid} (pseq {s.first}..) was closed by "
+                            f"{len(ca)} CANCEL_ALLs at {ca[:3].tolist()}, want one at pseq {hi - 1}")
+        orders = own[~np.isin(own, ca)]
+        mid_submit += bool((orders > s.last).any())     # published by the submit the kill cut short
+        in_flight += int((orders > max(s.acked, default=0)).sum())
+        if not nxt.acked:
+            problems.append(f"client: the session after the kill of pid {s.pid} (pid {nxt.pid}) got no answer")
+    if lost:
+        problems.append(f"(1) client: {len(lost)} commands the member saw answered are not in the WAL: {lost[:5]}")
+    if twice:
+        problems.append(f"(1) client: {twice} of the member's commands were logged twice")
+    rejected = [r for s in ss for r in s.rejected]
+    if rejected:
+        problems.append(f"client: {len(rejected)} of the member's orders were rejected (reason, pseq): {rejected[:5]}")
+    if not ss:
+        problems.append(f"client: the member never connected: {member._stderr_tail()}")
+    elif ss[-1].end.split()[::2] != ["done", "0"]:
+        problems.append(f"(3) client: the last session (pid {ss[-1].pid}) ended {ss[-1].end or 'killed'!r}: "
+                        f"want 'done SENT 0' (every order answered)")
+    problems += [f"client: {e}" for e in member.errors]
+    return {"sessions": len(ss), "sent": int(len(pseqs) - len(cancel_alls)), "acked": len(acked),
+            "killed": killed, "closed": closed, "killed_mid_submit": mid_submit, "in_flight_at_kill": in_flight,
+            "cancel_alls": int(len(cancel_alls)), "acked_lost": len(lost), "logged_twice": twice,
+            "rejected": len(rejected)}
+
+
 def _percentiles(xs: list[float]) -> dict:
     import numpy as np
 
@@ -533,7 +627,7 @@ def main(args) -> int:
         return 2
     if SYNC_TARGET in args.target_list:
         os.environ[registry.FAULTS_ENV] = "1"    # the engine's children inherit it: the hook exists
-    tmp = None
+    tmp = client_dir = None
     if args.data_dir is None:
         tmp = tempfile.mkdtemp(prefix="shmex-drill-")
         args.data_dir = tmp
@@ -569,6 +663,12 @@ def main(args) -> int:
 
             killer.member = Member(cfg.data_dir, cfg.run_id, "dave", "dave1", MEMBER_RATE)
             killer.member.start()
+        if CLIENT_TARGET in args.target_list:
+            from shmex.bench.api_member import ApiMember
+
+            client_dir = tempfile.mkdtemp(prefix="shmex-drill-client-")
+            killer.client = ApiMember(cfg.run_id, os.path.join(client_dir, "member.log"), CLIENT_RATE)
+            killer.client.start()
         watcher = FeedWatcher(cfg.data_dir) if cfg.feed is not None else None
         if watcher is not None:
             watcher.start()
@@ -595,6 +695,8 @@ def main(args) -> int:
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+        if client_dir is not None:
+            shutil.rmtree(client_dir, ignore_errors=True)
     _print_verdict(doc, log)
     if args.json:
         with open(args.json, "w") as f:
@@ -640,6 +742,7 @@ def _check(cfg, out, killer, args, wall, load_hash, PREFIX, SHM_DIR) -> dict:
         per_producer.append({"producer": k, "sent": sent, "answered": answered, "last_answered": last_ans,
                              "logged": int(len(mine)), "sent_not_logged": missing_sent})
     member = _member_check(cfg, killer.member, data, base, problems) if killer.member is not None else None
+    client = _client_check(cfg, killer.client, data, base, problems) if killer.client is not None else None
     if acked_lost:
         problems.append(f"(1) {acked_lost} acknowledged commands are not in the WAL")
     if duplicates:
@@ -700,7 +803,7 @@ def _check(cfg, out, killer, args, wall, load_hash, PREFIX, SHM_DIR) -> dict:
         "acked_lost": acked_lost, "duplicates_applied": duplicates,
         "state_hash_live": live, "state_hash_replay": replay, "verify_exit": v.returncode,
         "segments_leaked": leaked, "orders": int(sum(p["sent"] for p in per_producer)),
-        "tcp_member": member,
+        "tcp_member": member, "client_member": client,
         "last_seq": int(ctl[cells.MATCHER_SEQ]) if ctl is not None else 0,
         "producers": per_producer, "engine_status": out.status, "engine_reason": out.reason,
         "seconds": round(wall, 2), "problems": problems, "passed": not problems,
@@ -734,7 +837,7 @@ def _print_verdict(doc: dict, log) -> None:
             continue
         rate = k.get("orders_per_s_before")
         tb = k.get("throughput_back_ms")
-        tput = ("" if k["target"] == STANDBY else
+        tput = ("" if k["target"] in (STANDBY, CLIENT_TARGET) else   # the load producers were not touched
                 f"; {rate:,.0f} orders/s before, back to >= {BACK_FRACTION:.0%} "
                 + (f"{tb:,.0f} ms after READY ({k['throughput_back_from_kill_ms']:,.0f} ms after the kill)"
                    if tb is not None else "never (within the run)")
@@ -746,6 +849,12 @@ def _print_verdict(doc: dict, log) -> None:
         print(f"  tcp member {m['user']}: {m['sent']:,} orders, {m['acked']:,} accepted, {m['logged']:,} in the WAL, "
               f"{m['reconnects']} reconnects; lost {m['acked_lost']}, answered twice {m['answered_twice']}, "
               f"unanswered {m['unanswered']}")
+    if doc.get("client_member"):
+        c = doc["client_member"]
+        print(f"  client member: {c['sessions']} sessions, {c['sent']:,} commands in the WAL, {c['acked']:,} "
+              f"answered to it; {c['killed_mid_submit']} kills inside a submit, {c['in_flight_at_kill']} commands "
+              f"unanswered at the kills; lost {c['acked_lost']}, closed by CANCEL_ALL {c['closed']} of "
+              f"{c['killed']}")
     for t, p in doc["recovery_ms"].items():
         print(f"  recovery {t:<10} n={p['n']:<3} p50 {p['p50']:,.0f} ms  p90 {p['p90']:,.0f} ms  "
               f"max {p['max']:,.0f} ms")
