@@ -109,10 +109,13 @@ class Session:
         self.end = ""                     # 'done SENT UNANSWERED', 'stopped ...' or '' (killed)
 
 
-def sessions(path: str) -> list[Session]:
+def sessions(path: str, offset: int = 0) -> list[Session]:
+    """The sessions the log holds from byte `offset` on (where a session's first line starts)."""
     out: list[Session] = []
     try:
-        lines = open(path).read().split("\n")
+        with open(path) as f:
+            f.seek(offset)
+            lines = f.read().split("\n")
     except FileNotFoundError:
         return out
     for line in lines:
@@ -143,9 +146,11 @@ class ApiMember:
     def __init__(self, run_id: str, log_path: str, rate: float):
         self.run_id, self.log_path, self.rate = run_id, log_path, rate
         self.proc: subprocess.Popen | None = None
+        self.offset = 0                   # where the current session's lines start in the log
         self.errors: list[str] = []
 
     def start(self) -> None:
+        self.offset = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
         err = open(self.log_path + ".stderr", "a")
         self.proc = subprocess.Popen([sys.executable, "-m", "shmex.bench.api_member", self.run_id,
                                       self.log_path, str(self.rate)],
@@ -156,7 +161,7 @@ class ApiMember:
         """Wait until the session of process `pid` logged an acknowledgment: -> when."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            s = [x for x in sessions(self.log_path) if x.pid == pid]
+            s = [x for x in sessions(self.log_path, self.offset) if x.pid == pid]
             if s and s[0].acked:
                 return time.monotonic()
             if self.proc is not None and self.proc.poll() is not None:
@@ -173,7 +178,7 @@ class ApiMember:
         if old is None or old.poll() is not None:
             self.errors.append(f"client member not running to be killed: {self._stderr_tail()}")
             return None
-        before = [x for x in sessions(self.log_path) if x.pid == old.pid]
+        before = [x for x in sessions(self.log_path, self.offset) if x.pid == old.pid]
         if before:
             self._wait_in_flight(before[0].producer - 1)
         old.send_signal(signal.SIGKILL)

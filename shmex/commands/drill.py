@@ -75,7 +75,7 @@ import tempfile
 import threading
 import time
 
-from shmex.engine import cells, registry
+from shmex.engine import cells, clientseg, registry
 
 
 DRILL_MARK = ".shmex-drill"   # marks a directory the drill made (and may empty again)
@@ -257,21 +257,13 @@ class Killer(threading.Thread):
             if not self._alive():
                 self.error = f"the engine stopped before kill {i + 1}"
                 return
-            if target == STANDBY:
-                k = self._kill_standby()
+            if target in (STANDBY, CLIENT_TARGET):
+                k = self._kill_standby() if target == STANDBY else self._kill_client()
                 if k is None:
                     return
                 self.kills.append(k)
-                self.log(f"drill: kill {i + 1}/{self.args.kills}: standby (pid {k['pid']}): replaced by pid "
-                         f"{k['new_pid']}, ready in {k['recovery_ms']:.0f} ms")
-                continue
-            if target == CLIENT_TARGET:
-                k = self._kill_client()
-                if k is None:
-                    return
-                self.kills.append(k)
-                self.log(f"drill: kill {i + 1}/{self.args.kills}: client (pid {k['pid']}) at seq {k['at_seq']:,}: "
-                         f"next session (pid {k['new_pid']}) answered in {k['recovery_ms']:.0f} ms")
+                self.log(f"drill: kill {i + 1}/{self.args.kills}: {target} (pid {k['pid']}) at seq "
+                         f"{k['at_seq']:,}: {k['path']} pid {k['new_pid']} ready in {k['recovery_ms']:.0f} ms")
                 continue
             ch, fault = self._pick(target)
             if fault == registry.SYNC_ERROR:
@@ -367,7 +359,8 @@ class Killer(threading.Thread):
         if k is None:
             self.error = m.errors[-1]
             return None
-        return {"target": CLIENT_TARGET, "process": f"client-{self.sup.cfg.producers}", "pid": k["pid"],
+        slot = clientseg.client_slots(self.sup.cfg)[0]
+        return {"target": CLIENT_TARGET, "process": f"client-{slot}", "pid": k["pid"],
                 "at_seq": at_seq, "recovery_ms": k["recovery_ms"], "path": "new session", "new_pid": k["new_pid"],
                 "standby_pid": 0, "t_kill": k["t_kill"], "t_ready": None}
 
@@ -500,14 +493,15 @@ def _wal_pairs(data_dir: str, base: int):
 
     from shmex.wal import WalReader
 
-    prods, pseqs = [], []
+    prods, pseqs, kinds = [], [], []
     r = WalReader(data_dir)
     for cmds in r.commands(base + 1):
         prods.append(cmds["producer"].astype(np.int64))
         pseqs.append(cmds["pseq"].astype(np.int64))
+        kinds.append(cmds["kind"].astype(np.int64))
     if not prods:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.concatenate(prods), np.concatenate(pseqs)
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(prods), np.concatenate(pseqs), np.concatenate(kinds)
 
 
 def _member_check(cfg, m, data: str, base: int, problems: list[str]) -> dict:
@@ -544,7 +538,7 @@ def _member_check(cfg, m, data: str, base: int, problems: list[str]) -> dict:
             "unanswered": len(unanswered)}
 
 
-def _client_check(cfg, member, data: str, base: int, problems: list[str]) -> dict:
+def _client_check(cfg, member, prods, pseqs, kinds, problems: list[str]) -> dict:
     """The client member's sessions against the WAL: every answered command logged once,
     each killed session closed by one CANCEL_ALL right after its last command, the next
     session answered, no order rejected, the last session's orders all answered."""
@@ -552,13 +546,10 @@ def _client_check(cfg, member, data: str, base: int, problems: list[str]) -> dic
 
     from shmex.bench.api_member import sessions
     from shmex.schema import K_CANCEL_ALL
-    from shmex.wal import WalReader
 
-    producer = cfg.producers + 1            # the client slot (the first after the load producers)
-    got = [c[c["producer"] == producer][["pseq", "kind"]] for c in WalReader(data).commands(base + 1)]
-    mine = np.concatenate(got) if got else np.zeros(0, [("pseq", "u8"), ("kind", "u1")])
-    pseqs = mine["pseq"].astype(np.int64)
-    cancel_alls = pseqs[mine["kind"] == K_CANCEL_ALL]
+    mine = prods == clientseg.client_slots(cfg)[0] + 1     # a slot's producer id is the slot + 1
+    pseqs = pseqs[mine]
+    cancel_alls = pseqs[kinds[mine] == K_CANCEL_ALL]
     ss = sessions(member.log_path)
     acked = set().union(*(s.acked for s in ss)) if ss else set()
     lost = sorted(acked - set(pseqs.tolist()))
@@ -722,7 +713,7 @@ def _check(cfg, out, killer, args, wall, load_hash, PREFIX, SHM_DIR) -> dict:
     if len(killer.kills) < args.kills:
         problems.append(f"only {len(killer.kills)} of {args.kills} kills were done")
     base = int(ctl[cells.RUN_BASE_SEQ]) if ctl is not None else 0
-    prods, pseqs = _wal_pairs(data, base)
+    prods, pseqs, kinds = _wal_pairs(data, base)
     key = prods * (1 << 40) + pseqs
     uniq = np.unique(key)
     duplicates = int(len(key) - len(uniq))
@@ -742,7 +733,7 @@ def _check(cfg, out, killer, args, wall, load_hash, PREFIX, SHM_DIR) -> dict:
         per_producer.append({"producer": k, "sent": sent, "answered": answered, "last_answered": last_ans,
                              "logged": int(len(mine)), "sent_not_logged": missing_sent})
     member = _member_check(cfg, killer.member, data, base, problems) if killer.member is not None else None
-    client = _client_check(cfg, killer.client, data, base, problems) if killer.client is not None else None
+    client = _client_check(cfg, killer.client, prods, pseqs, kinds, problems) if killer.client is not None else None
     if acked_lost:
         problems.append(f"(1) {acked_lost} acknowledged commands are not in the WAL")
     if duplicates:
