@@ -41,8 +41,10 @@
   client disconnected: its next call raises `Disconnected` (its orders are cancelled).
 - Submitting while the engine stops raises EngineStopped; what it took is answered. So
   does a submit after the engine's supervisor died (within LIVENESS_S while it waits for
-  ring space): its message names the last pseq that had a report, where a resend to a
-  relaunched engine starts.
+  ring space): its message names the last pseq that had a report. The log may hold
+  more than was answered: `logged_pseq(data_dir, slot)` reads the dead engine's last run
+  for the slot's highest logged pseq, which a relaunch on that directory keeps; a resend
+  to the relaunched engine starts after it (the new engine numbers it anew).
 - A submit that times out (RingFull) counts what went into the ring as sent: the next
   command's pseq follows the last one published.
 """
@@ -79,6 +81,30 @@ def find_runs() -> list[str]:
     from shmex.shm.registry import list_runs
 
     return [r.run_id for r in list_runs() if r.alive and any(s.role == "ctl" for s in r.segments)]
+
+
+def logged_pseq(data_dir: str, slot: int, *, run: int = -1) -> int:
+    """The highest pseq of client slot `slot` among the commands that one run of the log in
+    `data_dir` holds (default: its last run; 0 if none). Read it after the engine died and
+    before relaunching on the directory, or name the dead run (-2 once a relaunch began)."""
+    from shmex.wal import WalReader, manifest
+
+    doc = manifest.read(data_dir)
+    runs = doc["runs"] if doc else []
+    if not runs:
+        raise UsageError(f"{data_dir}: no run in the log's manifest")
+    try:
+        first = int(runs[run]["first_seq"])
+    except IndexError:
+        raise UsageError(f"{data_dir}: run {run}: the manifest lists {len(runs)} runs") from None
+    k = run % len(runs)
+    until = int(runs[k + 1]["first_seq"]) - 1 if k + 1 < len(runs) else None
+    last = 0
+    for cmds in WalReader(data_dir).commands(first, until):
+        mine = cmds["pseq"][cmds["producer"] == slot + 1]     # a slot's producer id is the slot + 1
+        if len(mine):
+            last = max(last, int(mine.max()))
+    return last
 
 
 def connect(name: str | None = None, *, account: int | None = None, timeout_s: float = 60.0,
@@ -246,7 +272,8 @@ class Client:
             raise EngineStopped(f"engine {self.run_id} is stopping")
         if not _alive(self._supervisor_pid):
             raise EngineStopped(f"engine {self.run_id}: its supervisor (pid {self._supervisor_pid}) is gone; "
-                                f"commands after pseq {self._pseq_acked()} may not be in its log")
+                                f"commands after pseq {self._pseq_acked()} may not be in its log "
+                                f"(shmex.client.logged_pseq(data_dir, {self.slot}) reads the last one it holds)")
 
     def _check_evicted(self) -> None:
         session = getattr(self, "_session", None)

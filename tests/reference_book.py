@@ -25,6 +25,7 @@ class Order:
     leaves: int
     account: int
     arrival: int  # time priority: smaller is earlier
+    post_only: bool = False  # entered post-only: a replace may not make it take
 
 
 class ReferenceBook:
@@ -140,7 +141,7 @@ class ReferenceBook:
             if available < qty:
                 return self.report(out, ReportKind.EXPIRED, 0, side, 0, key[0], 0, sym, price, qty,
                                    0, key[1], 0, True)
-        taker = Order(key[0], key[1], sym, side, price, qty, int(c["account"]), 0)
+        taker = Order(key[0], key[1], sym, side, price, qty, int(c["account"]), 0, tif == Tif.POST_ONLY)
         self.match(taker, limit, stp, rests, out)
 
     def match(self, taker: Order, limit, stp: int, rests: bool, out):
@@ -227,11 +228,14 @@ class ReferenceBook:
             return self.reject(c, Reason.PRICE_BAND, out)
         if stp not in (0, 1, 2, 3, 4):
             return self.reject(c, Reason.BAD_FIELD, out)
+        opposite = self.best_first(o.symbol, 3 - o.side)
+        if o.post_only and opposite and self.crosses(o.side, price, opposite[0].price):
+            return self.reject(c, Reason.POST_ONLY_WOULD_CROSS, out)
         self.report(out, ReportKind.REPLACED, 0, o.side, 0, o.producer, 0, o.symbol, price, qty,
                     qty, o.client_id, 0, True)
         if price == o.price and qty <= o.leaves:
             o.leaves = qty
             return
         self.drop(o)
-        taker = Order(o.producer, o.client_id, o.symbol, o.side, price, qty, o.account, 0)
+        taker = Order(o.producer, o.client_id, o.symbol, o.side, price, qty, o.account, 0, o.post_only)
         self.match(taker, price, stp, True, out)

@@ -119,7 +119,7 @@ def test_a_submit_that_times_out_counts_what_it_published(shm_run, tmp_path):
 
 
 def test_submit_raises_engine_stopped_once_the_supervisor_is_killed(shm_run, tmp_path):
-    from shmex.client import EngineStopped
+    from shmex.client import EngineStopped, logged_pseq
 
     p = _launch_clients(shm_run, tmp_path)
     try:
@@ -132,6 +132,9 @@ def test_submit_raises_engine_stopped_once_the_supervisor_is_killed(shm_run, tmp
                 raise AssertionError("submit went on after the supervisor died")
             except EngineStopped as e:
                 assert "supervisor" in str(e) and "after pseq 1" in str(e)
+            # what a resend to a relaunched engine starts after: the slot's last logged pseq
+            assert logged_pseq(str(tmp_path / "data"), c.slot) == 1
+            assert logged_pseq(str(tmp_path / "data"), c.slot + 1) == 0
     finally:
         if p.poll() is None:
             p.kill()
@@ -272,3 +275,26 @@ def test_the_supervisor_rebinds_a_slot_for_its_next_client_and_refuses_what_is_n
         p.send_signal(signal.SIGINT)
         p.communicate(timeout=180)
     assert p.returncode == 0, (tmp_path / "launch.err").read_text()
+
+
+def test_logged_pseq_is_the_slots_highest_pseq_in_one_run_of_the_log(tmp_path):
+    """Two runs of a log: slot 2 (producer 3) logged pseqs 1..6 in the first and 1..3 in
+    the second (a relaunched engine numbers anew), slot 3 only in the first."""
+    import pytest
+
+    from shmex.client import logged_pseq
+    from shmex.errors import UsageError
+    from wal_helpers import commands, write_log
+
+    d = tmp_path / "log"
+    first = commands(10, seed=1)
+    first["producer"] = [3] * 6 + [4] * 4
+    first["pseq"] = [1, 2, 3, 4, 5, 6, 1, 2, 3, 4]
+    write_log(d, first)
+    second = commands(3, seed=2, first_seq=11)
+    second["producer"], second["pseq"] = 3, [1, 2, 3]
+    write_log(d, second)
+    assert (logged_pseq(str(d), 2), logged_pseq(str(d), 3)) == (3, 0)
+    assert (logged_pseq(str(d), 2, run=-2), logged_pseq(str(d), 3, run=-2)) == (6, 4)
+    with pytest.raises(UsageError, match="lists 2 runs"):
+        logged_pseq(str(d), 2, run=-3)

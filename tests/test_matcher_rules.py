@@ -178,6 +178,36 @@ def test_replace_that_crosses_trades_at_once(m):
     assert m.resting().tolist() == [(0, BUY, 152, 0, 2, 2, 0)]
 
 
+def test_a_post_only_order_replaced_to_a_crossing_price_is_rejected_and_rests_as_it_was(m):
+    m.submit(SELL, 152, 3, client_id=1)
+    m.submit(BUY, 150, 5, client_id=2, tif=Tif.POST_ONLY)
+    r = m.replace(2, 152, 5)
+    assert kinds(r) == ["REJECTED"] and r[0]["reason"] == Reason.POST_ONLY_WOULD_CROSS
+    assert m.resting().tolist() == [(0, BUY, 150, 0, 2, 5, 0), (0, SELL, 152, 0, 1, 3, 0)]
+    assert check_book(m) == []
+
+
+def test_a_post_only_order_replaced_stays_post_only():
+    """The flag goes with the order through a replace that loses priority, and through a
+    snapshot of the book."""
+    m = Matcher(symbols=1, price_lo=100, price_hi=200, capacity=16)
+    m.submit(BUY, 150, 5, client_id=2, tif=Tif.POST_ONLY)
+    assert kinds(m.replace(2, 151, 6)) == ["REPLACED"]       # moved, not crossing: rests
+    m.submit(SELL, 153, 3, client_id=1)
+    m2 = Matcher.from_state(m.export_state())
+    r = m2.replace(2, 153, 6)
+    assert kinds(r) == ["REJECTED"] and r[0]["reason"] == Reason.POST_ONLY_WOULD_CROSS
+    assert kinds(m2.replace(2, 152, 6)) == ["REPLACED"] and m2.best_bid(0) == 152
+
+
+def test_a_book_state_saved_without_order_flags_loads_with_no_order_post_only(m):
+    m.submit(BUY, 150, 5, client_id=2, tif=Tif.POST_ONLY)
+    m.submit(SELL, 152, 3, client_id=1)
+    state = m.export_state()
+    del state["o_flags"]
+    assert kinds(Matcher.from_state(state).replace(2, 152, 5)) == ["REPLACED", "FILL", "FILL"]
+
+
 @pytest.mark.parametrize("client_id,price,qty,reason", [
     (9, 150, 5, Reason.UNKNOWN_ORDER), (1, 150, 0, Reason.BAD_QTY), (1, 201, 5, Reason.PRICE_BAND)])
 def test_replace_rejects(m, client_id, price, qty, reason):

@@ -29,7 +29,9 @@ Fill semantics (what a user can rely on):
   reason SELF_TRADE.
 - CANCEL: CANCELED with the open quantity, or REJECTED UNKNOWN_ORDER. REPLACE: checks
   UNKNOWN_ORDER, BAD_QTY, PRICE_BAND, BAD_FIELD (stp); same price and qty <= leaves keeps
-  priority; otherwise the order re-enters as a GTC limit (may trade, rests at the back).
+  priority; otherwise the order re-enters as a GTC limit (may trade, rests at the back),
+  except that an order entered POST_ONLY stays post-only: a replace to a price that would
+  cross is REJECTED POST_ONLY_WOULD_CROSS and the order rests as it was.
 """
 
 from shmex.matcher.check import check_book

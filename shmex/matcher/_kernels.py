@@ -18,7 +18,7 @@ from numba import njit
 
 from shmex.matcher._bits import _clear_bit, _find_down, _find_up, _set_bit
 from shmex.matcher.book import (C_HMASK, C_HSHIFT, C_LO, C_NSUM, C_NTICKS, C_NWORDS, C_OPEN_CAP, C_SYMBOLS,
-                                M_FREE_TOP, M_LAST_SEQ, M_LIVE)
+                                F_POST_ONLY, M_FREE_TOP, M_LAST_SEQ, M_LIVE)
 from shmex.schema import (BUY, FOK, GTC, K_CANCEL, K_CANCEL_ALL, K_NEW, K_REPLACE, LIMIT, LIQ_NONE, MAKER,
                           MARKET, POST_ONLY, R_ACK, R_CANCELED, R_EXPIRED, R_FILL, R_REJECTED,
                           R_REPLACED, RS_BAD_FIELD, RS_BAD_QTY, RS_BOOK_FULL, RS_DISCONNECTED, RS_DUPLICATE_ID,
@@ -307,8 +307,9 @@ def _take(b, out, n, c, side, prod, cid, acct, stp, lt, qty):
 
 
 @njit(cache=True, nogil=True, inline="always", _nrt=False)
-def _rest(b, slot, side, sym, price, qty, prod, cid, acct):
+def _rest(b, slot, side, sym, price, qty, prod, cid, acct, flags):
     """Rest an order (at the back of its level) in `slot`."""
+    b.o_flags[slot] = flags
     b.o_price[slot] = price
     b.o_qty[slot] = qty
     b.o_side[slot] = side
@@ -376,7 +377,8 @@ def _new(b, out, n, c):
         b.meta[M_LIVE] += 1
         b.p_open[prod] += 1
         slot = b.free[top]
-        _rest(b, slot, side, sym, price, rem, prod, cid, np.int64(c.account))
+        _rest(b, slot, side, sym, price, rem, prod, cid, np.int64(c.account),
+              np.uint8(F_POST_ONLY if c.tif == POST_ONLY else 0))
         _id_insert(b, prod, cid, slot)
         return n
     return _emit(out, n, R_EXPIRED, RS_NONE, side, LIQ_NONE, prod, 0, sym, price, rem, 0, cid,
@@ -429,6 +431,10 @@ def _replace(b, out, n, c):
     bk = sym * 2 + side - 1
     old_t = b.o_price[slot] - lo
     lv = bk * b.cfg[C_NTICKS] + old_t
+    flags = b.o_flags[slot]
+    # a post-only order stays one: a replace that would make it take is rejected, the order unchanged
+    if flags & F_POST_ONLY and _crosses(side, price - lo, b.best[sym * 2 + (2 - side)]):
+        return _reject(out, n, c, RS_POST_ONLY_WOULD_CROSS)
     n = _emit(out, n, R_REPLACED, RS_NONE, side, LIQ_NONE, prod, 0, sym, price, qty, qty, cid,
               np.uint64(0), c.seq, c.pseq, c.sent_ns)
     if price == b.o_price[slot] and qty <= b.o_qty[slot]:
@@ -441,7 +447,7 @@ def _replace(b, out, n, c):
     acct = b.o_acct[slot]
     n, rem, stopped = _take(b, out, n, c, side, prod, cid, acct, np.int64(c.stp), price - lo, qty)
     if rem > 0 and not stopped:
-        _rest(b, slot, side, sym, price, rem, prod, cid, acct)
+        _rest(b, slot, side, sym, price, rem, prod, cid, acct, flags)
     else:
         _release(b, slot)
     return n

@@ -89,7 +89,7 @@ def one_command(t, ids, one, out, kind, side, order_type, tif, stp, producer, sy
     # the arrays in FIELDS order (views of the caller's memory; numba returns none of them
     # from a function, so they are built here, where they are used): cfg, meta, o_price,
     # o_qty, o_side, o_sym, o_prod, o_cid, o_acct, o_prev, o_next, free, lv_head, lv_tail,
-    # lv_qty, lv_cnt, bm, sm, best, cnt, ids, hkey, p_open
+    # lv_qty, lv_cnt, bm, sm, best, cnt, ids, hkey, p_open, o_flags
     i8, u8, i4 = np.int64, np.uint64, np.int32
     b = Book(carray(_pointer(t[0, 0]), t[0, 1], i8), carray(_pointer(t[1, 0]), t[1, 1], i8),
              carray(_pointer(t[2, 0]), t[2, 1], i8), carray(_pointer(t[3, 0]), t[3, 1], i8),
@@ -102,7 +102,7 @@ def one_command(t, ids, one, out, kind, side, order_type, tif, stp, producer, sy
              carray(_pointer(t[16, 0]), t[16, 1], u8), carray(_pointer(t[17, 0]), t[17, 1], u8),
              carray(_pointer(t[18, 0]), t[18, 1], i8), carray(_pointer(t[19, 0]), t[19, 1], i8),
              ids, carray(_pointer(t[21, 0]), t[21, 1], u8),
-             carray(_pointer(t[22, 0]), t[22, 1], i4))
+             carray(_pointer(t[22, 0]), t[22, 1], i4), carray(_pointer(t[23, 0]), t[23, 1], np.uint8))
     i, n, status = _kernels._run(b, one, 0, 1, out, 0, True, engine_ns)
     return n, status
 

@@ -2,8 +2,11 @@
 
 Arena (one row per order slot, `capacity` rows)::
 
-    o_price  o_qty  o_side  o_sym  o_prod  o_cid  o_acct  o_prev  o_next
+    o_price  o_qty  o_side  o_sym  o_prod  o_cid  o_acct  o_prev  o_next  o_flags
     (ticks)  (leaves, lots)                                (int32 links of the level FIFO)
+
+    o_flags bit F_POST_ONLY: the order entered post-only, so a replace that sends it
+    through the book again may not take liquidity either.
 
     free[0:free_top] is a stack of unused slots.
 
@@ -50,12 +53,14 @@ C_SYMBOLS, C_LO, C_HI, C_NTICKS, C_CAP, C_NWORDS, C_NSUM, C_HMASK, C_OPEN_CAP, C
 CFG_CELLS = 10
 # meta indices
 M_LAST_SEQ, M_FREE_TOP, M_LIVE = range(3)
+# o_flags bits
+F_POST_ONLY = 1
 
 FIELDS = ("cfg", "meta",
           "o_price", "o_qty", "o_side", "o_sym", "o_prod", "o_cid", "o_acct", "o_prev", "o_next",
           "free",
           "lv_head", "lv_tail", "lv_qty", "lv_cnt", "bm", "sm", "best", "cnt",
-          "ids", "hkey", "p_open")
+          "ids", "hkey", "p_open", "o_flags")
 
 Book = namedtuple("Book", FIELDS)
 
@@ -85,7 +90,8 @@ def book_spec(symbols: int, price_lo: int, price_hi: int, capacity: int) -> dict
                 free=(i4, (capacity,)), lv_head=(i4, (nlv,)), lv_tail=(i4, (nlv,)), lv_qty=(i8, (nlv,)),
                 lv_cnt=(i8, (nlv,)), bm=(np.dtype(np.uint64), (nbooks * nwords,)),
                 sm=(np.dtype(np.uint64), (nbooks * nsum,)), best=(i8, (nbooks,)), cnt=(i8, (nbooks,)),
-                ids=(IDS, (hsize,)), hkey=(np.dtype(np.uint64), (3,)), p_open=(i4, (PRODUCER_IDS,)))
+                ids=(IDS, (hsize,)), hkey=(np.dtype(np.uint64), (3,)), p_open=(i4, (PRODUCER_IDS,)),
+                o_flags=(np.dtype(np.uint8), (capacity,)))
     return spec
 
 
@@ -112,6 +118,7 @@ def new_book(symbols: int, price_lo: int, price_hi: int, capacity: int, max_open
         bm=np.zeros(nbooks * nwords, np.uint64), sm=np.zeros(nbooks * nsum, np.uint64),
         best=np.full(nbooks, -1, np.int64), cnt=np.zeros(nbooks, np.int64),
         ids=_empty_ids(hsize), hkey=hash_words(hash_key), p_open=np.zeros(PRODUCER_IDS, np.int32),
+        o_flags=np.zeros(capacity, np.uint8),
     )
 
 

@@ -258,6 +258,9 @@ class Matcher:
         """A matcher over the arrays of an exported state. ``copy=False`` adopts them as
         they are (the caller hands over arrays nobody else holds: writable, C-contiguous,
         aligned), which saves a copy of the whole book (a snapshot load's largest cost)."""
+        if "o_flags" not in state and "o_qty" in state:
+            # a state saved before books kept order flags: none of its orders is marked post-only
+            state = {**state, "o_flags": np.zeros(len(state["o_qty"]), np.uint8)}
         missing = [f for f in FIELDS if f not in state]
         if missing:
             raise UsageError(f"matcher state: missing arrays {missing}")
