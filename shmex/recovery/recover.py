@@ -137,15 +137,40 @@ def _refuse_retired(directory, retention: dict | None, start: int, until: int | 
                      f"(the log starts at seq {first}, segment {retention['first_segment']}){hint}")
 
 
+def logged_configs(directory) -> dict:
+    """{run id: its REC_RUN_CONFIG control} of the runs that began where the log begins
+    (the controls ahead of the log's first command)."""
+    r = WalReader(directory)
+    try:
+        first = r.first_seq()
+    except CorruptRecord:
+        return {}        # the replay's scan meets the damaged header and names it
+    if first is None:
+        return {}
+    for _ in r.commands(first, first - 1):
+        pass
+    return {c.run_id: c for c in r.end.controls if c.kind == wal_layout.REC_RUN_CONFIG}
+
+
 def matcher_config(directory) -> dict:
     """The matcher config of the run that made the book: the last run that began where
     the log begins (earlier ones left nothing durable; later ones continued its book,
     which kept its hash key, whatever key their own config drew)."""
+    from shmex.recovery.verify import config_difference
+
     doc = manifest.read(directory)
+    logged = logged_configs(directory)
     runs = [r for r in (doc["runs"] if doc else []) if isinstance(r.get("config"), dict)]
     if runs:
         first = min(r["first_seq"] for r in runs)
-        return [r for r in runs if r["first_seq"] == first][-1]["config"]
+        run = [r for r in runs if r["first_seq"] == first][-1]
+        c = logged.get(str(run["run_id"]))
+        if c is not None and config_difference(run["config"], c):
+            raise CorruptRecord(c.path, c.offset, c.seq, f"run {run['run_id']}: {config_difference(run['config'], c)}: "
+                                f"recovery refuses to guess which is right")
+        return run["config"]
+    if doc is None and logged:
+        return list(logged.values())[-1].config     # no manifest: the log says how its book was made
     raise CannotOpen(f"{directory}: no usable snapshot and no matcher config in {wal_layout.MANIFEST}: nothing to start from")
 
 

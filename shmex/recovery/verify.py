@@ -132,6 +132,16 @@ def _check_start(doc, reader: WalReader, rep: Report) -> None:
                                     f"from {ret['first_seq']}"))
 
 
+def config_difference(config, logged) -> str:
+    """What differs between a manifest run's matcher config and the one its log recorded
+    (a REC_RUN_CONFIG control), or ''."""
+    if not isinstance(config, dict):
+        return f"the manifest has no matcher config; the log has {logged.config}"
+    diff = [f"{k} {logged.config[k]} in the log, {config.get(k)} in the manifest"
+            for k in wal_layout.CONFIG_KEYS if config.get(k) != logged.config[k]]
+    return "matcher config: " + "; ".join(diff) if diff else ""
+
+
 def _check_runs(doc, reader: WalReader, rep: Report) -> None:
     if doc is None:
         return
@@ -139,6 +149,7 @@ def _check_runs(doc, reader: WalReader, rep: Report) -> None:
     mpath = manifest.path_of(reader.directory)
     starts = {c.run_id: c for c in reader.end.controls if c.kind == wal_layout.REC_RUN_START}
     seals = {c.run_id: c for c in reader.end.controls if c.kind == wal_layout.REC_RUN_SEALED}
+    configs = {c.run_id: c for c in reader.end.controls if c.kind == wal_layout.REC_RUN_CONFIG}
     for c in seals.values():
         if c.computed_digest is not None and c.computed_digest != c.digest:
             rep.findings.append(Finding("corrupt", c.path, c.offset, c.seq,
@@ -159,6 +170,10 @@ def _check_runs(doc, reader: WalReader, rep: Report) -> None:
         if start.first_seq != run["first_seq"] or start.seq != run["first_seq"] - 1:
             rep.findings.append(Finding("corrupt", start.path, start.offset, start.seq,
                                         f"run {rid}: RUN_START says first seq {start.first_seq}, manifest {run['first_seq']}"))
+        logged = configs.get(rid)
+        if logged is not None and config_difference(run.get("config"), logged):
+            rep.findings.append(Finding("corrupt", logged.path, logged.offset, logged.seq,
+                                        f"run {rid}: {config_difference(run.get('config'), logged)}"))
         seal = seals.get(rid)
         if run["sealed"]:
             if seal is None:

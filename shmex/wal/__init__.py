@@ -11,6 +11,8 @@ Contract:
   or inside a sealed run is refused, never cut.
 - A run is sealed (RUN_SEALED record + manifest: last seq, records, digest) only on clean close;
   an unsealed run crashed.
+- A run's matcher config is in the manifest and, when whole, in the log too (a RUN_CONFIG
+  record after its RUN_START): recovery and verify refuse a manifest that disagrees with it.
 
 Public API: WalWriter (writer.py), WalReader and cut_tail (reader.py).
 """

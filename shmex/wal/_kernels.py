@@ -10,7 +10,7 @@ import numpy as np
 from numba import njit
 
 from shmex.crc import crc_step
-from shmex.wal.layout import PAYLOAD_BYTES, REC_COMMAND, REC_RUN_SEALED, SLOT_WORDS
+from shmex.wal.layout import PAYLOAD_BYTES, REC_COMMAND, REC_MAX, SLOT_WORDS
 
 _ONES = np.uint64(0xFFFFFFFF)
 _LO32 = np.uint64(0xFFFFFFFF)
@@ -18,7 +18,7 @@ _S16 = np.uint64(16)
 _S32 = np.uint64(32)
 _LEN = np.uint64(PAYLOAD_BYTES)
 _KMIN = np.uint64(REC_COMMAND)
-_KMAX = np.uint64(REC_RUN_SEALED)
+_KMAX = np.uint64(REC_MAX)
 _SEQ_WORD = 6  # COMMAND.seq is at byte 48 of the payload
 
 # scan status codes

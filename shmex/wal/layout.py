@@ -56,6 +56,8 @@ REC_COMMAND = 1
 REC_RUN_START = 2
 REC_SNAPSHOT = 3
 REC_RUN_SEALED = 4
+REC_RUN_CONFIG = 5     # right after a RUN_START: the matcher config of the run (CTRL_CONFIG)
+REC_MAX = REC_RUN_CONFIG
 
 SEGMENT_HEADER = np.dtype({
     "names": ["magic", "version", "header_bytes", "slot_bytes", "payload_bytes",
@@ -69,7 +71,7 @@ SEGMENT_HEADER = np.dtype({
 HEADER_CRC_BYTES = 120  # header_crc covers bytes [0, 120)
 
 # control payloads: 64 bytes each, in the payload of a REC_RUN_START / REC_RUN_SEALED /
-# REC_SNAPSHOT record.
+# REC_SNAPSHOT / REC_RUN_CONFIG record.
 CTRL_RUN = np.dtype({
     "names": ["run_id", "first_seq", "last_seq", "records", "time_ns", "digest"],
     "formats": ["V16", "<i8", "<i8", "<i8", "<i8", "<u4"],
@@ -82,9 +84,18 @@ CTRL_SNAPSHOT = np.dtype({
     "offsets": [0, 8, 16],
     "itemsize": PAYLOAD_BYTES,
 })
+# the book's configuration (Matcher.config), so that the log, not only the manifest,
+# says how to rebuild the book it holds
+CONFIG_KEYS = ("symbols", "price_lo", "price_hi", "capacity", "max_open_orders", "hash_key")
+CTRL_CONFIG = np.dtype({
+    "names": ["run_id", *CONFIG_KEYS],
+    "formats": ["V16", "<i8", "<i8", "<i8", "<i8", "<i8", "<u8"],
+    "offsets": [0, 16, 24, 32, 40, 48, 56],
+    "itemsize": PAYLOAD_BYTES,
+})
 
 assert SEGMENT_HEADER.itemsize == HEADER_BYTES
-assert CTRL_RUN.itemsize == CTRL_SNAPSHOT.itemsize == PAYLOAD_BYTES == COMMAND.itemsize
+assert CTRL_RUN.itemsize == CTRL_SNAPSHOT.itemsize == CTRL_CONFIG.itemsize == PAYLOAD_BYTES == COMMAND.itemsize
 assert HEADER_BYTES % 8 == 0 and SLOT_BYTES % 8 == 0
 
 

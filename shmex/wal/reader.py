@@ -38,7 +38,7 @@ _SEQ_MAX = (1 << 63) - 1
 @dataclass
 class Control:
     """A control record met by the scan."""
-    kind: int          # layout.REC_RUN_START / REC_SNAPSHOT / REC_RUN_SEALED
+    kind: int          # layout.REC_RUN_START / REC_SNAPSHOT / REC_RUN_SEALED / REC_RUN_CONFIG
     seq: int
     path: str
     offset: int
@@ -49,6 +49,7 @@ class Control:
     digest: int = 0    # sealed: stored digest; start: 0
     computed_digest: int | None = None  # sealed: the chain recomputed by this scan, if it saw the whole run
     state_hash: str = ""  # snapshot records
+    config: dict | None = None  # config records: the run's matcher config
 
 
 @dataclass
@@ -224,6 +225,10 @@ def _control(seg: MappedSegment, ctrl_pos: int, computed: np.uint64 | None) -> C
         p = np.frombuffer(payload, dtype=wal_layout.CTRL_SNAPSHOT)[0]
         c.last_seq = int(p["seq"])
         c.state_hash = bytes(p["state_hash"]).decode("ascii", "replace")
+    elif kind == wal_layout.REC_RUN_CONFIG:
+        p = np.frombuffer(payload, dtype=wal_layout.CTRL_CONFIG)[0]
+        c.run_id = bytes(p["run_id"]).hex()
+        c.config = {k: int(p[k]) for k in wal_layout.CONFIG_KEYS}
     else:
         p = np.frombuffer(payload, dtype=wal_layout.CTRL_RUN)[0]
         c.run_id = bytes(p["run_id"]).hex()

@@ -176,7 +176,16 @@ class WalWriter:
         self._words = None
         self._segment = cut.next_segment - 1
         self._new_segment()
-        self._write_control(wal_layout.REC_RUN_START, self._run_payload(0, 0), sync=True)
+        # a whole matcher config goes into the log too (a partial one, as tests give, only
+        # into the manifest): recovery and verify check the manifest's against it
+        logged = isinstance(config, dict) and all(isinstance(config.get(k), int) for k in wal_layout.CONFIG_KEYS)
+        self._write_control(wal_layout.REC_RUN_START, self._run_payload(0, 0), sync=not logged)
+        if logged:
+            p = np.zeros(1, dtype=wal_layout.CTRL_CONFIG)
+            p["run_id"] = np.void(self.run_id)
+            for k in wal_layout.CONFIG_KEYS:
+                p[k] = int(config[k])
+            self._write_control(wal_layout.REC_RUN_CONFIG, p, sync=True)
         # started_ns (UTC) beside mono_ns (CLOCK_MONOTONIC, the engine's stamps) read
         # together: the feed turns a logged stamp into a time of day with their difference
         mono, utc = time.monotonic_ns(), time.time_ns()
