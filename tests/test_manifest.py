@@ -83,3 +83,14 @@ def test_without_a_manifest_the_log_says_how_its_book_was_made(tmp_path):
     config = _log_with_full_config(tmp_path)
     os.remove(manifest.path_of(tmp_path))
     assert matcher_config(tmp_path) == config
+
+
+def test_a_manifest_written_a_few_bytes_at_a_time_is_whole(tmp_path, monkeypatch):
+    import os
+
+    real = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real(fd, memoryview(data).cast("B")[:100]))
+    write_log(tmp_path, commands(20))
+    monkeypatch.undo()
+    doc = manifest.read(tmp_path)
+    assert doc["runs"][0]["sealed"] and doc["runs"][0]["last_seq"] == 20
