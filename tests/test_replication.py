@@ -445,3 +445,61 @@ def test_a_follower_whose_subscription_stops_delivering_subscribes_again(nats_cl
     assert out.applied_seq == out.commands == len(cmds)          # each command once
     assert out.final_hash == primary.state_hash() and out.unchecked == 0
     assert (_log(tmp_path / "f")["seq"] == cmds["seq"]).all()
+
+
+def test_a_restarted_follower_subscribes_from_the_first_message_it_lacks(nats_cluster, tmp_path):
+    """A follower that stopped at seq 1,000 (the final hash of the primary's first run),
+    started again on its directory after the primary's second run shipped seqs up to
+    2,000: it subscribes just after the last journal message it holds (it reads none of
+    the first run again) and applies 1,001..2,000 once. With --until-end it stops at the
+    final hash of the stream's last run, not at an earlier run's: a fresh follower of the
+    two runs applies all 2,000."""
+    from shmex.matcher import Matcher
+    from shmex.repl.follower import Follower, start_sequence
+    from wal_helpers import CFG, commands as log_commands
+
+    stream = _stream(new_run_id())
+    cmds = log_commands(2_000)
+    book = Matcher(**CFG).config
+    primary = Matcher(**book)
+
+    async def ship(js, part_cmds) -> None:
+        """Journal messages of 50 commands, then the final hash (as a sealed run ends)."""
+        for i in range(0, len(part_cmds), 50):
+            part = part_cmds[i:i + 50]
+            first, last = int(part[0]["seq"]), int(part[-1]["seq"])
+            await js.publish(names.journal_subject(stream), part.tobytes(), headers={
+                names.FIRST_SEQ: str(first), names.LAST_SEQ: str(last), names.MSG_ID: names.msg_id(stream, first, last)})
+        primary.process_into(part_cmds.copy(), stamp=False)
+        await js.publish(names.hash_subject(stream), json.dumps(
+            {"seq": int(part_cmds[-1]["seq"]), "state_hash": primary.state_hash(), "final": True}).encode())
+
+    def follower(directory: str = "f"):
+        return Follower(str(tmp_path / directory), nats_cluster.urls, stream, "L" + stream, until_end=True,
+                        snapshot_every=0)
+
+    async def go():
+        nc, js = await repl_cluster.connect(nats_cluster.urls, reconnect=False)
+        try:
+            kv = await repl_cluster.ensure(js, stream, "L" + stream, 2.0)
+            await repl_cluster.put_config(kv, stream, book, "the-primary")
+            await ship(js, cmds[:1_000])                      # stream sequences 1..20 + the hash at 21
+            first = await asyncio.wait_for(follower().run(), WAIT_S)
+            await ship(js, cmds[1_000:])                      # 22..41 + the hash at 42
+            starts = [await start_sequence(js, stream, applied) for applied in (0, 49, 50, 1_000, 1_025, 2_000)]
+            second = await asyncio.wait_for(follower().run(), WAIT_S)
+            fresh = await asyncio.wait_for(follower("g").run(), WAIT_S)
+            return first, starts, second, fresh
+        finally:
+            await nc.close()
+
+    first, starts, second, fresh = asyncio.run(go())
+    assert (first.status, first.applied_seq, first.commands, first.subscribed_from) == (0, 1_000, 1_000, 1)
+    assert starts == [1, 1, 2, 21, 21, 42]
+    assert (second.status, second.reason) == (0, "")
+    assert second.subscribed_from == 21          # the first run's final hash, then the second run's journal
+    assert (second.applied_seq, second.commands, second.messages) == (2_000, 1_000, 20)
+    assert second.final_hash == primary.state_hash()
+    assert (_log(tmp_path / "f")["seq"] == cmds["seq"]).all()
+    assert (fresh.status, fresh.applied_seq, fresh.commands, fresh.messages) == (0, 2_000, 2_000, 40)
+    assert fresh.final_hash == primary.state_hash() and fresh.checkpoints == 2

@@ -102,7 +102,7 @@ def _follow_then(args, f, servers, warm) -> int:
            "messages": out.messages, "commands": out.commands, "checkpoints": out.checkpoints,
            "unchecked": out.unchecked, "state_hash": out.final_hash, "lag_ms": lag,
            "took_over": out.took_over, "lease_revision": out.lease_revision, "takeover_ms": out.takeover_ms,
-           "resubscribed": out.resubscribed}
+           "resubscribed": out.resubscribed, "subscribed_from": out.subscribed_from}
     print(f"shmex follow {args.stream}: {'ok' if out.status == 0 else 'FAILED: ' + out.reason}")
     print(f"  applied     seq {out.applied_seq:,}: {out.commands:,} commands in {out.messages:,} messages")
     print(f"  checked     {out.checkpoints} checkpoint(s) equal to the primary's"

@@ -7,8 +7,10 @@ lease, then an engine over its data directory that continues the same seq.
   commit); a message that does not continue the seq (a gap) stops it with status 1.
 - A message marked as a checkpoint has the follower's own state hash taken at its last
   seq; the primary's hash for that seq (on the hash subject) must equal it.
-- A restarted follower recovers its directory (`recover`: snapshot + WAL) and skips what
-  it already holds.
+- A restarted follower recovers its directory (`recover`: snapshot + WAL) and subscribes
+  from the journal message holding the first seq it lacks, found by a binary search over
+  the stream (`start_sequence`): it reads no message again that it holds whole, however long
+  the stream.
 - Lag: seqs (the stream's last seq minus the applied one) and ms (wall clock now minus
   the primary's append time of the message just applied).
 """
@@ -47,6 +49,7 @@ class Followed:
     lease_revision: int = 0
     takeover_ms: float = 0.0             # lease taken -> stream applied to its end
     resubscribed: int = 0                # subscriptions made again after a stall
+    subscribed_from: int = 0             # the stream sequence the first subscription started at
     book: dict = field(default_factory=dict)   # the book's configuration (Matcher's arguments)
 
 
@@ -143,12 +146,14 @@ class Follower:
     async def _follow(self, js, kv) -> None:
         from nats.errors import TimeoutError as NatsTimeout
 
-        sub = await self._subscribe(js, 1)
+        start = await cluster.answered(lambda: start_sequence(js, self.stream, self.out.applied_seq))
+        self.out.subscribed_from = start
+        sub = await self._subscribe(js, start)
         last_tick = last_lease = time.monotonic()
         since_commit = 0
         stream_seq = 0
         self.t0 = self.last_msg_at = time.monotonic()
-        self.received = 0                  # the stream sequence of the last message taken
+        self.received = start - 1          # the stream sequence of the last message taken
         while not self.stop:
             try:
                 msg = await sub.next_msg(timeout=0.05)
@@ -159,15 +164,17 @@ class Follower:
                 if sseq <= self.received:
                     continue                  # delivered again by a new subscription
                 self.received, self.last_msg_at = sseq, time.monotonic()
+                pending = msg.metadata.num_pending if msg.metadata else 0
                 if msg.subject == names.hash_subject(self.stream):
-                    if self._check_hash(msg) and self.until_end:
+                    # --until-end: the final hash of the stream's last run; an earlier
+                    # run's (the primary was relaunched after it) has messages after it
+                    if self._check_hash(msg) and self.until_end and not pending:
                         return
                 else:
                     self._apply(msg)
                     since_commit += 1
                 if self.out.status:
                     return
-                pending = msg.metadata.num_pending if msg.metadata else 0
                 if pending and since_commit < COMMIT_EVERY:
                     continue
             if since_commit:
@@ -313,6 +320,37 @@ class Follower:
                 self._check_hash(msg)
         if self.out.status:
             raise CannotOpen(f"takeover stopped: {self.out.reason}")
+
+
+async def start_sequence(js, stream: str, applied: int) -> int:
+    """The stream sequence to follow `stream` from when seqs 1..applied are held: the one
+    just after the last journal message whose seqs are all held (1 if there is none).
+    Journal messages carry increasing seqs in stream order, so a binary search
+    over stream sequences finds it in about log2(messages) lookups; hash messages before
+    it are of seqs already held."""
+    from nats.js.errors import NotFoundError
+
+    if applied <= 0:
+        return 1
+    subject = names.journal_subject(stream)
+
+    async def journal_at(s: int):
+        """(stream sequence, last seq) of the first journal message at or after s, or None."""
+        try:
+            m = await js.get_msg(stream, seq=s, subject=subject, next=True)
+        except NotFoundError:
+            return None
+        return int(m.seq), int((m.headers or {})[names.LAST_SEQ])
+
+    lo, hi = 1, await cluster.stream_last_seq(js, stream) + 1    # the answer is in lo..hi
+    while lo < hi:
+        mid = (lo + hi) // 2
+        at = await journal_at(mid)
+        if at is None or at[1] > applied:
+            hi = mid
+        else:
+            lo = at[0] + 1            # every s in mid..at[0] finds this same message
+    return lo
 
 
 def lag_percentiles(lag_ms: list) -> dict:
