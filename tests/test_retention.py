@@ -101,6 +101,21 @@ def test_retire_bound_keeps_n_snapshots_and_the_restart_window(logged, tmp_path)
     assert retire_bound(src, keep=2, durable_seq=N, window=700) == N - 700   # a restart scans that far back
 
 
+def test_retention_keeps_what_the_replicator_has_not_shipped(logged):
+    """A replicator behind (a lost quorum, a restart) reads the seqs after the stream's
+    last from the log: retention removes no segment it still needs."""
+    src, _ = logged
+    assert retire_bound(src, keep=2, durable_seq=N, window=0, replicated_seq=900) == 900
+    assert retire_bound(src, keep=2, durable_seq=N, window=0, replicated_seq=N) == 1600
+    assert retire_bound(src, keep=2, durable_seq=N, window=0, replicated_seq=None) == 1600
+    alone = EngineConfig(run_id="r" * 12, data_dir="/tmp/unused")
+    shipped = EngineConfig(run_id="r" * 12, data_dir="/tmp/unused", nats=("nats://127.0.0.1:1",))
+    assert alone.replicated_cell() is None
+    assert shipped.replicated_cell() is not None
+    assert EngineConfig(run_id="r" * 12, data_dir="/tmp/unused", nats=("nats://127.0.0.1:1",),
+                        durability="replicated").release_cell() == shipped.replicated_cell()
+
+
 def test_snapshots_beyond_the_log_end_are_dropped(logged, tmp_path):
     src, _ = logged
     d = tmp_path / "run"

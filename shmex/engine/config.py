@@ -292,8 +292,13 @@ class EngineConfig:
     def release_cell(self) -> int:
         """The control cell whose seq releases reports: DURABLE_SEQ, or in mode replicated
         the replicator's R_REPLICATED_SEQ, which never passes DURABLE_SEQ (min of both)."""
-        if self.durability != "replicated":
-            return cells.DURABLE_SEQ
+        return self.replicated_cell() if self.durability == "replicated" else cells.DURABLE_SEQ
+
+    def replicated_cell(self) -> int | None:
+        """The replicator's R_REPLICATED_SEQ cell: the highest seq the stream's quorum holds
+        (None without a replicator)."""
+        if not self.replicated:
+            return None
         from shmex.engine import registry
 
         return cells.proc_cell(registry.slot_of(self, "replicator"), cells.P_ROLE + cells.R_REPLICATED_SEQ)

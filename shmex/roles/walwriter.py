@@ -214,8 +214,10 @@ class Retention:
         from shmex.recovery.retention import retire_bound
 
         self.segment = wal.segment
+        shipped = self.cfg.replicated_cell()
         upto = retire_bound(self.cfg.data_dir, keep=self.cfg.keep_snapshots, durable_seq=wal.durable_seq,
-                            window=self.window)
+                            window=self.window,
+                            replicated_seq=None if shipped is None else self.ctl.load(shipped))  # ORDER: acquire
         if upto is not None:
             n, nbytes = wal.retire(upto)
             if n:
