@@ -59,9 +59,21 @@ def main(args) -> int:
     if not names.valid(args.stream) or not names.valid(args.bucket):
         print(f"follow: --stream {args.stream!r} / --bucket {args.bucket!r}: {names.RULE}", file=sys.stderr)
         return 2
+    warm: list = []                     # --takeover: the engine's processes, warming (below)
+    said_ready = False
+
+    def each_second(fol, stream_seq: int, elapsed: float) -> None:
+        nonlocal said_ready
+        if warm and not said_ready and all(sb.poll() == "ready" for sb in warm):
+            said_ready = True
+            print(f"follow: {len(warm)} warm standby process(es) ready: a takeover starts none cold",
+                  file=sys.stderr, flush=True)
+        if not args.quiet:
+            progress(fol, stream_seq, elapsed)
+
     f = Follower(args.data_dir, servers, args.stream, args.bucket, lease_s=args.lease,
                  snapshot_every=args.snapshot_every, takeover=args.takeover, until_end=args.until_end,
-                 promote=getattr(args, "promote", False), progress=None if args.quiet else progress)
+                 promote=getattr(args, "promote", False), progress=each_second)
 
     def _stop(signum, frame):
         f.stop = True
@@ -70,7 +82,8 @@ def main(args) -> int:
     signal.signal(signal.SIGTERM, _stop)
     print(f"follow: stream {args.stream} on {args.nats}, data {f.data_dir}", file=sys.stderr, flush=True)
     # --takeover waits for a lapse: time to warm the engine's processes (a promotion is now)
-    warm = _warm_engine(args, servers) if getattr(args, "takeover", False) and not getattr(args, "promote", False) else []
+    if getattr(args, "takeover", False) and not getattr(args, "promote", False):
+        warm += _warm_engine(args, servers)
     try:
         return _follow_then(args, f, servers, warm)
     finally:
