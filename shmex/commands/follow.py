@@ -59,7 +59,6 @@ def main(args) -> int:
     if not names.valid(args.stream) or not names.valid(args.bucket):
         print(f"follow: --stream {args.stream!r} / --bucket {args.bucket!r}: {names.RULE}", file=sys.stderr)
         return 2
-    warm: list = []                     # --takeover: the engine's processes, warming (below)
     said_ready = False
 
     def each_second(fol, stream_seq: int, elapsed: float) -> None:
@@ -81,9 +80,10 @@ def main(args) -> int:
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     print(f"follow: stream {args.stream} on {args.nats}, data {f.data_dir}", file=sys.stderr, flush=True)
-    # --takeover waits for a lapse: time to warm the engine's processes (a promotion is now)
-    if getattr(args, "takeover", False) and not getattr(args, "promote", False):
-        warm += _warm_engine(args, servers)
+    # --takeover waits for a lapse: time to warm the engine's processes (a promotion is now);
+    # each_second, called only while following, says when they are ready
+    takeover = getattr(args, "takeover", False) and not getattr(args, "promote", False)
+    warm = _warm_engine(args, servers) if takeover else []
     try:
         return _follow_then(args, f, servers, warm)
     finally:

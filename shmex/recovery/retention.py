@@ -1,9 +1,9 @@
 """What a log directory keeps: snapshots that agree with the log, and (retention) the WAL
 segments the kept snapshots need.
 
-- `retire_bound(dir, keep, durable_seq, window, replicated_seq)`: with ``keep`` N, the snapshot store keeps
-  the newest N snapshots and recovery may fall back to the oldest of them, so the log is
-  needed from its seq on; a restarted matcher also reads the last ``window`` seqs below
+- `retire_bound(dir, keep, durable_seq, window, replicated_seq)`: with ``keep`` N, the
+  snapshot store keeps the newest N snapshots and recovery may fall back to the oldest of
+  them, so the log is needed from its seq on; a restarted matcher also reads the last ``window`` seqs below
   the durable one (`resume.pseq_window`). Segments wholly at or below the bound may go
   (`WalWriter.retire`); until N snapshots exist, nothing goes. With a replicator, nothing
   above the seq the stream holds goes either (it reads those from the log).

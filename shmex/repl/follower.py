@@ -8,9 +8,8 @@ lease, then an engine over its data directory that continues the same seq.
 - A message marked as a checkpoint has the follower's own state hash taken at its last
   seq; the primary's hash for that seq (on the hash subject) must equal it.
 - A restarted follower recovers its directory (`recover`: snapshot + WAL) and subscribes
-  from the journal message holding the first seq it lacks, found by a binary search over
-  the stream (`start_sequence`): it reads no message again that it holds whole, however long
-  the stream.
+  just after the last journal message it holds whole, found by a binary search over the
+  stream (`start_sequence`): however long the stream, it reads none of those again.
 - Lag: seqs (the stream's last seq minus the applied one) and ms (wall clock now minus
   the primary's append time of the message just applied).
 """
