@@ -428,8 +428,9 @@ def test_a_follower_whose_subscription_stops_delivering_subscribes_again(nats_cl
     async def go():
         nc, js = await repl_cluster.connect(nats_cluster.urls, reconnect=False)
         try:
-            kv = await repl_cluster.ensure(js, stream, "L" + stream, 2.0)
-            await repl_cluster.put_config(kv, stream, book, "the-primary")
+            await repl_cluster.ensure(js, stream, "L" + stream, 2.0)
+            await js.publish(names.primary_subject(stream),
+                             json.dumps(repl_cluster.primary_doc(book, None, [])).encode())
             f = Stalling(str(tmp_path / "f"), nats_cluster.urls, stream, "L" + stream, until_end=True,
                          snapshot_every=0, stall_s=1.0)
             following = asyncio.create_task(f.run())
@@ -481,11 +482,12 @@ def test_a_restarted_follower_subscribes_from_the_first_message_it_lacks(nats_cl
     async def go():
         nc, js = await repl_cluster.connect(nats_cluster.urls, reconnect=False)
         try:
-            kv = await repl_cluster.ensure(js, stream, "L" + stream, 2.0)
-            await repl_cluster.put_config(kv, stream, book, "the-primary")
-            await ship(js, cmds[:1_000])                      # stream sequences 1..20 + the hash at 21
+            await repl_cluster.ensure(js, stream, "L" + stream, 2.0)
+            await js.publish(names.primary_subject(stream),
+                             json.dumps(repl_cluster.primary_doc(book, None, [])).encode())
+            await ship(js, cmds[:1_000])                      # stream sequences 2..21 + the hash at 22
             first = await asyncio.wait_for(follower().run(), WAIT_S)
-            await ship(js, cmds[1_000:])                      # 22..41 + the hash at 42
+            await ship(js, cmds[1_000:])                      # 23..42 + the hash at 43
             starts = [await start_sequence(js, stream, applied) for applied in (0, 49, 50, 1_000, 1_025, 2_000)]
             second = await asyncio.wait_for(follower().run(), WAIT_S)
             fresh = await asyncio.wait_for(follower("g").run(), WAIT_S)
@@ -495,11 +497,67 @@ def test_a_restarted_follower_subscribes_from_the_first_message_it_lacks(nats_cl
 
     first, starts, second, fresh = asyncio.run(go())
     assert (first.status, first.applied_seq, first.commands, first.subscribed_from) == (0, 1_000, 1_000, 1)
-    assert starts == [1, 1, 2, 21, 21, 42]
+    assert starts == [1, 1, 3, 22, 22, 43]
     assert (second.status, second.reason) == (0, "")
-    assert second.subscribed_from == 21          # the first run's final hash, then the second run's journal
+    assert second.subscribed_from == 22          # the first run's final hash, then the second run's journal
     assert (second.applied_seq, second.commands, second.messages) == (2_000, 1_000, 20)
     assert second.final_hash == primary.state_hash()
     assert (_log(tmp_path / "f")["seq"] == cmds["seq"]).all()
     assert (fresh.status, fresh.applied_seq, fresh.commands, fresh.messages) == (0, 2_000, 2_000, 40)
     assert fresh.final_hash == primary.state_hash() and fresh.checkpoints == 2
+
+
+def _group() -> str:
+    """A multicast group and port of this test's own (tests run side by side)."""
+    import random
+
+    r = random.Random(os.getpid() ^ time.monotonic_ns())
+    return f"239.193.{r.randint(1, 250)}.{r.randint(1, 250)}:{r.randint(20000, 60000)}"
+
+
+def test_a_followers_feed_is_the_primarys_byte_for_byte(nats_cluster, shm_run, tmp_path):
+    """A follower with --feed serves the primary's ITCH feed from its own log: over the
+    primary's two runs, the same file byte for byte (the MoldUDP64 session, each run's time
+    stamps, the closing of the sealed last run). A subscriber of the follower's multicast
+    gets all of it, itchfeed reads every message, and `shmex feed` regenerates it from the
+    follower's directory."""
+    from itch_book import assert_itchfeed_reads
+    from shmex.net import feedfile, itch
+    from shmex.net.subscriber import Subscriber
+
+    stream = _stream(shm_run)
+    for name in (shm_run, new_run_id()):         # the primary, relaunched after a clean stop
+        prim = _launch(nats_cluster, tmp_path / "p", stream, "--name", name, "--producers", "1", "--clients", "0",
+                       "--symbols", "4", "--orders", "15000", "--rate", "15000",
+                       "--feed", _group(), "--feed-linger", "0")
+        assert _finished(prim, tmp_path / "p.launch.err") == 0, _tail(tmp_path / "p.launch.err")
+    fol = _follow(nats_cluster, tmp_path / "f", stream, "--until-end", "--feed", _group(), "--feed-linger", "600",
+                  "--json", str(tmp_path / "f.json"))
+    live, info = feedfile.paths(tmp_path / "f")
+    deadline = time.monotonic() + WAIT_S
+    while not os.path.exists(info):
+        assert fol.poll() is None, _tail(tmp_path / "f.follow.err")
+        assert time.monotonic() < deadline, "the follower's feed never started"
+        time.sleep(0.05)
+    parts = []
+    with Subscriber.of_run(tmp_path / "f", idle_timeout=120) as sub:   # joins late: re-requests the start
+        for _, block, _ in sub.blocks():
+            parts.append(block)
+    got = b"".join(parts)
+    fol.send_signal(signal.SIGTERM)               # ends the linger after the end of session
+    assert _finished(fol, tmp_path / "f.follow.err") == 0, _tail(tmp_path / "f.follow.err")
+    primary_feed = open(feedfile.paths(tmp_path / "p")[0], "rb").read()
+    assert open(live, "rb").read() == primary_feed == got
+    assert feedfile.read_info(tmp_path / "f")["session"] == feedfile.read_info(tmp_path / "p")["session"]
+    msgs = itch.messages(got)
+    assert [itch.decode(m)["event"] for m in msgs[-3:]] == ["M", "E", "C"]
+    assert {m[:1] for m in msgs} >= {b"A", b"E", b"D"}
+    assert assert_itchfeed_reads(got) == len(msgs)
+    f = json.loads((tmp_path / "f.json").read_text())
+    assert (f["applied_seq"], f["feed"]["ended"], f["feed"]["status"]) == (30_000, 1, 0)
+    regen = tmp_path / "regen.bin"
+    r = subprocess.run([sys.executable, "-m", "shmex.cli", "feed", str(tmp_path / "f"), "--out", str(regen)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "identical to the live feed" in r.stdout
+    assert regen.read_bytes() == got

@@ -29,16 +29,27 @@ class Aborted(ShmexError):
 class Ctl:
     """A process's handle on the control segment."""
 
-    def __init__(self, seg: Segment):
+    def __init__(self, seg: Segment | None, cells_: np.ndarray | None = None):
         self.seg = seg
-        head = seg.view(0, np.int64, cells.PROC_BASE)
+        head = seg.view(0, np.int64, cells.PROC_BASE) if seg is not None else cells_[:cells.PROC_BASE]
         self.proc_slots = int(head[cells.CFG_PROC_SLOTS])
         self.producers = (int(head[cells.CFG_PRODUCERS]) + int(head[cells.CFG_CLIENTS])   # producer slots
                           + int(head[cells.CFG_GATEWAYS]))
-        self.a = seg.view(0, np.int64, cells.ctl_cells(self.proc_slots, self.producers))
+        n = cells.ctl_cells(self.proc_slots, self.producers)
+        self.a = seg.view(0, np.int64, n) if seg is not None else cells_[:n]
         self._ppid = os.getppid()
         self._checked_ns = 0
         self.heartbeat_cell = -1          # set by this process's ProcessSlot
+
+    @classmethod
+    def local(cls, proc_slots: int = 1) -> "Ctl":
+        """A control block in this process's memory, PHASE running: for a role's loop run
+        in a thread beside something that is not an engine (a follower's feed), which
+        stores the cells the role reads (DURABLE_SEQ, WAL_DONE, PHASE) itself."""
+        a = np.zeros(cells.ctl_cells(proc_slots, 0), np.int64)
+        a[cells.CFG_PROC_SLOTS] = proc_slots
+        a[cells.PHASE] = cells.PH_RUNNING
+        return cls(None, a)
 
     @classmethod
     def attach(cls, run_id: str) -> "Ctl":
@@ -95,7 +106,8 @@ class Ctl:
 
     def close(self) -> None:
         self.a = None
-        self.seg.close()
+        if self.seg is not None:
+            self.seg.close()
 
 
 class ProcessSlot:

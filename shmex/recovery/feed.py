@@ -11,6 +11,8 @@ a live log; ``shmex feed DIR`` runs it on a finished one; both write the same by
   time of day with the difference of the two clocks the WAL writer read together when
   the run holding that command began (manifest ``started_ns`` and ``mono_ns``); a run
   logged without ``mono_ns`` uses its first command's stamp as its start.
+- The runs are those of the engine that sequenced the journal (`manifest.journal_runs`):
+  a follower's directory has the primary's, so its feed is the primary's, byte for byte.
 - Closing, only when the log's last run was sealed (a clean stop): 'M', 'E', 'C' at the
   last command's stamp.
 
@@ -55,10 +57,12 @@ def symbols_for(count: int, symbols_path: str) -> list[Symbol]:
 
 
 def session_of(doc: dict | None) -> str:
-    """The MoldUDP64 session of a log: its first run's id, 10 upper-case hex digits."""
-    if not doc or not doc.get("runs"):
+    """The MoldUDP64 session of a log: its first run's id, 10 upper-case hex digits (the
+    runs of the engine that sequenced it: `manifest.journal_runs`)."""
+    runs = manifest.journal_runs(doc)
+    if not runs:
         raise CannotOpen("no run in the manifest: the log has no feed yet")
-    return doc["runs"][0]["run_id"][:10].upper()
+    return runs[0]["run_id"][:10].upper()
 
 
 class Generator:
@@ -99,7 +103,7 @@ class Generator:
 
     def _load_runs(self, doc: dict | None = None) -> None:
         doc = doc if doc is not None else manifest.read(self.directory)
-        self._runs = list(doc["runs"]) if doc else []
+        self._runs = list(manifest.journal_runs(doc))
         self._firsts = [int(r["first_seq"]) for r in self._runs]
 
     def _refresh_runs(self) -> None:

@@ -73,17 +73,23 @@ async def ensure(js, stream: str, bucket: str, lease_s: float, replicas: int = R
     # create fails because the other's exists, and the next look finds it
     while True:
         try:
-            await js.stream_info(stream)
-            break
+            info = await js.stream_info(stream)
         except NotFoundError:
             try:
                 await js.add_stream(api.StreamConfig(
-                    name=stream, subjects=[names.journal_subject(stream), names.hash_subject(stream)],
+                    name=stream, subjects=names.subjects(stream),
                     num_replicas=replicas, storage=api.StorageType.FILE, duplicate_window=120.0))
             except APIError as e:
                 if e.code != 400:
                     raise
                 await asyncio.sleep(0.1)
+            continue
+        missing = [s for s in names.subjects(stream) if s not in (info.config.subjects or [])]
+        if not missing:
+            break
+        # a stream made by an engine that published fewer subjects: the others are added
+        info.config.subjects = list(info.config.subjects or []) + missing
+        await js.update_stream(info.config)
     while True:
         try:
             return await js.key_value(bucket)
@@ -125,14 +131,20 @@ async def stream_last_seq(js, stream: str) -> int:
     return int(info.state.last_seq)
 
 
-async def put_config(kv, stream: str, book: dict, run_id: str) -> None:
-    await kv.put(names.config_key(stream), json.dumps({"book": book, "run_id": run_id}).encode())
+def primary_doc(book: dict, symbols_text: str | None, runs: list[dict]) -> dict:
+    """What a follower needs to know of the primary beyond its journal (published on
+    `names.primary_subject`): the book's configuration (the Matcher's arguments), its
+    symbols file's text (the instruments of its feed and gateway), and its runs
+    (`wal.manifest.feed_runs`: the feed's session and time stamps)."""
+    return {"book": book, "symbols_text": symbols_text, "runs": runs}
 
 
-async def get_config(kv, stream: str) -> dict | None:
-    from nats.js.errors import KeyNotFoundError
+async def last_primary(js, stream: str) -> dict | None:
+    """The stream's last `primary_doc` (None: it has none yet)."""
+    from nats.js.errors import NotFoundError
 
     try:
-        return json.loads((await kv.get(names.config_key(stream))).value)
-    except KeyNotFoundError:
+        m = await js.get_last_msg(stream, names.primary_subject(stream))
+    except NotFoundError:
         return None
+    return json.loads(m.data)

@@ -12,6 +12,13 @@ lease, then an engine over its data directory that continues the same seq.
   stream (`start_sequence`): however long the stream, it reads none of those again.
 - Lag: seqs (the stream's last seq minus the applied one) and ms (wall clock now minus
   the primary's append time of the message just applied).
+- The primary's book comes from the stream's last primary doc (`cluster.primary_doc`).
+  Each primary doc's runs go into the manifest's ``journal_runs``
+  (`WalWriter.note_journal_runs`) as they arrive, before the commands of a new run, and
+  its symbols file into SYMBOLS_FILE: the feed of the follower's directory is the
+  primary's, and an engine that takes over has the primary's instruments.
+- ``on_commit(durable_seq)`` is called after each commit of the follower's WAL (a feed
+  reading the follower's durable log waits on it).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from shmex.schema import COMMAND
 COMMIT_EVERY = 64          # messages between WAL commits while more are pending
 STALL_S = 10.0             # nothing delivered this long while the stream holds more: subscribe again
 LEASE_LOOK_S = 0.1         # --takeover: how often the lease is looked at (one key-value get)
+SYMBOLS_FILE = "primary-symbols.csv"   # in the data directory: the primary's symbols file
 
 
 @dataclass
@@ -50,29 +58,55 @@ class Followed:
     resubscribed: int = 0                # subscriptions made again after a stall
     subscribed_from: int = 0             # the stream sequence the first subscription started at
     book: dict = field(default_factory=dict)   # the book's configuration (Matcher's arguments)
+    symbols_path: str | None = None      # the primary's symbols file, written here
 
 
 class Follower:
     def __init__(self, data_dir: str, servers, stream: str, bucket: str, *, lease_s: float = 2.0,
                  snapshot_every: int = 1_000_000, takeover: bool = False, until_end: bool = False,
-                 promote: bool = False, progress=None, stall_s: float = STALL_S):
+                 promote: bool = False, progress=None, stall_s: float = STALL_S, on_commit=None):
         self.data_dir = os.path.abspath(data_dir)
         self.servers, self.stream, self.bucket = tuple(servers), stream, bucket
         self.lease_s, self.snapshot_every = lease_s, snapshot_every
         self.takeover, self.until_end, self.progress = takeover or promote, until_end, progress
         self.promote, self.stall_s = promote, stall_s
+        self.on_commit = on_commit
         self.out = Followed()
         self.own: dict[int, str] = {}
         self.stop = False
         self.seen_primary = False            # --takeover acts only on a lease it saw held, then lapse
 
     # ---- set-up ----------------------------------------------------------------------------
-    async def _book(self, kv) -> dict:
+    async def _primary(self, js) -> dict:
+        """The stream's last primary doc (`cluster.primary_doc`), once it has one."""
         while True:
-            doc = await cluster.answered(lambda: cluster.get_config(kv, self.stream))
+            doc = await cluster.answered(lambda: cluster.last_primary(js, self.stream))
             if doc is not None:
-                return doc["book"]
+                return doc
             await asyncio.sleep(0.1)
+
+    def _write_symbols(self, text: str | None) -> str | None:
+        """The primary's symbols file into the data directory (atomically); -> its path."""
+        from shmex.files import FILE_MODE, fsync_dir
+
+        if text is None:
+            return None
+        path = os.path.join(self.data_dir, SYMBOLS_FILE)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                if fh.read() == text:
+                    return path
+        except FileNotFoundError:
+            pass
+        tmp = path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.rename(tmp, path)
+        fsync_dir(self.data_dir)
+        return path
 
     def _open_local(self, book: dict):
         from shmex.matcher import Matcher
@@ -84,7 +118,7 @@ class Follower:
             m = recover(self.data_dir).matcher
         else:
             m = Matcher(**book)
-        wal = WalWriter(self.data_dir, mode="group", config=book)
+        wal = WalWriter(self.data_dir, mode="group", config=book, origin=False)
         if wal.next_seq != m.last_seq + 1:
             raise CorruptRecord(self.data_dir, 0, m.last_seq + 1,
                                 f"the log continues at seq {wal.next_seq}, the recovered book at {m.last_seq + 1}")
@@ -96,9 +130,10 @@ class Follower:
         try:
             kv = await cluster.answered(lambda: cluster.ensure(js, self.stream, self.bucket, self.lease_s),
                                         deadline=time.monotonic() + cluster.ANSWER_S)
-            book = await self._book(kv)
-            self.m, self.wal = self._open_local(book)
+            primary = await self._primary(js)
+            self.m, self.wal = self._open_local(primary["book"])
             self.out.book = self.m.config
+            self.out.symbols_path = self._write_symbols(primary.get("symbols_text"))
             self.out.applied_seq = self.m.last_seq
             self.next_snap = self.m.last_seq + self.snapshot_every if self.snapshot_every else 0
             try:
@@ -169,6 +204,8 @@ class Follower:
                     # run's (the primary was relaunched after it) has messages after it
                     if self._check_hash(msg) and self.until_end and not pending:
                         return
+                elif msg.subject == names.primary_subject(self.stream):
+                    self._note_primary(msg)
                 else:
                     self._apply(msg)
                     since_commit += 1
@@ -177,7 +214,7 @@ class Follower:
                 if pending and since_commit < COMMIT_EVERY:
                     continue
             if since_commit:
-                self.wal.commit()
+                self._commit()
                 since_commit = 0
                 self._maybe_snapshot()
             now = time.monotonic()
@@ -222,6 +259,22 @@ class Follower:
         if sent:
             self.out.lag_ms.append((time.time_ns() - sent) / 1e6)
 
+    def _note_primary(self, msg) -> None:
+        import json
+
+        try:
+            doc = json.loads(msg.data)
+            self.wal.note_journal_runs(doc["runs"])
+            self.out.symbols_path = self._write_symbols(doc.get("symbols_text"))
+        except (ValueError, KeyError, TypeError, CorruptRecord) as e:
+            self._fail(f"stream message {msg.metadata.sequence.stream if msg.metadata else '?'} on "
+                       f"{msg.subject}: not a primary doc ({type(e).__name__}: {e})")
+
+    def _commit(self) -> None:
+        durable = self.wal.commit()
+        if self.on_commit is not None:
+            self.on_commit(durable)
+
     def _check_hash(self, msg) -> bool:
         """-> True when this was the primary's final hash and it matched."""
         import json
@@ -263,7 +316,7 @@ class Follower:
         from shmex.recovery.recover import snapshot_dir
         from shmex.snapshot import store
 
-        self.wal.commit()
+        self._commit()
         if self.m.last_seq:
             info = store.write_snapshot(snapshot_dir(self.data_dir), self.m)
             self.wal.note_snapshot(info.seq, info.state_hash)
@@ -313,10 +366,12 @@ class Follower:
             if msg.metadata.sequence.stream <= self.received:
                 continue
             self.received, self.last_msg_at = msg.metadata.sequence.stream, time.monotonic()
-            if msg.subject != names.hash_subject(self.stream):
-                self._apply(msg)
-            else:
+            if msg.subject == names.hash_subject(self.stream):
                 self._check_hash(msg)
+            elif msg.subject == names.primary_subject(self.stream):
+                self._note_primary(msg)
+            else:
+                self._apply(msg)
         if self.out.status:
             raise CannotOpen(f"takeover stopped: {self.out.reason}")
 

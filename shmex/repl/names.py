@@ -31,6 +31,19 @@ def hash_subject(stream: str) -> str:
     return f"{stream}.hash"
 
 
+def primary_subject(stream: str) -> str:
+    """The primary's book, symbols file and runs (`repl.cluster.primary_doc`, JSON),
+    published when its replicator starts and whenever they change (before the commands of
+    a new run, again when its last run is sealed). In the stream, not the lease bucket:
+    a follower started after the primary stopped finds it there."""
+    return f"{stream}.primary"
+
+
+def subjects(stream: str) -> list[str]:
+    """Every subject of the stream."""
+    return [journal_subject(stream), hash_subject(stream), primary_subject(stream)]
+
+
 def msg_id(stream: str, first: int, last: int) -> str:
     return f"{stream}:{first}-{last}"
 
@@ -38,8 +51,3 @@ def msg_id(stream: str, first: int, last: int) -> str:
 def lease_key(stream: str) -> str:
     """The lease of the primary of `stream` (one bucket may hold several shards' leases)."""
     return f"primary.{stream}"
-
-
-def config_key(stream: str) -> str:
-    """The book configuration of `stream`'s engine (JSON), for its followers."""
-    return f"config.{stream}"

@@ -16,7 +16,10 @@
   append refused because the stream went on without this engine, is a fail-stop
   (`halt.FENCED`, exit HALT_STATUS): the engine stops accepting orders and says why.
 - Beside the journal it publishes each snapshot's (seq, state hash) once the snapshot file
-  exists, and the final state hash at the end (`repl.names.hash_subject`).
+  exists, and the final state hash at the end (`repl.names.hash_subject`); and the
+  primary's book, symbols file and runs (`repl.names.primary_subject`) at its start and
+  whenever they changed, before the commands of a new run and again once the last run
+  is sealed: a follower's feed is the primary's.
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ class Replicator:
         self.pending: list[int] = []      # snapshot seqs not yet shipped (cut points)
         self.hash_due: list[int] = []     # snapshot seqs shipped whose hash is not published yet
         self.fenced: str | None = None
+        self.runs_stat = None             # the manifest's (mtime, size, inode) when last read
+        self.primary_sent: dict | None = None   # the primary doc the stream holds last
 
     def cell(self, i: int) -> int:
         return self.base + i
@@ -114,12 +119,15 @@ class Replicator:
             raise Fenced(str(e)) from None
         self.renewed_at = time.monotonic()
         ctl.store(self.cell(cells.R_LEASE_REV), self.rev)
-        await self._retry(lambda: cluster.put_config(kv, self.stream, cfg.book, cfg.run_id))
+        with open(cfg.symbols_path, encoding="utf-8") as fh:
+            self.symbols_text = fh.read()
         self.sseq, shipped = await self._retry(lambda: cluster.stream_end(js, self.stream))
         self.sseq = await self._retry(lambda: cluster.stream_last_seq(js, self.stream))
+        self.primary_sent = await self._retry(lambda: cluster.last_primary(js, self.stream))
         durable = ctl.load(cells.DURABLE_SEQ)
         if shipped > durable:
             raise Fenced(f"the stream {self.stream} holds seqs up to {shipped:,}, this log only to {durable:,}")
+        await self._ship_primary()            # a follower waits for the book before anything else
         self.shipped = shipped
         ctl.store(self.cell(cells.R_REPLICATED_SEQ), shipped)
         ctl.store(self.cell(cells.R_QUORUM), 1)
@@ -147,6 +155,7 @@ class Replicator:
                     print(f"replicator: {e}", file=sys.stderr, flush=True)
                     return 1
                 if n:
+                    await self._ship_primary()
                     await self._append(buf[:n], checkpoint=bool(cut) and int(buf[n - 1]["seq"]) == min(cut))
                 if self.hash_due and (not n or time.monotonic() - hashes_at > HASH_POLL_S):
                     hashes_at = time.monotonic()
@@ -154,6 +163,7 @@ class Replicator:
                 if n:
                     continue
                 if ctl.load(cells.WAL_DONE) and self.shipped >= ctl.load(cells.DURABLE_SEQ):
+                    await self._ship_primary()    # a clean stop sealed the run before WAL_DONE
                     if ctl.load(cells.MATCHER_DONE) == 1:
                         await self._final_snapshot_written()
                         await self._publish_hashes(js, at_end=True)
@@ -187,6 +197,34 @@ class Replicator:
         self.ctl.store(self.cell(cells.R_QUORUM), 0)
         self.ctl.check()
         self.me.beat()
+
+    async def _ship_primary(self) -> None:
+        """Publish the primary doc (book, symbols file, the log's runs) if it differs from
+        the one the stream holds last. Called after durable commands were read and before
+        they are appended: the WAL writer writes a run's entry before any of its commands
+        can be durable, so the runs a follower holds cover every command it receives after
+        them."""
+        from shmex.crc import crc32c
+        from shmex.wal import manifest
+
+        try:
+            st = os.stat(manifest.path_of(self.cfg.data_dir))
+            key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError:
+            key = None                    # no manifest yet (the WAL writer is opening): no run
+        if key is not None and key == self.runs_stat:
+            return
+        self.runs_stat = key
+        runs = manifest.feed_runs(manifest.read(self.cfg.data_dir)) if key is not None else []
+        doc = cluster.primary_doc(self.cfg.book, self.symbols_text, runs)
+        if doc == self.primary_sent:
+            return
+        body = json.dumps(doc, sort_keys=True).encode()
+        # the id names the content: a retry after a lost ack is de-duplicated, and runs
+        # only grow (a new run, a run sealed), so no earlier message had the same content
+        self.sseq = await self._publish(names.primary_subject(self.stream), body,
+                                        {names.MSG_ID: f"{self.stream}:primary-{crc32c(body):08x}"})
+        self.primary_sent = doc
 
     async def _append(self, cmds, checkpoint: bool) -> None:
         first, last = int(cmds[0]["seq"]), int(cmds[-1]["seq"])

@@ -6,6 +6,11 @@ config), ``first_seq``, ``first_segment``, ``sealed``; a sealed run adds ``last_
 ``records`` (commands it wrote), ``digest`` (CRC32C chain over its command records,
 hex) and ``sealed_ns``. An unsealed run that is not the live one crashed; one that halted
 on a durability fault says so in ``halted`` (its durable seq and the reason).
+A follower's directory holds another engine's journal: ``journal_runs`` lists the runs of
+the engine that sequenced it (``FEED_KEYS`` of each, as its replicator published them),
+which the feed's session and time stamps come from; ``runs`` stays the list of the
+writers of this directory. An engine that takes over such a directory adds its own runs
+to both.
 Every update is atomic: temp file, fsync, rename, directory fsync. The file carries
 ``crc32c``: the CRC32C of the rest of the document in its canonical form (sorted keys, no
 spaces); a manifest whose checksum does not match is corrupt, not trusted.
@@ -24,6 +29,7 @@ from shmex.files import FILE_MODE, fsync_dir
 FORMAT = 1
 _RUN_KEYS = ("run_id", "started_ns", "config", "first_seq", "first_segment", "sealed")
 SEALED_KEYS = ("last_seq", "records", "digest", "sealed_ns")
+FEED_KEYS = ("run_id", "first_seq", "started_ns", "mono_ns", "sealed", "last_seq")
 
 
 def path_of(directory) -> str:
@@ -72,6 +78,33 @@ def _check(p, doc) -> None:
         for k in ("first_seq", "first_segment") + (("last_seq", "records") if run["sealed"] else ()):
             if not isinstance(run[k], int) or isinstance(run[k], bool):
                 raise CorruptRecord(p, 0, None, f"manifest run {i}: {k} is {run[k]!r}, not an integer")
+    if "journal_runs" in doc:
+        check_journal_runs(p, doc["journal_runs"])
+
+
+def check_journal_runs(p, runs) -> None:
+    if not isinstance(runs, list):
+        raise CorruptRecord(p, 0, None, "manifest journal_runs is not a list")
+    for i, run in enumerate(runs):
+        if not isinstance(run, dict) or any(not isinstance(run.get(k), int) or isinstance(run.get(k), bool)
+                                            for k in ("first_seq", "started_ns")) \
+                or not isinstance(run.get("run_id"), str):
+            raise CorruptRecord(p, 0, None, f"manifest journal run {i}: want run_id, and integer first_seq "
+                                f"and started_ns, got {run!r}")
+
+
+def journal_runs(doc: dict | None) -> list[dict]:
+    """The runs of the engine that sequenced the log: ``journal_runs`` in a follower's
+    directory, else the directory's own ``runs``."""
+    if not doc:
+        return []
+    return doc["journal_runs"] if "journal_runs" in doc else doc["runs"]
+
+
+def feed_runs(doc: dict | None) -> list[dict]:
+    """`journal_runs` with only what the feed needs of each (`FEED_KEYS`): what a
+    replicator publishes for its followers."""
+    return [{k: r[k] for k in FEED_KEYS if k in r} for r in journal_runs(doc)]
 
 
 def write(directory, doc: dict) -> None:

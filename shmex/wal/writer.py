@@ -102,6 +102,12 @@ class WalWriter:
     is noted in the manifest; the next writer cuts those records (they were never
     acknowledged) instead of counting what the page cache shows.
 
+    ``origin``: this writer sequences the commands it writes (an engine). A follower's
+    writer (False) writes another engine's journal: that engine's runs reach it through
+    `note_journal_runs`, and its own run is not one of them. An origin writer over a
+    directory whose manifest has ``journal_runs`` (an engine that took over from a
+    follower) adds its run there too, so the journal's feed goes on across the takeover.
+
     Knobs: ``mode`` (see module doc); ``group_records`` / ``group_us``: a group commits when
     this many records wait or the oldest has waited this long (smaller = lower commit latency,
     more fdatasyncs); ``segment_bytes``: segment file size (rotation cost vs file count).
@@ -111,7 +117,7 @@ class WalWriter:
                  group_us: int = 500, segment_bytes: int = wal_layout.SEGMENT_BYTES,
                  config: dict | None = None, first_seq: int | None = None,
                  force_cut: bool = False, tail_only: bool = False, durable_floor: int = 0,
-                 sync_fault=None):
+                 sync_fault=None, origin: bool = True):
         if mode not in MODES:
             raise UsageError(f"mode={mode!r}: expected one of {', '.join(MODES)}")
         if group_records < 1 or group_us < 0:
@@ -128,6 +134,7 @@ class WalWriter:
         self._closed = False
         self._manifest = None
         self._sync_fault = sync_fault
+        self.origin = origin
         self.durable_seq = None           # unknown until the open has synced what it keeps
         try:
             make_private_dir(self.directory)
@@ -196,6 +203,8 @@ class WalWriter:
             run["recovered"] = {"last_seq": cut.last_seq, "damage": str(cut.damage),
                                 "zeroed_bytes": cut.zeroed_bytes, "removed": cut.removed}
         doc["runs"].append(run)
+        if self.origin and "journal_runs" in doc:
+            doc["journal_runs"].append({k: run[k] for k in manifest.FEED_KEYS if k in run})
         with self._io("manifest", manifest.path_of(self.directory)):
             manifest.write(self.directory, doc)
         self._manifest = doc
@@ -458,6 +467,21 @@ class WalWriter:
         p["seq"], p["time_ns"], p["state_hash"] = seq, time.time_ns(), state_hash.encode("ascii")[:48]
         self._write_control(wal_layout.REC_SNAPSHOT, p, sync=self.mode != "none")
 
+    def note_journal_runs(self, runs: list[dict]) -> None:
+        """A follower's writer: the runs of the engine that sequenced the journal, as its
+        replicator published them (`manifest.feed_runs`), into the manifest's
+        ``journal_runs``. Called before any command of a new run is appended, so that
+        whatever reads the durable log finds the run of each command it reads."""
+        self._check_live()
+        if self.origin:
+            raise UsageError(f"{self.directory}: note_journal_runs is for a follower's writer (origin=False)")
+        manifest.check_journal_runs(manifest.path_of(self.directory), runs)
+        if self._manifest.get("journal_runs") == runs:
+            return
+        self._manifest["journal_runs"] = runs
+        with self._io("manifest", manifest.path_of(self.directory)):
+            manifest.write(self.directory, self._manifest)
+
     # ---- retention -------------------------------------------------------------------------
 
     def retire(self, upto_seq: int) -> tuple[int, int]:
@@ -510,6 +534,8 @@ class WalWriter:
                     run = self._manifest["runs"][-1]
                     run.update(sealed=True, last_seq=self.next_seq - 1, records=self.records,
                                digest=f"{digest:08x}", sealed_ns=time.time_ns())
+                    if self.origin and "journal_runs" in self._manifest:
+                        self._manifest["journal_runs"][-1].update(sealed=True, last_seq=self.next_seq - 1)
                     with self._io("manifest", manifest.path_of(self.directory)):
                         manifest.write(self.directory, self._manifest)
         finally:
