@@ -213,7 +213,8 @@ def test_takeover_after_sigkill_keeps_every_acknowledged_command(nats_cluster, s
     stream, run2 = _stream(shm_run), new_run_id()
     prim = _launch(nats_cluster, tmp_path / "p", stream, "--name", shm_run, "--producers", "1", "--clients", "1",
                    "--rate", "2000", "--duration", "3600", session=True)
-    fol = _follow(nats_cluster, tmp_path / "f", stream, "--takeover", "--name", run2, "--clients", "1")
+    fol = _follow(nats_cluster, tmp_path / "f", stream, "--takeover", "--name", run2, "--clients", "1",
+                  "--feed", _group(), "--feed-linger", "0")
     old = Orders(shm_run, prim, tmp_path / "p.launch.err")
     try:
         old.until_acked(400)
@@ -237,6 +238,11 @@ def test_takeover_after_sigkill_keeps_every_acknowledged_command(nats_cluster, s
     assert len(log) >= max(new.acked)
     for seq, cid in {**old.acked, **new.acked}.items():
         assert int(log[seq - 1]["client_id"]) == cid, f"acknowledged seq {seq} is not in the follower's log"
+    # the follower's feed, continued by the engine it became: one feed of the whole log
+    assert "differed" not in (tmp_path / "f.follow.err").read_text()
+    r = subprocess.run([sys.executable, "-m", "shmex.cli", "feed", str(tmp_path / "f"), "--out",
+                        str(tmp_path / "regen.bin")], capture_output=True, text=True)
+    assert r.returncode == 0 and "identical to the live feed" in r.stdout, r.stdout + r.stderr
     # the old primary, relaunched over its data directory, refuses to be the primary
     again = _launch(nats_cluster, tmp_path / "p", stream, "--name", new_run_id(), "--producers", "0",
                     "--clients", "1")
