@@ -261,3 +261,30 @@ def test_mode_none_survives_a_process_crash(tmp_path):
     assert w.first_seq == 6504
     w.close()
     assert cli.main(["verify", str(d)]) == 0
+
+
+def test_a_followers_journal_runs_only_grow_and_a_takeover_engine_adds_its_own(tmp_path):
+    from shmex.errors import CorruptRecord
+
+    a = {"run_id": "a" * 32, "first_seq": 1, "started_ns": 10, "mono_ns": 5, "sealed": True, "last_seq": 4}
+    b = {"run_id": "b" * 32, "first_seq": 5, "started_ns": 20, "mono_ns": 6, "sealed": False}
+    w = WalWriter(tmp_path, mode="group", config=CFG, origin=False)
+    w.note_journal_runs([a, b])
+    w.note_journal_runs([a])                       # an earlier doc, the stream read again
+    w.note_journal_runs([a, dict(b, sealed=True, last_seq=9)])
+    w.note_journal_runs([a, b])                    # earlier than the sealed one held
+    with pytest.raises(CorruptRecord, match="journal run 1"):
+        w.note_journal_runs([a, dict(b, run_id="c" * 32)])
+    w.append(commands(9))
+    w.close()
+    runs = manifest.read(tmp_path)["journal_runs"]
+    assert [r["run_id"] for r in runs] == ["a" * 32, "b" * 32] and runs[1]["sealed"]
+    assert len(manifest.read(tmp_path)["runs"]) == 1  # the follower's own writer is not a journal run
+    with WalWriter(tmp_path / "e", mode="group", config=CFG) as engine, pytest.raises(UsageError, match="origin=False"):
+        engine.note_journal_runs([a])
+    e = WalWriter(tmp_path, mode="group", config=CFG)  # an engine over the follower's directory
+    e.append(commands(3, first_seq=10))
+    e.close()
+    runs = manifest.read(tmp_path)["journal_runs"]
+    assert [r["first_seq"] for r in runs] == [1, 5, 10]
+    assert runs[2]["run_id"] == manifest.read(tmp_path)["runs"][-1]["run_id"] and runs[2]["last_seq"] == 12

@@ -15,8 +15,8 @@ a second feed beside the primary's (on its own group, or as the B side of an A/B
 on a takeover the engine it becomes goes on with the same feed file.
 
 Exit status: 0 stopped cleanly (or the engine it became exited 0); 1 a check failed (a
-gap in the stream, a state hash unequal to the primary's); 2 bad usage, or the cluster
-cannot be reached.
+gap in the stream, a state hash unequal to the primary's) or the feed failed; 2 bad
+usage, or the cluster cannot be reached.
 """
 
 from __future__ import annotations
@@ -79,7 +79,13 @@ def main(args) -> int:
         if not args.quiet:
             progress(fol, stream_seq, elapsed)
 
-    feed = FollowerFeed(args, servers) if getattr(args, "feed", None) else None
+    from shmex.errors import UsageError
+
+    try:
+        feed = FollowerFeed(args, servers) if getattr(args, "feed", None) else None
+    except UsageError as e:
+        print(f"follow: {e}", file=sys.stderr)
+        return 2
     f = Follower(args.data_dir, servers, args.stream, args.bucket, lease_s=args.lease,
                  snapshot_every=args.snapshot_every, takeover=args.takeover, until_end=args.until_end,
                  promote=getattr(args, "promote", False), progress=each_second,
@@ -121,7 +127,16 @@ class FollowerFeed:
     def __init__(self, args, servers):
         from shmex.engine.ctl import Ctl
 
+        from shmex.errors import UsageError
+
         self.args, self.servers = args, servers
+        try:
+            probe = _engine_config(args, servers, 0, None)   # the feed flags' errors now, not at the first commit
+        except SystemExit:
+            raise UsageError("the feed's flags (see shmex launch --help)") from None
+        if probe.feed_priority != "normal":
+            raise UsageError(f"--feed-priority {probe.feed_priority}: a follower's feed is a thread of the "
+                             f"follower, whose priority is the process's (start follow under nice instead)")
         self.follower = None
         self.ctl = Ctl.local()
         self.cfg = None
@@ -133,8 +148,11 @@ class FollowerFeed:
         from shmex.engine import cells
 
         self.ctl.store(cells.DURABLE_SEQ, durable_seq)   # ORDER: release: after the WAL's fdatasync
-        if self.cfg is None and durable_seq > 0:
-            self._start()
+        if self.cfg is None and durable_seq > 0 and not self.status:
+            try:
+                self._start()
+            except Exception as e:   # noqa: BLE001 - following goes on; the feed's failure is said
+                self._failed(f"{type(e).__name__}: {e}")
 
     def _start(self) -> None:
         from shmex.engine.ctl import ProcessSlot
@@ -145,7 +163,8 @@ class FollowerFeed:
         self.cfg = dataclasses.replace(
             _engine_config(self.args, self.servers, 0, out.book, out.symbols_path), feed_defer_above=0.0)
         if "journal_runs" not in (manifest.read(self.follower.data_dir) or {}):
-            self._failed("the primary publishes no runs (an older shmex): its feed cannot be reproduced here")
+            self._failed(f"{self.follower.data_dir}: the manifest has no journal_runs (no primary doc reached "
+                         f"this follower before its commands): the primary's feed cannot be reproduced here")
             return
         me = ProcessSlot(self.ctl, 0)
 
@@ -221,7 +240,7 @@ def _follow_then(args, f, servers, warm, feed=None) -> int:
               file=sys.stderr)
         return 2
     if feed:
-        feed.stop(end=not out.took_over and _journal_ended(f.data_dir, out.applied_seq))
+        feed.stop(end=out.status == 0 and not out.took_over and _journal_ended(f.data_dir, out.applied_seq))
     lag = lag_percentiles(out.lag_ms)
     doc = {"status": out.status, "reason": out.reason, "applied_seq": out.applied_seq,
            "messages": out.messages, "commands": out.commands, "checkpoints": out.checkpoints,

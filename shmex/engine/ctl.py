@@ -37,7 +37,7 @@ class Ctl:
                           + int(head[cells.CFG_GATEWAYS]))
         n = cells.ctl_cells(self.proc_slots, self.producers)
         self.a = seg.view(0, np.int64, n) if seg is not None else cells_[:n]
-        self._ppid = os.getppid()
+        self._ppid = os.getppid() if seg is not None else None   # a local block has no supervisor
         self._checked_ns = 0
         self.heartbeat_cell = -1          # set by this process's ProcessSlot
 
@@ -45,7 +45,8 @@ class Ctl:
     def local(cls, proc_slots: int = 1) -> "Ctl":
         """A control block in this process's memory, PHASE running: for a role's loop run
         in a thread beside something that is not an engine (a follower's feed), which
-        stores the cells the role reads (DURABLE_SEQ, WAL_DONE, PHASE) itself."""
+        stores the cells the role reads (DURABLE_SEQ, WAL_DONE, PHASE) itself. No
+        supervisor watches it: `check` looks at PHASE only."""
         a = np.zeros(cells.ctl_cells(proc_slots, 0), np.int64)
         a[cells.CFG_PROC_SLOTS] = proc_slots
         a[cells.PHASE] = cells.PH_RUNNING
@@ -87,7 +88,7 @@ class Ctl:
             self.a[self.heartbeat_cell] = now   # plain store: the watchdog reads it every ~20 ms
         if self.phase == cells.PH_ABORT:
             raise Aborted("the supervisor aborted the run")
-        if os.getppid() != self._ppid:
+        if self._ppid is not None and os.getppid() != self._ppid:
             raise Aborted("the supervisor is gone")
 
     def store_hash(self, h: str) -> None:

@@ -195,9 +195,11 @@ class Generator:
         return off
 
     def sealed(self) -> bool:
-        """The log's last run was sealed (a clean stop): the feed ends with its closing."""
+        """The log's last run was sealed (a clean stop) and the feed has read it to its last
+        seq (a follower's log may stop short of it): the feed ends with its closing."""
         self._load_runs()
-        return bool(self._runs) and bool(self._runs[-1].get("sealed"))
+        return (bool(self._runs) and bool(self._runs[-1].get("sealed"))
+                and self._runs[-1].get("last_seq", self.matcher.last_seq) == self.matcher.last_seq)
 
     def close(self) -> None:
         self.tail.close()

@@ -79,10 +79,15 @@ class Follower:
     # ---- set-up ----------------------------------------------------------------------------
     async def _primary(self, js) -> dict:
         """The stream's last primary doc (`cluster.primary_doc`), once it has one."""
+        t0, said = time.monotonic(), False
         while True:
             doc = await cluster.answered(lambda: cluster.last_primary(js, self.stream))
             if doc is not None:
                 return doc
+            if not said and time.monotonic() - t0 > 5.0:
+                said = True
+                print(f"follow: waiting for the primary's book on {names.primary_subject(self.stream)} "
+                      f"(no primary has started its replicator on this stream)", file=sys.stderr, flush=True)
             await asyncio.sleep(0.1)
 
     def _write_symbols(self, text: str | None) -> str | None:
@@ -134,6 +139,9 @@ class Follower:
             self.m, self.wal = self._open_local(primary["book"])
             self.out.book = self.m.config
             self.out.symbols_path = self._write_symbols(primary.get("symbols_text"))
+            self.wal.note_journal_runs(primary["runs"])   # the latest: it extends every earlier one
+            if self.on_commit is not None and self.wal.durable_seq:
+                self.on_commit(self.wal.durable_seq)      # a restarted follower's log is durable already
             self.out.applied_seq = self.m.last_seq
             self.next_snap = self.m.last_seq + self.snapshot_every if self.snapshot_every else 0
             try:

@@ -34,8 +34,8 @@ def hash_subject(stream: str) -> str:
 def primary_subject(stream: str) -> str:
     """The primary's book, symbols file and runs (`repl.cluster.primary_doc`, JSON),
     published when its replicator starts and whenever they change (before the commands of
-    a new run, again when its last run is sealed). In the stream, not the lease bucket:
-    a follower started after the primary stopped finds it there."""
+    a new run, again when its last run is sealed). It lives in the stream (no TTL): a
+    follower started after the primary stopped finds it there."""
     return f"{stream}.primary"
 
 

@@ -299,8 +299,8 @@ class Feed:
     def _end(self) -> None:
         """End of session, repeated while re-requests are answered for feed_linger_s."""
         eos = mold.header(self.session, self.file.count + 1, mold.END_OF_SESSION)
-        self._send(eos)
-        self.ctl.store(self.cell(cells.F_STATE), cells.FS_ENDED)
+        self.ctl.store(self.cell(cells.F_STATE), cells.FS_ENDED)   # before the send: a subscriber
+        self._send(eos)                                           # that saw it finds the feed ended
         until = time.monotonic() + self.cfg.feed_linger_s
         last = time.monotonic()
         while time.monotonic() < until:

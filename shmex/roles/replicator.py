@@ -204,7 +204,8 @@ class Replicator:
         they are appended: the WAL writer writes a run's entry before any of its commands
         can be durable, so the runs a follower holds cover every command it receives after
         them."""
-        from shmex.crc import crc32c
+        import hashlib
+
         from shmex.wal import manifest
 
         try:
@@ -223,7 +224,7 @@ class Replicator:
         # the id names the content: a retry after a lost ack is de-duplicated, and runs
         # only grow (a new run, a run sealed), so no earlier message had the same content
         self.sseq = await self._publish(names.primary_subject(self.stream), body,
-                                        {names.MSG_ID: f"{self.stream}:primary-{crc32c(body):08x}"})
+                                        {names.MSG_ID: f"{self.stream}:primary-{hashlib.sha256(body).hexdigest()[:32]}"})
         self.primary_sent = doc
 
     async def _append(self, cmds, checkpoint: bool) -> None:

@@ -471,13 +471,21 @@ class WalWriter:
         """A follower's writer: the runs of the engine that sequenced the journal, as its
         replicator published them (`manifest.feed_runs`), into the manifest's
         ``journal_runs``. Called before any command of a new run is appended, so that
-        whatever reads the durable log finds the run of each command it reads."""
+        whatever reads the durable log finds the run of each command it reads. Runs only
+        grow: a list the held one already extends (an earlier doc, the stream read again)
+        changes nothing; one whose runs disagree with the held ones is refused."""
         self._check_live()
         if self.origin:
             raise UsageError(f"{self.directory}: note_journal_runs is for a follower's writer (origin=False)")
-        manifest.check_journal_runs(manifest.path_of(self.directory), runs)
-        if self._manifest.get("journal_runs") == runs:
-            return
+        where = manifest.path_of(self.directory)
+        manifest.check_journal_runs(where, runs)
+        held = self._manifest.get("journal_runs") or []
+        for i, (a, b) in enumerate(zip(held, runs)):
+            if a["run_id"] != b["run_id"] or a["first_seq"] != b["first_seq"]:
+                raise CorruptRecord(where, 0, b["first_seq"], f"journal run {i}: the primary's is {b['run_id']} "
+                                    f"from seq {b['first_seq']}, this log holds {a['run_id']} from {a['first_seq']}")
+        if len(runs) < len(held) or (len(runs) == len(held) and (runs == held or (held and held[-1].get("sealed")))):
+            return                        # an earlier state of the runs held (a stream read again)
         self._manifest["journal_runs"] = runs
         with self._io("manifest", manifest.path_of(self.directory)):
             manifest.write(self.directory, self._manifest)
