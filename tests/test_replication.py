@@ -522,31 +522,41 @@ def _group() -> str:
 
 
 def test_a_followers_feed_is_the_primarys_byte_for_byte(nats_cluster, shm_run, tmp_path):
-    """A follower with --feed serves the primary's ITCH feed from its own log: over the
-    primary's two runs, the same file byte for byte (the MoldUDP64 session, each run's time
-    stamps, the closing of the sealed last run). A subscriber of the follower's multicast
-    gets all of it, itchfeed reads every message, and `shmex feed` regenerates it from the
-    follower's directory."""
+    """A follower with --feed, live across the primary's two runs, serves the primary's ITCH
+    feed from its own log: the same file byte for byte (the MoldUDP64 session, each run's
+    time stamps, the closing of the sealed last run). A subscriber of the follower's
+    multicast gets all of it, itchfeed reads every message, and `shmex feed` regenerates it
+    from the follower's directory."""
     from itch_book import assert_itchfeed_reads
     from shmex.net import feedfile, itch
     from shmex.net.subscriber import Subscriber
+    from shmex.wal import manifest
 
     stream = _stream(shm_run)
+    fol = _follow(nats_cluster, tmp_path / "f", stream, "--feed", _group(), "--feed-linger", "600",
+                  "--json", str(tmp_path / "f.json"))
     for name in (shm_run, new_run_id()):         # the primary, relaunched after a clean stop
         prim = _launch(nats_cluster, tmp_path / "p", stream, "--name", name, "--producers", "1", "--clients", "0",
                        "--symbols", "4", "--orders", "15000", "--rate", "15000",
                        "--feed", _group(), "--feed-linger", "0")
         assert _finished(prim, tmp_path / "p.launch.err") == 0, _tail(tmp_path / "p.launch.err")
-    fol = _follow(nats_cluster, tmp_path / "f", stream, "--until-end", "--feed", _group(), "--feed-linger", "600",
-                  "--json", str(tmp_path / "f.json"))
-    live, info = feedfile.paths(tmp_path / "f")
+
+    def second_run_sealed() -> bool:             # its doc follows every command of both runs
+        try:
+            runs = manifest.journal_runs(manifest.read(tmp_path / "f"))
+        except Exception:   # noqa: BLE001 - not there yet
+            return False
+        return len(runs) == 2 and bool(runs[-1].get("sealed"))
+
     deadline = time.monotonic() + WAIT_S
-    while not os.path.exists(info):
+    while not second_run_sealed():
         assert fol.poll() is None, _tail(tmp_path / "f.follow.err")
-        assert time.monotonic() < deadline, "the follower's feed never started"
+        assert time.monotonic() < deadline, "the follower never held the primary's sealed second run"
         time.sleep(0.05)
+    fol.send_signal(signal.SIGTERM)               # the follower stops: its feed closes, ends, lingers
+    live, info = feedfile.paths(tmp_path / "f")
     parts = []
-    with Subscriber.of_run(tmp_path / "f", idle_timeout=120) as sub:   # joins late: re-requests the start
+    with Subscriber.of_run(tmp_path / "f", idle_timeout=120) as sub:   # joins late: re-requests all of it
         for _, block, _ in sub.blocks():
             parts.append(block)
     got = b"".join(parts)
