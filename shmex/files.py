@@ -23,6 +23,23 @@ def fsync_dir(path) -> None:
         os.close(fd)
 
 
+def replace_durably(path, data: bytes) -> None:
+    """Replace the file at `path` with `data`, all or nothing and durable: a temp file
+    beside it (FILE_MODE), written whole and fsynced, renamed over it, the directory
+    fsynced. A reader sees the old content or the new, never part of either."""
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:
+        view = memoryview(data)
+        while view:                       # os.write may write less than asked
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
 def make_private_dir(path) -> None:
     """Create `path` (and missing parents) as DIR_MODE; an existing one is left as it is."""
     os.makedirs(path, mode=DIR_MODE, exist_ok=True)

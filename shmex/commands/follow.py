@@ -269,11 +269,6 @@ def _follow_then(args, f, servers, warm, feed=None) -> int:
     return _become_primary(args, out, servers, warm)
 
 
-FEED_FLAGS = (("feed", "--feed"), ("feed_iface", "--feed-iface"), ("feed_rerequest_port", "--feed-rerequest-port"),
-              ("feed_drop_every", "--feed-drop-every"), ("feed_priority", "--feed-priority"),
-              ("feed_defer_above", "--feed-defer-above"), ("feed_linger", "--feed-linger"))
-
-
 def _launch_argv(args, servers, lease_revision: int, book: dict | None,
                  symbols_path: str | None = None) -> list[str]:
     """`shmex launch` over the data directory: the engine continues the seq, its replicator
@@ -287,7 +282,11 @@ def _launch_argv(args, servers, lease_revision: int, book: dict | None,
         argv += _book_flags(book)
     if symbols_path is not None:
         argv += ["--symbols-file", symbols_path]
-    for attr, flag in FEED_FLAGS:
+    import argparse
+
+    from shmex.commands.launch import add_feed_arguments
+
+    for attr, flag in add_feed_arguments(argparse.ArgumentParser()):   # the ones this follow was given
         v = getattr(args, attr, None)
         if v is not None:
             argv += [flag, str(v)]

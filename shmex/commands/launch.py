@@ -106,27 +106,34 @@ def add_itch_arguments(p) -> None:
     g.add_argument("--itch-symbols", metavar="NAME,...", help="replay only these symbols (default: all)")
 
 
-def add_feed_arguments(p) -> None:
+def add_feed_arguments(p) -> list[tuple[str, str]]:
+    """The market-data flags; -> (attribute, flag) of each, for a command that passes them on."""
     from shmex.engine.config import DEFAULT_FEED
 
     g = p.add_argument_group("market data (ITCH 5.0 over MoldUDP64)")
-    g.add_argument("--feed", metavar="GROUP:PORT", nargs="?", const=DEFAULT_FEED,
-                   help=f"publish every book change to this UDP multicast group (default {DEFAULT_FEED}); "
-                        f"written to DATA_DIR/feed/itch.bin too; watch it with `shmex watch DATA_DIR`")
-    g.add_argument("--feed-iface", metavar="ADDR", help="the interface the feed is sent from (default 127.0.0.1)")
-    g.add_argument("--feed-rerequest-port", type=int, metavar="PORT",
-                   help="UDP port of the re-request server (default: any free one, in DATA_DIR/feed/feed.json)")
-    g.add_argument("--feed-drop-every", type=int, metavar="K",
-                   help="fault injection: leave out every K-th data packet (subscribers re-request them)")
-    g.add_argument("--feed-priority", choices=("normal", "low", "idle"),
-                   help="the feed's CPU priority (default normal; low: nice 10; idle: SCHED_IDLE, only "
-                        "the time the other processes of its core leave)")
-    g.add_argument("--feed-defer-above", type=float, metavar="RATE",
-                   help="while the journal grows faster than RATE commands/s the feed waits, leaving the "
-                        "machine to matching, and catches up when the rate falls (default: 500,000 where "
-                        "the machine has fewer cores than the engine has processes, else never; 0: never)")
-    g.add_argument("--feed-linger", type=float, metavar="S",
-                   help="answer re-requests this long after the end of session (default 2)")
+    added = []
+
+    def arg(*a, **kw) -> None:
+        added.append(g.add_argument(*a, **kw))
+
+    arg("--feed", metavar="GROUP:PORT", nargs="?", const=DEFAULT_FEED,
+        help=f"publish every book change to this UDP multicast group (default {DEFAULT_FEED}); "
+             f"written to DATA_DIR/feed/itch.bin too; watch it with `shmex watch DATA_DIR`")
+    arg("--feed-iface", metavar="ADDR", help="the interface the feed is sent from (default 127.0.0.1)")
+    arg("--feed-rerequest-port", type=int, metavar="PORT",
+        help="UDP port of the re-request server (default: any free one, in DATA_DIR/feed/feed.json)")
+    arg("--feed-drop-every", type=int, metavar="K",
+        help="fault injection: leave out every K-th data packet (subscribers re-request them)")
+    arg("--feed-priority", choices=("normal", "low", "idle"),
+        help="the feed's CPU priority (default normal; low: nice 10; idle: SCHED_IDLE, only "
+             "the time the other processes of its core leave)")
+    arg("--feed-defer-above", type=float, metavar="RATE",
+        help="while the journal grows faster than RATE commands/s the feed waits, leaving the "
+             "machine to matching, and catches up when the rate falls (default: 500,000 where "
+             "the machine has fewer cores than the engine has processes, else never; 0: never)")
+    arg("--feed-linger", type=float, metavar="S",
+        help="answer re-requests this long after the end of session (default 2)")
+    return [(a.dest, a.option_strings[0]) for a in added]
 
 
 def add_nats_arguments(p) -> None:

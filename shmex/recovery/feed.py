@@ -24,7 +24,6 @@ keeps the whole log while it runs a feed).
 from __future__ import annotations
 
 import bisect
-import os
 
 import numpy as np
 
@@ -110,12 +109,8 @@ class Generator:
         """Re-read the manifest when it changed (a new run began). The WAL writer writes a
         run's entry before any of its commands can be durable, so a caller that read its
         bound after this sees every run that bound covers."""
-        try:
-            st = os.stat(manifest.path_of(self.directory))
-        except OSError:
-            return
-        key = (st.st_mtime_ns, st.st_size, st.st_ino)
-        if key != self._stat:
+        key = manifest.stat_key(self.directory)
+        if key is not None and key != self._stat:
             self._stat = key
             self._load_runs()
 

@@ -92,7 +92,7 @@ class Follower:
 
     def _write_symbols(self, text: str | None) -> str | None:
         """The primary's symbols file into the data directory (atomically); -> its path."""
-        from shmex.files import FILE_MODE, fsync_dir
+        from shmex.files import replace_durably
 
         if text is None:
             return None
@@ -103,14 +103,7 @@ class Follower:
                     return path
         except FileNotFoundError:
             pass
-        tmp = path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.rename(tmp, path)
-        fsync_dir(self.data_dir)
+        replace_durably(path, text.encode("utf-8"))
         return path
 
     def _open_local(self, book: dict):

@@ -73,7 +73,7 @@ class Replicator:
         self.pending: list[int] = []      # snapshot seqs not yet shipped (cut points)
         self.hash_due: list[int] = []     # snapshot seqs shipped whose hash is not published yet
         self.fenced: str | None = None
-        self.runs_stat = None             # the manifest's (mtime, size, inode) when last read
+        self.runs_stat = None             # manifest.stat_key when it was last read
         self.primary_sent: dict | None = None   # the primary doc the stream holds last
 
     def cell(self, i: int) -> int:
@@ -208,11 +208,7 @@ class Replicator:
 
         from shmex.wal import manifest
 
-        try:
-            st = os.stat(manifest.path_of(self.cfg.data_dir))
-            key = (st.st_mtime_ns, st.st_size, st.st_ino)
-        except OSError:
-            key = None                    # no manifest yet (the WAL writer is opening): no run
+        key = manifest.stat_key(self.cfg.data_dir)   # None: the WAL writer is opening (no run yet)
         if key is not None and key == self.runs_stat:
             return
         self.runs_stat = key

@@ -24,7 +24,7 @@ import os
 from shmex.crc import crc32c
 from shmex.errors import CannotOpen, CorruptRecord
 from shmex.wal.layout import MANIFEST
-from shmex.files import FILE_MODE, fsync_dir
+from shmex.files import replace_durably
 
 FORMAT = 1
 _RUN_KEYS = ("run_id", "started_ns", "config", "first_seq", "first_segment", "sealed")
@@ -108,20 +108,20 @@ def feed_runs(doc: dict | None) -> list[dict]:
 
 
 def write(directory, doc: dict) -> None:
-    p = path_of(directory)
-    tmp = p + ".tmp"
     body = {k: v for k, v in doc.items() if k != "crc32c"}
-    data = json.dumps(dict(body, crc32c=_checksum(body)), indent=1, sort_keys=True).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    replace_durably(path_of(directory), json.dumps(dict(body, crc32c=_checksum(body)), indent=1,
+                                                   sort_keys=True).encode())
+
+
+def stat_key(directory) -> tuple | None:
+    """(mtime, size, inode) of the manifest, None when there is none: a reader that kept
+    the key of its last read re-reads only when this changes (every write renames a new
+    file over it)."""
     try:
-        view = memoryview(data)
-        while view:                       # os.write may write less than asked
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, p)
-    fsync_dir(directory)
+        st = os.stat(path_of(directory))
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
 
 
 def halted_at(doc: dict | None) -> int | None:

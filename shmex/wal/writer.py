@@ -83,6 +83,11 @@ def lock_directory(directory, held: str = "a running engine's WAL writer holds")
     return fd
 
 
+def _progress(runs: list[dict]) -> tuple[int, bool]:
+    """How far a list of journal runs has come: its runs, and whether the last is sealed."""
+    return len(runs), bool(runs and runs[-1].get("sealed"))
+
+
 class WalWriter:
     """Appends to a log directory (created if missing). One writer per directory (flock).
 
@@ -484,8 +489,8 @@ class WalWriter:
             if a["run_id"] != b["run_id"] or a["first_seq"] != b["first_seq"]:
                 raise CorruptRecord(where, 0, b["first_seq"], f"journal run {i}: the primary's is {b['run_id']} "
                                     f"from seq {b['first_seq']}, this log holds {a['run_id']} from {a['first_seq']}")
-        if len(runs) < len(held) or (len(runs) == len(held) and (runs == held or (held and held[-1].get("sealed")))):
-            return                        # an earlier state of the runs held (a stream read again)
+        if _progress(runs) <= _progress(held):
+            return                        # what is held already (an earlier doc: the stream read again)
         self._manifest["journal_runs"] = runs
         with self._io("manifest", manifest.path_of(self.directory)):
             manifest.write(self.directory, self._manifest)
