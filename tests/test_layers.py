@@ -49,7 +49,7 @@ SAME_LAYER_ALLOWED = {   # (importer, imported)
 }
 KNOWN_VIOLATIONS: set = set()   # (module, imported package) pairs that break the rule today: none
 
-ROLE_NAMES = ("matcher", "walwriter", "publisher", "producer", "gateway", "feed")
+ROLE_NAMES = ("matcher", "walwriter", "publisher", "producer", "gateway", "feed", "tcpload")
 # The one engine module that may name roles: the role registry.
 ROLE_NAMES_ALLOWED_IN = {"registry.py"}
 KNOWN_ROLE_LITERALS = {   # (file, literal): the publisher's inline/process mode, which

@@ -1,7 +1,7 @@
 """``shmex bench gateway``: the engine over TCP, as members see it.
 
 1. Launches an engine whose only producer is the gateway (``--durability`` group by
-   default) with bench users, and drives it with `tcp_load` sessions from this process:
+   default) with bench users, and drives it with `roles.tcpload` sessions from this process:
    - throughput: ``--orders`` at full speed (each session keeps ``--window`` unanswered);
    - tick-to-trade: ``--rate`` orders/s offered, open loop, for ``--duration`` seconds;
      the engine's own per-stage figures (matcher, durable) come from its summary.
@@ -21,11 +21,12 @@ import tempfile
 
 import numpy as np
 
-from shmex.bench import tcp_load
 from shmex.engine.latency import summary, to_hdr
 from shmex.engine.machine import describe, machine
+from shmex.roles import tcpload
 
 PRICE = 100 * 10_000          # $100.00 on SHMX (tick 0.01)
+TARGET = [(tcpload.symbol_key("SHMX"), PRICE, 1)]
 
 
 def _users_file(path: str, names: list[str]) -> None:
@@ -44,8 +45,8 @@ def _lat(h) -> dict:
 
 def _phase(addr, users, orders, rate, window) -> dict:
     per = max(1, orders // len(users))
-    r = tcp_load.run(addr, [(u, "bench") for u in users], per, rate=rate, window=window,
-                     sym_key=tcp_load.symbol_key("SHMX"), price=PRICE)
+    r = tcpload.run_sessions(addr, [(u, "bench") for u in users], per, rate=rate, window=window,
+                             targets=TARGET)
     r["latency_us"] = _lat(r.pop("hist"))
     return r
 
@@ -56,8 +57,8 @@ def _baseline(kind: str, orders: int, sessions: int, window: int) -> dict:
     try:
         port = int(srv.stdout.readline())
         users = [(f"b{i}", "x") for i in range(sessions)]
-        r = tcp_load.run(("127.0.0.1", port), users, max(1, orders // sessions), window=window,
-                         sym_key=tcp_load.symbol_key("SHMX"), price=PRICE)
+        r = tcpload.run_sessions(("127.0.0.1", port), users, max(1, orders // sessions), window=window,
+                                 targets=TARGET)
         r["latency_us"] = _lat(r.pop("hist"))
         return r
     finally:
@@ -99,7 +100,7 @@ def main(args) -> int:
           f"durability {args.durability}")
     print(f"  {describe(res['machine'])}")
     print(f"  command: {res['command']}")
-    tcp_load.warm()
+    tcpload.warm()
     with tempfile.TemporaryDirectory(prefix="shmex-bench-gw-") as tmp:
         names = [f"t{i}" for i in range(args.sessions)] + [f"l{i}" for i in range(args.sessions)]
         users_file = os.path.join(tmp, "users.csv")

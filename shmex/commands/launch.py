@@ -158,6 +158,10 @@ def add_gateway_arguments(p) -> None:
     g.add_argument("--gateway-max-open", type=int, metavar="N", help="open orders per user (default 100,000)")
     g.add_argument("--gateway-orders", type=int, metavar="N", help="open orders of all users (default 131,072)")
     g.add_argument("--gateway-idle", type=float, metavar="S", help="drop a session silent this long (default 15)")
+    g.add_argument("--via", choices=("shm", "tcp"),
+                   help="the built-in load's path: shm (default: producers on the input rings) or tcp "
+                        "(--producers members log in at the gateway, 127.0.0.1:0 unless --gateway, and send "
+                        "OUCH orders: the tick-to-trade includes the network)")
 
 
 def main(args, warm=()) -> int:
@@ -204,6 +208,14 @@ def main(args, warm=()) -> int:
     except OSError as e:
         print(f"launch: cannot create data directory {cfg.data_dir}: {e.strerror}", file=sys.stderr)
         return 2
+    if cfg.via == "tcp":
+        if getattr(args, "users_file", None):
+            print("launch: --via tcp logs in users of its own: --users-file cannot be used with it",
+                  file=sys.stderr)
+            return 2
+        from shmex.roles import tcpload
+
+        cfg = tcpload.prepare(cfg)
     itch_info = None
     if cfg.itch:
         try:

@@ -115,6 +115,15 @@ F_STARTS = 6          # feed processes started in this run
 F_STATE = 7           # FS_RUNNING, FS_DEFERRING (waiting while the journal grows fast), FS_ENDED
 FS_RUNNING, FS_DEFERRING, FS_ENDED = 0, 1, 2
 
+# the TCP load's own cells (P_ROLE + i of its process slot, `launch --via tcp`)
+T_SESSIONS = 0        # sessions logged in
+T_SENT = 1            # Enter Orders sent
+T_ANSWERED = 2        # of them answered (Accepted or Rejected)
+T_REJECTED = 3        # of them rejected
+T_EXECUTED = 4        # Executed messages read
+T_PORT = 5            # the gateway's port it connected to
+T_DONE = 6            # 1: every order it was to send is sent and answered (the run may stop)
+
 PROD_CELLS = 32
 # producer counters (int64 indices into the producer's own block)
 (C_SENT, C_ANSWERED, C_LAST_ANSWERED, C_REPORTS, C_ACKS, C_FILLS_TAKER, C_FILLS_MAKER,

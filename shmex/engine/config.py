@@ -39,6 +39,8 @@ def book_config(symbols: int, capacity: int, max_open_orders: int | None = None,
                 max_open_orders=max_open_orders, hash_key=hash_key)
 
 
+VIA = ("shm", "tcp")                     # launch --via: the built-in load's path into the engine
+
 # replicated: group commit locally, and a report leaves only once the NATS stream's quorum
 # acknowledged its command too (needs --nats)
 DURABILITY = ("none", "group", "always", "replicated")
@@ -136,6 +138,10 @@ class EngineConfig:
     itch_speed: float | None = None      # the day's own pace times this (None: as fast as it goes)
     itch_symbols: tuple = ()             # the file's symbols replayed (empty: all of them)
     price_band: tuple = ()               # the book's (price_lo, price_hi) in ticks (empty: the demo's)
+    via: str = "shm"                     # the built-in load's path: shm (producers on the input rings)
+                                         # or tcp (members logged in at the gateway, OUCH over SoupBinTCP)
+    tcp_sessions: int = 0                # with via tcp: the load's sessions (one user each)
+    tcp_duration: float | None = None    # with via tcp: seconds the load sends, from its first order
 
     def __post_init__(self) -> None:
         check_run_id(self.run_id)
@@ -178,6 +184,7 @@ class EngineConfig:
             users.load(self.users_path)
         self._check_nats()
         self._check_feed()
+        self._check_via()
         self._check_itch()
         _require(self.slow_client_s > 0, "--slow-client", f"{self.slow_client_s}: must be > 0 s")
         for name in ("ring_in", "ring_rep", "ring_journal", "ring_out"):
@@ -338,6 +345,16 @@ class EngineConfig:
         return book_config(self.symbols, self.capacity, self.max_open_orders, self.hash_key,
                            self.price_band or None)
 
+    def _check_via(self) -> None:
+        _require(self.via in VIA, "--via", f"{self.via!r}: one of {', '.join(VIA)}")
+        if self.via == "tcp":
+            _require(self.gateway is not None, "--via tcp", "needs a gateway (--gateway HOST:PORT)")
+            _require(self.tcp_sessions >= 1, "--via tcp", f"--producers {self.tcp_sessions}: the load needs "
+                                                          f">= 1 session")
+            _require(not self.itch, "--via tcp", "cannot be used with --itch (the day replays on the rings)")
+            _require(self.tcp_duration is None or self.tcp_duration > 0, "--duration",
+                     f"{self.tcp_duration}: must be > 0 s")
+
     def account_of(self, k: int) -> int:
         """The account producer slot k is bound to at the start: a load producer's
         configured one, else the slot's default (a client may ask for its own at connect)."""
@@ -396,6 +413,11 @@ class EngineConfig:
         producers = int(pick("producers")) if itch is None or getattr(args, "producers", None) is not None else 1
         if orders is None and duration is None and producers > 0:
             orders = DEMO_ORDERS
+        via = getattr(args, "via", None) or "shm"
+        tcp_sessions, tcp_duration, gateway = 0, None, getattr(args, "gateway", None)
+        if via == "tcp":   # the load's sessions log in at the gateway; the load times its own length
+            tcp_sessions, producers, tcp_duration, duration = producers, 0, duration, None
+            gateway = gateway or "127.0.0.1:0"
         wait = {}
         for item in (getattr(args, "wait", None) or "").split(","):
             if item:
@@ -419,7 +441,7 @@ class EngineConfig:
             heartbeat_timeout_s=float(pick("heartbeat_timeout", "heartbeat_timeout_s")),
             segment_bytes=getattr(args, "segment_bytes", None),
             standby=not getattr(args, "no_standby", False), preset=getattr(args, "preset", None),
-            gateway=getattr(args, "gateway", None),
+            gateway=gateway,
             symbols_file=_abspath(getattr(args, "symbols_file", None)),
             users_file=_abspath(getattr(args, "users_file", None)),
             gateway_max_open=int(pick("gateway_max_open")), gateway_orders=int(pick("gateway_orders")),
@@ -436,6 +458,7 @@ class EngineConfig:
             slow_client_s=float(pick("slow_client", "slow_client_s")),
             itch=itch, itch_speed=getattr(args, "itch_speed", None),
             itch_symbols=tuple(x for x in (getattr(args, "itch_symbols", None) or "").split(",") if x),
+            via=via, tcp_sessions=tcp_sessions, tcp_duration=tcp_duration,
         )
 
 

@@ -61,6 +61,8 @@ class RoleSpec:
     numbered: bool = False             # processes are named name-k (several of the role)
     reports: bool = False              # the module has report(cfg, ctl_array, cells_base) -> (doc, line):
                                        # its part of the run's result document and summary
+    load_done: Callable | None = None  # (cfg, ctl_array, proc_slots) -> True once the load this role
+                                       # drives is sent (a role that drives load; the run then stops)
 
     def slot_count(self, cfg) -> int:
         return int((self.slots or self.processes)(cfg))
@@ -85,6 +87,18 @@ def _reset_pub_done_if_inline(cfg, ctl) -> None:
 def _fresh_client_ids(cfg, restarts: int):
     """A restarted load producer's pool of orders is gone: new client ids."""
     return cfg.replace(cid_base=int(cfg.cid_base) + (restarts << 28))
+
+
+def _producers_done(cfg, ctl, proc_slots: int) -> bool:
+    from shmex.engine import cells
+
+    return all(ctl[cells.prod_base(proc_slots, k) + cells.C_SENDING_DONE] for k in range(cfg.producers))
+
+
+def _tcp_load_done(cfg, ctl, proc_slots: int) -> bool:
+    from shmex.engine import cells
+
+    return bool(ctl[cells.proc_cell(slot_of(cfg, "tcpload"), cells.P_ROLE + cells.T_DONE)])
 
 
 def _matcher_rings(cfg):
@@ -116,7 +130,7 @@ BUILTIN: tuple[RoleSpec, ...] = (
     RoleSpec("producer", "shmex.roles.producer", rank=3,
              processes=lambda cfg: cfg.producers, slots=lambda cfg: cfg.producer_slots,
              restart_cfg=_fresh_client_ids, drill={"producer": KILL}, rings=_producer_rings,
-             numbered=True),
+             numbered=True, load_done=_producers_done),
     # members over TCP: OUCH 5.0 on SoupBinTCP; it feeds the last producer slot (its rings
     # are the producer role's), and a restarted one resumes every session from its journal
     RoleSpec("gateway", "shmex.roles.gateway", rank=4, processes=lambda cfg: cfg.gateways,
@@ -129,6 +143,10 @@ BUILTIN: tuple[RoleSpec, ...] = (
     # restarted one regenerates the feed and goes on after the last packet it sent
     RoleSpec("feed", "shmex.roles.feed", rank=6, wait="yield",
              processes=lambda cfg: 0 if cfg.feed is None else 1, drill={"feed": KILL}, reports=True),
+    # the load over TCP (launch --via tcp): members that log in at the gateway and send OUCH
+    # orders; it does not reconnect, so a death of it or of the gateway stops the run
+    RoleSpec("tcpload", "shmex.roles.tcpload", rank=7, processes=lambda cfg: 1 if cfg.via == "tcp" else 0,
+             restart=False, reports=True, load_done=_tcp_load_done),
 )
 
 

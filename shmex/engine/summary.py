@@ -93,6 +93,9 @@ def result_doc(cfg, out) -> dict:
         "wal_sealed": int(ctl[cells.WAL_DONE]) == 1,
         "no_segment_left": not out.leaked,
     }
+    roles = role_reports(cfg, ctl)
+    for doc in roles.values():             # a role's own checks (`RoleSpec.reports`)
+        checks.update(doc.get("checks", {}))
     seconds = t["seconds"]
     stages = {}
     if out.stages is not None:
@@ -103,7 +106,8 @@ def result_doc(cfg, out) -> dict:
     return {
         "status": out.status, "reason": out.reason, "exit_code": out.exit_code,
         "run_id": cfg.run_id, "machine": describe(), "placement": out.placement,
-        "producers": cfg.producers, "symbols": cfg.symbols, "rate": cfg.rate,
+        "producers": cfg.producers, "via": cfg.via, "tcp_sessions": cfg.tcp_sessions,
+        "symbols": cfg.symbols, "rate": cfg.rate,
         "durability": cfg.durability, "publisher": "inline" if cfg.publisher_inline else "process",
         "orders": t["orders"], "reports": t["reports"], "fills": t["fills"], "rejects": t["rejects"],
         "answered": t["answered"], "acks": t["acks"], "canceled": t["canceled"], "expired": t["expired"],
@@ -122,7 +126,7 @@ def result_doc(cfg, out) -> dict:
         "segments_left": out.leaked, "dead_runs_cleaned": out.cleaned,
         "dead_runs_cleaned_ids": out.cleaned_runs,
         "restarts": [{k: v for k, v in e.items() if k not in ("died_s", "ready_s")} for e in out.restarts],
-        "standby": out.standby, "wal": wal_kept(cfg, ctl), "roles": role_reports(cfg, ctl),
+        "standby": out.standby, "wal": wal_kept(cfg, ctl), "roles": roles,
         "disk_floor": floor.recorded(cfg.data_dir) if cfg.durability in GROUP_COMMIT else None,
         "verify": f"shmex verify {cfg.data_dir}", "replay": f"shmex replay {cfg.data_dir}",
     }, h
@@ -162,7 +166,9 @@ def print_summary(doc: dict) -> None:
     p(f"shmex launch {doc['run_id']}: {doc['status']}" + (f" ({doc['reason']})" if doc["reason"] else ""))
     p(f"  machine     {doc['machine']}")
     p(f"  placement   {doc['placement']}  (publisher {doc['publisher']})")
-    p(f"  load        {doc['producers']} producers, {doc['symbols']} symbols, "
+    who = (f"{doc['tcp_sessions']} members over TCP" if doc.get("via") == "tcp"
+           else f"{doc['producers']} producers")
+    p(f"  load        {who}, {doc['symbols']} symbols, "
       f"{'rate ' + format(int(doc['rate']), ',') + ' orders/s' if doc['rate'] else 'full speed'}, "
       f"durability {doc['durability']}")
     p(f"  orders      {doc['orders']:,} in {doc['seconds']:.3f} s = {doc['orders_per_s']:,.0f} orders/s "

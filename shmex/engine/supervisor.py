@@ -605,6 +605,7 @@ class Supervisor:
         t0 = time.monotonic()
         last_progress = t0
         duration = cfg.duration
+        loads = {p.spec.name: p.spec for p in registry.launched(cfg) if p.spec.load_done}.values()
         while True:
             dead = self._restart_or_fail(out, expected_done=False)
             if dead is not None:
@@ -614,8 +615,7 @@ class Supervisor:
                 break
             if duration and now - t0 >= duration:
                 break
-            if cfg.producers and all(self.ctl[self.prod_cell(k, cells.C_SENDING_DONE)]
-                                        for k in range(cfg.producers)):
+            if loads and all(spec.load_done(cfg, self.ctl, len(self.slots)) for spec in loads):
                 break
             if self._binds is not None:
                 self._binds.poll()

@@ -618,7 +618,9 @@ def run(cfg, ctl: Ctl, me, index: int) -> int:
     hseg = Segment.attach(Ring.name_for(cfg.run_id, "hist"), layout="hist")
     t2t, stages, dtab = hist_views(hseg, cfg.producer_slots)
     gw = Gateway(cfg, ctl, me, inr, rep)
-    gw.hist = t2t[k]
+    # with the load over TCP its members' own view (send -> answer read) fills the slot's
+    # row; the gateway's (decoded -> report taken) is then its own
+    gw.hist = t2t[k] if cfg.via == "shm" else np.zeros(t2t.shape[1], dtype=np.int64)
     del t2t, stages, dtab
     try:
         warm()
