@@ -42,6 +42,8 @@ def test_every_member_order_goes_through_the_gateway_and_the_latency_is_the_memb
         assert abs(sent - 8_000) <= sessions
     assert load["answered"] == sent and load["rejected"] == 0
     assert doc["latency_samples"] == sent                 # one member-side sample per order
+    # and the engine's stages of each: the gateway's queue, the matcher, the disk, the report
+    assert all(doc["stages"][k]["samples"] >= sent for k in ("queue", "to_matcher", "to_durable", "to_report"))
     assert "members over TCP" in p.stdout and f"{sent:,} Enter Orders sent" in p.stdout
     # the journal holds them as the gateway's slot's commands, one account per member; a
     # member that logs out with an order resting has it cancelled (cancel-on-disconnect)

@@ -153,7 +153,8 @@ class Gateway:
         self.sel = selectors.DefaultSelector()
         self.listener: socket.socket | None = None
         self.cnt = ctl.producer_block(cfg.gateway_slot)
-        self.hist = None
+        self.hist = None                         # the slot's tick-to-trade row
+        self.h_queue = self.h_report = self.dtab = None   # its stage rows, the durable table
         self.stats = dict(sessions=0, logins=0, refused=0, protocol_errors=0, published=0)
 
     # -- start ---------------------------------------------------------------------------
@@ -326,8 +327,12 @@ class Gateway:
     def _publish(self) -> None:
         while self.pending:
             cmds = self.pending[0]
+            now = time.monotonic_ns()
+            producer_duty.stamp_sent(cmds, 0, len(cmds), now)   # 'to_matcher' starts here
             k = self.inr.publish(cmds, wait=False)
             if k:
+                if self.h_queue is not None:    # 'queue': decoded (sent_ns) -> published
+                    producer_duty.note_sent(cmds, 0, k, now, self.h_queue)
                 self.cnt[cells.C_SENT] += k
                 if self.cnt[cells.C_FIRST_SENT_NS] == 0:
                     self.cnt[cells.C_FIRST_SENT_NS] = time.monotonic_ns()
@@ -348,8 +353,9 @@ class Gateway:
             ouch.on_reports(self.st, self.out, reps, n)
             self.journal.add(jnl.T_REP, n, jnl.reports_payload(first, reps),
                              int(self.st.g[ouch.G_TS]), int(self.st.g[ouch.G_NOW]))
-            if self.hist is not None:
-                producer_duty.scan_reports(reps, n, time.monotonic_ns(), self.cnt, self.hist)
+            if self.hist is not None:           # and 'to_report': durable -> taken here
+                producer_duty.scan_reports_staged(reps, n, time.monotonic_ns(), self.cnt, self.hist,
+                                                  self.h_report, self.dtab)
         return n
 
     # -- sessions --------------------------------------------------------------------------
@@ -612,7 +618,7 @@ def run(cfg, ctl: Ctl, me, index: int) -> int:
     w = cfg.wait["gateway"]
     inr = Ring.attach(Ring.name_for(cfg.run_id, cells.in_role(k)), COMMAND, side="producer", wait=w)
     rep = Ring.attach(Ring.name_for(cfg.run_id, cells.rep_role(k)), REPORT, side="consumer", wait=w)
-    from shmex.engine.latency import hist_views
+    from shmex.engine.latency import hist_views, stage_row
     from shmex.shm.segment import Segment
 
     hseg = Segment.attach(Ring.name_for(cfg.run_id, "hist"), layout="hist")
@@ -621,6 +627,9 @@ def run(cfg, ctl: Ctl, me, index: int) -> int:
     # with the load over TCP its members' own view (send -> answer read) fills the slot's
     # row; the gateway's (decoded -> report taken) is then its own
     gw.hist = t2t[k] if cfg.via == "shm" else np.zeros(t2t.shape[1], dtype=np.int64)
+    gw.h_queue = stages[stage_row(cfg.producer_slots, "queue", k)]
+    gw.h_report = stages[stage_row(cfg.producer_slots, "to_report", k)]
+    gw.dtab = dtab
     del t2t, stages, dtab
     try:
         warm()
@@ -636,7 +645,8 @@ def run(cfg, ctl: Ctl, me, index: int) -> int:
     finally:
         ctl.store(ctl.prod_cell(k, cells.C_SENDING_DONE), 1)
         gw.close()
-        gw.hist = gw.cnt = None     # views of the hist and control segments: gone before they close
+        gw.hist = gw.cnt = gw.h_queue = gw.h_report = gw.dtab = None   # views of the hist and control
+                                                                        # segments: gone before they close
         inr.close()
         rep.close()
         hseg.close()
