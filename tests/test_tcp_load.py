@@ -50,7 +50,7 @@ def test_every_member_order_goes_through_the_gateway_and_the_latency_is_the_memb
     log = np.concatenate(list(WalReader(str(data)).commands(1)))
     new = log[log["kind"] == Kind.NEW]
     assert len(new) == sent and len(log) - sent <= sessions and (log[len(new):]["kind"] == Kind.CANCEL).all()
-    assert doc["orders"] == doc["answered"] == len(log)   # what the gateway published, each answered
+    assert doc["orders"] == doc["answered"] == len(log), (doc["orders"], doc["answered"], len(log))
     assert set(int(x) for x in log["producer"]) == {doc["producers"] + 1 + 1}   # after the one client slot
     assert len(set(int(a) for a in log["account"])) == sessions
     # the load's users: hashed in the gateway's file, the password itself only in its 0600 file

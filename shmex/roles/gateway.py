@@ -155,6 +155,7 @@ class Gateway:
         self.cnt = ctl.producer_block(cfg.gateway_slot)
         self.hist = None                         # the slot's tick-to-trade row
         self.h_queue = self.h_report = self.dtab = None   # its stage rows, the durable table
+        self.taking_input = True                 # False from the stop on: no new command is made
         self.stats = dict(sessions=0, logins=0, refused=0, protocol_errors=0, published=0)
 
     # -- start ---------------------------------------------------------------------------
@@ -248,6 +249,7 @@ class Gateway:
             ctl.check()
             if stopping_since is None and ctl.phase >= cells.PH_STOPPING:
                 stopping_since = time.monotonic()
+                self.taking_input = False
                 self._stop_listening()
             events = self.sel.select(0)
             now = time.monotonic()
@@ -564,7 +566,10 @@ class Gateway:
         u = s.user
         if u >= 0 and self.active[u] is s:
             self.active[u] = None
-            if self.users[u].cancel_on_disconnect and self.st.uopen[u] > 0:
+            # from the stop on, a session that goes keeps its orders resting, as those still
+            # open at the stop do: a cancel made then could reach the ring after the
+            # gateway's SENDING_DONE, when the matcher may have taken its last command
+            if self.users[u].cancel_on_disconnect and self.st.uopen[u] > 0 and self.taking_input:
                 self._cancel_user(u)
 
     def _cancel_user(self, u: int) -> None:
