@@ -66,5 +66,6 @@ def test_every_member_order_goes_through_the_gateway_and_the_latency_is_the_memb
     (("--producers", "0"), "the load needs >= 1 session"),
 ])
 def test_via_tcp_refuses_what_it_cannot_drive(tmp_path, flags, said):
-    p, _ = _launch(tmp_path, *flags, timeout_s=120)
+    p, data = _launch(tmp_path, "--fresh", *flags, timeout_s=120)
     assert p.returncode == 2 and said in p.stderr, p.stderr
+    assert not data.exists()                  # refused before --fresh or anything else touched it

@@ -62,8 +62,8 @@ def _run(data: str, *extra) -> dict:
 def on_off(tmp: str, orders: int, repeats: int) -> dict:
     rates: dict[str, list[float]] = {"off": [], "on": []}
     for r in range(repeats):
-        # ABBA: a run goes slower after another (the disk still writing back its log), so
-        # neither mode always goes second
+        # ABBA: on this kind of machine a run right after another can be slower, whatever
+        # its mode, so neither mode always goes second
         for mode in ("off", "on") if r % 2 == 0 else ("on", "off"):
             extra = ["--orders", str(orders)]
             if mode == "on":

@@ -175,6 +175,9 @@ def main(args, warm=()) -> int:
     except UsageError as e:
         print(f"launch: {e}", file=sys.stderr)
         return 2
+    if cfg.via == "tcp" and getattr(args, "users_file", None):   # refused before --fresh touches the log
+        print("launch: --via tcp logs in users of its own: --users-file cannot be used with it", file=sys.stderr)
+        return 2
     from shmex.engine.latency import write_hgrm, write_plot
     from shmex.engine.summary import print_summary
     from shmex.files import make_private_dir
@@ -209,10 +212,6 @@ def main(args, warm=()) -> int:
         print(f"launch: cannot create data directory {cfg.data_dir}: {e.strerror}", file=sys.stderr)
         return 2
     if cfg.via == "tcp":
-        if getattr(args, "users_file", None):
-            print("launch: --via tcp logs in users of its own: --users-file cannot be used with it",
-                  file=sys.stderr)
-            return 2
         from shmex.roles import tcpload
 
         cfg = tcpload.prepare(cfg)

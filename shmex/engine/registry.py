@@ -61,8 +61,9 @@ class RoleSpec:
     numbered: bool = False             # processes are named name-k (several of the role)
     reports: bool = False              # the module has report(cfg, ctl_array, cells_base) -> (doc, line):
                                        # its part of the run's result document and summary
-    load_done: Callable | None = None  # (cfg, ctl_array, proc_slots) -> True once the load this role
-                                       # drives is sent (a role that drives load; the run then stops)
+    load_done: Callable | None = None  # (cfg, ctl_array, proc_slots, slot) -> True once the load this
+                                       # role drives is sent (slot: its first process slot; the run stops
+                                       # once every such role's is)
 
     def slot_count(self, cfg) -> int:
         return int((self.slots or self.processes)(cfg))
@@ -89,16 +90,16 @@ def _fresh_client_ids(cfg, restarts: int):
     return cfg.replace(cid_base=int(cfg.cid_base) + (restarts << 28))
 
 
-def _producers_done(cfg, ctl, proc_slots: int) -> bool:
+def _producers_done(cfg, ctl, proc_slots: int, slot: int) -> bool:
     from shmex.engine import cells
 
     return all(ctl[cells.prod_base(proc_slots, k) + cells.C_SENDING_DONE] for k in range(cfg.producers))
 
 
-def _tcp_load_done(cfg, ctl, proc_slots: int) -> bool:
+def _tcp_load_done(cfg, ctl, proc_slots: int, slot: int) -> bool:
     from shmex.engine import cells
 
-    return bool(ctl[cells.proc_cell(slot_of(cfg, "tcpload"), cells.P_ROLE + cells.T_DONE)])
+    return bool(ctl[cells.proc_cell(slot, cells.P_ROLE + cells.T_DONE)])
 
 
 def _matcher_rings(cfg):

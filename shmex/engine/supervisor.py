@@ -605,7 +605,7 @@ class Supervisor:
         t0 = time.monotonic()
         last_progress = t0
         duration = cfg.duration
-        loads = {p.spec.name: p.spec for p in registry.launched(cfg) if p.spec.load_done}.values()
+        loads = [(p.spec.load_done, p.slot) for p in registry.launched(cfg) if p.spec.load_done and p.index == 0]
         while True:
             dead = self._restart_or_fail(out, expected_done=False)
             if dead is not None:
@@ -615,7 +615,7 @@ class Supervisor:
                 break
             if duration and now - t0 >= duration:
                 break
-            if loads and all(spec.load_done(cfg, self.ctl, len(self.slots)) for spec in loads):
+            if loads and all(done(cfg, self.ctl, len(self.slots), slot) for done, slot in loads):
                 break
             if self._binds is not None:
                 self._binds.poll()
